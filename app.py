@@ -1,0 +1,291 @@
+"""Vidline's REST API (Chalice on API Gateway + Lambda).
+
+Routes are thin: parse the request, call one service function, shape the
+response. Every error leaves as `{"error": {"code", "message", "details"}}`
+with the status that `ERROR_STATUS` gives its domain error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chalice.app import Chalice, CognitoUserPoolAuthorizer, CORSConfig, Response
+from pydantic import BaseModel
+
+from chalicelib import schemas
+from chalicelib.adapters.cognito import principal_from_claims
+from chalicelib.bootstrap import Container
+from chalicelib.domain import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidRequest,
+    NotAuthenticated,
+    NotFound,
+    Principal,
+    ServiceUnavailable,
+)
+from chalicelib.openapi import Operation, build_document
+from chalicelib.services import parse
+from chalicelib.settings import get_settings
+
+settings = get_settings()
+app = Chalice(app_name="vidline-api", configure_logs=True)
+app.log.setLevel(logging.INFO)
+app.api.cors = CORSConfig(
+    allow_origin=settings.cors_origin,
+    allow_headers=["Authorization", "Content-Type"],
+    max_age=600,
+)
+container = Container(settings)
+
+ERROR_STATUS: dict[type[DomainError], int] = {
+    InvalidRequest: 400,
+    NotAuthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    ServiceUnavailable: 503,
+}
+# Chalice's own error codes (bad JSON, wrong content type, unknown method...).
+CHALICE_ERROR_CODES = {
+    "BadRequestError": "invalid_request",
+    "UnsupportedMediaType": "unsupported_media_type",
+    "MethodNotAllowedError": "method_not_allowed",
+    "NotFoundError": "not_found",
+    "UnauthorizedError": "unauthorized",
+    "ForbiddenError": "forbidden",
+    "InternalServerError": "internal_error",
+}
+
+OPERATIONS: list[Operation] = []
+
+_authorizer = (
+    CognitoUserPoolAuthorizer("VidlineUsers", provider_arns=[settings.user_pool_arn])
+    if settings.auth_mode == "apigateway"
+    else None
+)
+
+
+def error_response(code: str, message: str, status: int, details: list[Any] | None = None) -> Response:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if details:
+        body["error"]["details"] = details
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
+
+
+@app.middleware("http")
+def uniform_errors(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Give Chalice's own error responses our error shape."""
+    response = get_response(event)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        code = CHALICE_ERROR_CODES.get(body["Code"], "error")
+        message = body["Message"]
+        if code == "internal_error":
+            message = "Something went wrong on our side; it has been logged."
+        fresh = error_response(code, message, response.status_code)
+        fresh.headers = {**response.headers, **fresh.headers}
+        return fresh
+    return response
+
+
+def principal() -> Principal:
+    """Who is calling: from API Gateway's verified claims, or verified here."""
+    request = app.current_request
+    assert request is not None
+    if settings.auth_mode == "apigateway":
+        claims = (request.context.get("authorizer") or {}).get("claims") or {}
+        return principal_from_claims(claims)
+    return container.accounts.authenticate(request.headers.get("authorization"))
+
+
+def json_body() -> Any:
+    request = app.current_request
+    assert request is not None
+    raw = request.raw_body
+    if not raw:
+        raise InvalidRequest("The request needs a JSON body.")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidRequest("The request body is not valid JSON.") from None
+
+
+def endpoint(
+    path: str,
+    method: str,
+    *,
+    summary: str,
+    response: type[BaseModel] | None,
+    status: int = 200,
+    request: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    auth: bool = True,
+    errors: tuple[int, ...] = (),
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a route, its error mapping and its OpenAPI operation."""
+    OPERATIONS.append(Operation(method, path, summary, status, response, request, query, auth, errors))
+
+    def register(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def handle(**path_params: str) -> Response:
+            try:
+                result = view(**path_params)
+            except DomainError as exc:
+                return error_response(exc.code, exc.message, ERROR_STATUS[type(exc)], exc.details)
+            if isinstance(result, Response):
+                return result
+            body = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+            return Response(body=body, status_code=status)
+
+        kwargs: dict[str, Any] = {"methods": [method], "content_types": ["application/json"]}
+        if auth and _authorizer is not None:
+            kwargs["authorizer"] = _authorizer
+        app.route(path, **kwargs)(handle)
+        return view
+
+    return register
+
+
+# --- accounts ---
+
+
+@endpoint(
+    "/auth/signup",
+    "POST",
+    summary="Create an account",
+    request=schemas.SignupRequest,
+    response=schemas.SignupResponse,
+    status=201,
+    auth=False,
+    errors=(409,),
+)
+def sign_up() -> schemas.SignupResponse:
+    request = parse(schemas.SignupRequest, json_body(), settings)
+    user_id, confirmed = container.accounts.sign_up(request)
+    return schemas.SignupResponse(user=schemas.UserOut(id=user_id, email=request.email), confirmed=confirmed)
+
+
+@endpoint(
+    "/auth/confirm",
+    "POST",
+    summary="Confirm an account with the emailed code",
+    request=schemas.ConfirmRequest,
+    response=None,
+    auth=False,
+    errors=(409,),
+)
+def confirm() -> dict[str, Any]:
+    container.accounts.confirm(parse(schemas.ConfirmRequest, json_body(), settings))
+    return {"confirmed": True}
+
+
+@endpoint(
+    "/auth/login",
+    "POST",
+    summary="Sign in; returns Cognito tokens",
+    request=schemas.LoginRequest,
+    response=schemas.TokensOut,
+    auth=False,
+    errors=(401, 403),
+)
+def log_in() -> schemas.TokensOut:
+    tokens = container.accounts.log_in(parse(schemas.LoginRequest, json_body(), settings))
+    return schemas.TokensOut(
+        id_token=tokens.id_token,
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+    )
+
+
+# --- videos ---
+
+
+@endpoint(
+    "/videos",
+    "POST",
+    summary="Create a video and get its presigned upload",
+    request=schemas.CreateVideoRequest,
+    response=schemas.CreateVideoResponse,
+    status=201,
+)
+def create_video() -> schemas.CreateVideoResponse:
+    owner = principal()
+    request = parse(schemas.CreateVideoRequest, json_body(), settings)
+    video, ticket = container.video_service.create(owner, request)
+    return schemas.CreateVideoResponse(
+        video=container.video_service.present(video),
+        upload=schemas.UploadOut(
+            url=ticket.url,
+            fields=ticket.fields,
+            expires_at=ticket.expires_at,
+            max_bytes=ticket.max_bytes,
+        ),
+    )
+
+
+@endpoint(
+    "/videos",
+    "GET",
+    summary="Your videos, newest first",
+    query=schemas.ListVideosQuery,
+    response=schemas.VideoListOut,
+)
+def list_videos() -> schemas.VideoListOut:
+    owner = principal()
+    request = app.current_request
+    assert request is not None
+    query = parse(schemas.ListVideosQuery, dict(request.query_params or {}), settings)
+    page = container.video_service.list(owner, query)
+    return schemas.VideoListOut(
+        items=[container.video_service.present(v) for v in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@endpoint("/videos/{video_id}", "GET", summary="One of your videos", response=schemas.VideoOut, errors=(404,))
+def get_video(video_id: str) -> schemas.VideoOut:
+    owner = principal()
+    return container.video_service.present(container.video_service.get(owner, video_id))
+
+
+@endpoint(
+    "/videos/{video_id}",
+    "DELETE",
+    summary="Delete a video and its files",
+    response=None,
+    status=204,
+    errors=(404,),
+)
+def delete_video(video_id: str) -> Response:
+    container.video_service.delete(principal(), video_id)
+    return Response(body="", status_code=204)
+
+
+# --- operations ---
+
+
+@endpoint(
+    "/health",
+    "GET",
+    summary="Checks every dependency",
+    response=schemas.HealthOut,
+    auth=False,
+    errors=(503,),
+)
+def health() -> Response:
+    checks = container.health.run()
+    healthy = all(value == "ok" for value in checks.values())
+    body = schemas.HealthOut(status="ok" if healthy else "failing", checks=checks)
+    return Response(body=body.model_dump(mode="json"), status_code=200 if healthy else 503)
+
+
+@endpoint("/openapi.json", "GET", summary="This document", response=None, auth=False)
+def openapi() -> dict[str, Any]:
+    return build_document(OPERATIONS, settings)

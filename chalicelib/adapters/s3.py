@@ -1,0 +1,87 @@
+"""Buckets of objects on S3."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.domain import UploadTicket, utcnow
+from chalicelib.ports import StoredObject
+
+
+class S3BlobStore:
+    """BlobStore on one S3 bucket. `client` must sign with SigV4."""
+
+    def __init__(self, client: Any, bucket: str):
+        self._s3 = client
+        self.bucket = bucket
+
+    def presign_upload(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> UploadTicket:
+        """A POST policy that binds the key, the content type and a size range."""
+        expires_at = utcnow() + timedelta(seconds=expires_s)
+        post = self._s3.generate_presigned_post(
+            Bucket=self.bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[
+                {"Content-Type": content_type},
+                ["content-length-range", 1, max_bytes],
+            ],
+            ExpiresIn=expires_s,
+        )
+        return UploadTicket(
+            url=post["url"], fields=dict(post["fields"]), expires_at=expires_at, max_bytes=max_bytes
+        )
+
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            response = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return StoredObject(
+            key=key,
+            size_bytes=int(response["ContentLength"]),
+            content_type=response.get("ContentType"),
+        )
+
+    def download(self, key: str, path: str) -> None:
+        self._s3.download_file(self.bucket, key, path)
+
+    def upload(self, path: str, key: str, content_type: str) -> None:
+        self._s3.upload_file(
+            path,
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type, "CacheControl": "private, max-age=31536000, immutable"},
+        )
+
+    def delete_prefix(self, prefix: str) -> None:
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+    def presign_get(self, key: str, expires_s: int) -> str:
+        url: str = self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+        )
+        return url
+
+    def check(self) -> None:
+        self._s3.head_bucket(Bucket=self.bucket)
+
+
+class PresignedMediaUrls:
+    """MediaUrls that hand out time-limited links straight to the media bucket."""
+
+    def __init__(self, media: S3BlobStore, expires_s: int):
+        self._media = media
+        self._expires_s = expires_s
+
+    def url_for(self, key: str) -> str:
+        return self._media.presign_get(key, self._expires_s)

@@ -1,0 +1,191 @@
+"""The video and its rules: states, keys, ids and domain errors.
+
+Plain Python with no AWS import, so every rule here is unit-testable.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class VideoStatus(StrEnum):
+    AWAITING_UPLOAD = "awaiting_upload"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = frozenset({VideoStatus.READY, VideoStatus.FAILED})
+# States a worker may pick a video up from. PROCESSING is included so that a
+# retry after a crash mid-encode carries on.
+PROCESSABLE_STATUSES = frozenset({VideoStatus.AWAITING_UPLOAD, VideoStatus.QUEUED, VideoStatus.PROCESSING})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The signed-in user a request acts for."""
+
+    user_id: str
+    email: str
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    filename: str
+    size_bytes: int
+    content_type: str
+    duration_s: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class Rendition:
+    name: str
+    width: int
+    height: int
+    key: str
+
+
+@dataclass(frozen=True)
+class Outputs:
+    renditions: tuple[Rendition, ...]
+    thumbnail_key: str
+
+
+@dataclass(frozen=True)
+class Video:
+    id: str
+    owner_id: str
+    owner_email: str
+    title: str
+    status: VideoStatus
+    progress: int
+    created_at: datetime
+    updated_at: datetime
+    source: SourceInfo
+    error: str | None = None
+    outputs: Outputs | None = None
+    # Set once the owner has been emailed about the final status.
+    notified_at: datetime | None = None
+
+    @property
+    def upload_key(self) -> str:
+        return upload_key(self.owner_id, self.id)
+
+    @property
+    def media_prefix(self) -> str:
+        return media_prefix(self.owner_id, self.id)
+
+    def with_changes(self, **changes: Any) -> Video:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class UploadTicket:
+    """A presigned POST the browser sends the file with."""
+
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Video]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Tokens:
+    id_token: str
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
+
+
+# --- errors: each maps to one HTTP status and one JSON shape in app.py ---
+
+
+class DomainError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InvalidRequest(DomainError):
+    code = "invalid_request"
+
+
+class NotAuthenticated(DomainError):
+    code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class ServiceUnavailable(DomainError):
+    code = "service_unavailable"
+
+
+# --- ids and keys ---
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+VIDEO_ID_PATTERN = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
+_UPLOAD_KEY = re.compile(r"^uploads/(?P<owner>[^/]+)/(?P<video>[^/]+)/source$")
+
+
+def new_video_id(now_ms: int | None = None) -> str:
+    """A ULID-like id: 48 bits of milliseconds then 80 random bits, in
+    lower-case Crockford base32, so ids sort by creation time."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def is_video_id(value: str) -> bool:
+    return bool(VIDEO_ID_PATTERN.match(value))
+
+
+def upload_key(owner_id: str, video_id: str) -> str:
+    return f"uploads/{owner_id}/{video_id}/source"
+
+
+def media_prefix(owner_id: str, video_id: str) -> str:
+    return f"media/{owner_id}/{video_id}/"
+
+
+def parse_upload_key(key: str) -> tuple[str, str] | None:
+    """(owner_id, video_id) of an upload key, or None if it is not one."""
+    match = _UPLOAD_KEY.match(key)
+    if not match:
+        return None
+    return match["owner"], match["video"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,96 @@
+"""The interfaces the service layer speaks to.
+
+AWS implementations live in `chalicelib.adapters`; tests may use small
+in-memory fakes. Nothing here imports boto3 or pynamodb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chalicelib.domain import Page, Principal, Tokens, UploadTicket, Video, VideoStatus
+
+
+class StaleUpdate(Exception):
+    """A conditional update found the video gone or in another state."""
+
+
+class VideoRepository(Protocol):
+    def add(self, video: Video) -> None: ...
+
+    def get(self, owner_id: str, video_id: str) -> Video | None: ...
+
+    def list_for_owner(self, owner_id: str, limit: int, cursor: str | None) -> Page:
+        """One owner's videos, newest first. `cursor` is opaque; a bad one
+        raises InvalidRequest."""
+        ...
+
+    def update(
+        self,
+        video: Video,
+        *,
+        expected: Iterable[VideoStatus] | None = None,
+        **changes: Any,
+    ) -> Video:
+        """Apply `changes` if the video still exists (and, with `expected`,
+        is in one of those states); else raise StaleUpdate."""
+        ...
+
+    def delete(self, owner_id: str, video_id: str) -> None: ...
+
+    def check(self) -> None:
+        """Raise if the store cannot be reached (health check)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size_bytes: int
+    content_type: str | None
+
+
+class BlobStore(Protocol):
+    """One bucket of objects."""
+
+    def presign_upload(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> UploadTicket: ...
+
+    def head(self, key: str) -> StoredObject | None: ...
+
+    def download(self, key: str, path: str) -> None: ...
+
+    def upload(self, path: str, key: str, content_type: str) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    def presign_get(self, key: str, expires_s: int) -> str: ...
+
+    def check(self) -> None: ...
+
+
+class Mailer(Protocol):
+    def send(self, to: str, subject: str, text: str, html: str) -> None: ...
+
+    def check(self) -> None: ...
+
+
+class Identity(Protocol):
+    def sign_up(self, email: str, password: str) -> str:
+        """Create the user; returns its id (Cognito `sub`)."""
+        ...
+
+    def confirm(self, email: str, code: str) -> None: ...
+
+    def log_in(self, email: str, password: str) -> Tokens: ...
+
+    def verify(self, id_token: str) -> Principal:
+        """The principal of a valid IdToken; NotAuthenticated otherwise."""
+        ...
+
+    def check(self) -> None: ...
+
+
+class MediaUrls(Protocol):
+    def url_for(self, key: str) -> str: ...

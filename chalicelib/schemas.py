@@ -1,0 +1,188 @@
+"""Request and response shapes of the REST API.
+
+Requests are validated with these models and `/openapi.json` is generated
+from the same models, so the document cannot drift from the code. Limits
+that are settings (sizes, types, lengths) are checked against the
+`Settings` passed in the validation context.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from chalicelib.settings import Settings
+
+
+def _settings(info: ValidationInfo) -> Settings:
+    context = info.context or {}
+    settings = context.get("settings")
+    if not isinstance(settings, Settings):
+        raise RuntimeError("validate requests with context={'settings': ...}")
+    return settings
+
+
+def _printable(value: str, what: str) -> str:
+    value = value.strip()
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError(f"{what} must not contain control characters")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    return value
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Credentials(Request):
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    password: str = Field(min_length=8, max_length=256)
+
+
+class SignupRequest(Credentials):
+    pass
+
+
+class LoginRequest(Request):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class ConfirmRequest(Request):
+    email: str = Field(min_length=3, max_length=254)
+    code: str = Field(min_length=1, max_length=64)
+
+
+class CreateVideoRequest(Request):
+    title: str = Field(description="Shown to people; at most VIDLINE_MAX_TITLE_LENGTH characters")
+    filename: str = Field(description="The file's name on the user's machine")
+    content_type: str = Field(description="One of VIDLINE_ALLOWED_CONTENT_TYPES")
+    size_bytes: int = Field(gt=0, description="Exact size of the file; at most VIDLINE_MAX_UPLOAD_BYTES")
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str, info: ValidationInfo) -> str:
+        value = _printable(value, "title")
+        limit = _settings(info).max_title_length
+        if len(value) > limit:
+            raise ValueError(f"title must be at most {limit} characters")
+        return value
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, value: str, info: ValidationInfo) -> str:
+        value = _printable(value, "filename")
+        limit = _settings(info).max_filename_length
+        if len(value) > limit:
+            raise ValueError(f"filename must be at most {limit} characters")
+        return value
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str, info: ValidationInfo) -> str:
+        allowed = _settings(info).allowed_content_types
+        normalized = value.strip().lower()
+        if normalized not in allowed:
+            raise ValueError(f"content_type must be one of: {', '.join(allowed)}")
+        return normalized
+
+    @field_validator("size_bytes")
+    @classmethod
+    def _size(cls, value: int, info: ValidationInfo) -> int:
+        limit = _settings(info).max_upload_bytes
+        if value > limit:
+            raise ValueError(f"size_bytes must be at most {limit} bytes")
+        return value
+
+
+class ListVideosQuery(Request):
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=512)
+
+
+# --- responses ---
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+
+
+class SignupResponse(BaseModel):
+    user: UserOut
+    confirmed: bool
+
+
+class TokensOut(BaseModel):
+    id_token: str
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
+
+
+class SourceOut(BaseModel):
+    filename: str
+    size_bytes: int
+    duration_s: float | None
+    width: int | None
+    height: int | None
+
+
+class RenditionOut(BaseModel):
+    name: str
+    width: int
+    height: int
+    url: str
+
+
+class OutputsOut(BaseModel):
+    renditions: list[RenditionOut]
+    thumbnail_url: str
+
+
+class VideoOut(BaseModel):
+    id: str
+    title: str
+    status: Literal["awaiting_upload", "queued", "processing", "ready", "failed"]
+    progress: int = Field(ge=0, le=100)
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    source: SourceOut | None
+    outputs: OutputsOut | None
+
+
+class UploadOut(BaseModel):
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+    max_bytes: int
+
+
+class CreateVideoResponse(BaseModel):
+    video: VideoOut
+    upload: UploadOut
+
+
+class VideoListOut(BaseModel):
+    items: list[VideoOut]
+    next_cursor: str | None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "failing"]
+    checks: dict[str, str]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] = []
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

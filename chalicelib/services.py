@@ -1,0 +1,189 @@
+"""The API's use cases: accounts and videos.
+
+Routes in app.py turn a request into one call here and shape the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from chalicelib import schemas
+from chalicelib.domain import (
+    InvalidRequest,
+    NotAuthenticated,
+    NotFound,
+    Page,
+    Principal,
+    SourceInfo,
+    Tokens,
+    UploadTicket,
+    Video,
+    VideoStatus,
+    is_video_id,
+    new_video_id,
+    upload_key,
+    utcnow,
+)
+from chalicelib.ports import BlobStore, Identity, Mailer, MediaUrls, VideoRepository
+from chalicelib.settings import Settings
+
+
+def parse[M: BaseModel](model: type[M], data: Any, settings: Settings) -> M:
+    """Validate request data, turning pydantic's errors into InvalidRequest."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data, context={"settings": settings})
+    except ValidationError as exc:
+        details = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or None,
+                "problem": error["msg"].removeprefix("Value error, "),
+            }
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        summary = "; ".join(f"{d['field']}: {d['problem']}" if d["field"] else f"{d['problem']}" for d in details)
+        raise InvalidRequest(f"Invalid request: {summary}", details) from None
+
+
+@dataclass
+class AccountService:
+    identity: Identity
+    settings: Settings
+
+    def sign_up(self, request: schemas.SignupRequest) -> tuple[str, bool]:
+        """Create an account; returns (user id, whether it is already confirmed)."""
+        user_id = self.identity.sign_up(request.email, request.password)
+        return user_id, self.settings.auto_confirm_signups
+
+    def confirm(self, request: schemas.ConfirmRequest) -> None:
+        self.identity.confirm(request.email, request.code)
+
+    def log_in(self, request: schemas.LoginRequest) -> Tokens:
+        return self.identity.log_in(request.email, request.password)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise NotAuthenticated("Sign in first: the Authorization header is missing.")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthenticated("The Authorization header must be 'Bearer <id token>'.")
+        return self.identity.verify(token.strip())
+
+
+@dataclass
+class VideoService:
+    videos: VideoRepository
+    uploads: BlobStore
+    media: BlobStore
+    media_urls: MediaUrls
+    settings: Settings
+
+    def create(self, owner: Principal, request: schemas.CreateVideoRequest) -> tuple[Video, UploadTicket]:
+        """Record a new video and presign the upload of its file."""
+        now = utcnow()
+        video = Video(
+            id=new_video_id(),
+            owner_id=owner.user_id,
+            owner_email=owner.email,
+            title=request.title,
+            status=VideoStatus.AWAITING_UPLOAD,
+            progress=0,
+            created_at=now,
+            updated_at=now,
+            source=SourceInfo(
+                filename=request.filename,
+                size_bytes=request.size_bytes,
+                content_type=request.content_type,
+            ),
+        )
+        ticket = self.uploads.presign_upload(
+            upload_key(video.owner_id, video.id),
+            content_type=video.source.content_type,
+            max_bytes=video.source.size_bytes,
+            expires_s=self.settings.upload_url_ttl_s,
+        )
+        self.videos.add(video)
+        return video, ticket
+
+    def list(self, owner: Principal, query: schemas.ListVideosQuery) -> Page:
+        return self.videos.list_for_owner(owner.user_id, query.limit, query.cursor)
+
+    def get(self, owner: Principal, video_id: str) -> Video:
+        """The owner's video; NotFound for anyone else's, so ids reveal nothing."""
+        video = self.videos.get(owner.user_id, video_id) if is_video_id(video_id) else None
+        if video is None:
+            raise NotFound("No such video.")
+        return video
+
+    def delete(self, owner: Principal, video_id: str) -> None:
+        """Delete the record and every object stored for it."""
+        video = self.get(owner, video_id)
+        self.videos.delete(video.owner_id, video.id)
+        self.uploads.delete_prefix(video.upload_key.rsplit("/", 1)[0] + "/")
+        self.media.delete_prefix(video.media_prefix)
+
+    def present(self, video: Video) -> schemas.VideoOut:
+        """The public view of a video, with URLs to its outputs."""
+        outputs = None
+        if video.outputs is not None and video.status is VideoStatus.READY:
+            outputs = schemas.OutputsOut(
+                renditions=[
+                    schemas.RenditionOut(
+                        name=r.name,
+                        width=r.width,
+                        height=r.height,
+                        url=self.media_urls.url_for(r.key),
+                    )
+                    for r in video.outputs.renditions
+                ],
+                thumbnail_url=self.media_urls.url_for(video.outputs.thumbnail_key),
+            )
+        source = video.source
+        return schemas.VideoOut(
+            id=video.id,
+            title=video.title,
+            status=video.status.value,
+            progress=video.progress,
+            error=video.error,
+            created_at=video.created_at,
+            updated_at=video.updated_at,
+            source=schemas.SourceOut(
+                filename=source.filename,
+                size_bytes=source.size_bytes,
+                duration_s=source.duration_s,
+                width=source.width,
+                height=source.height,
+            ),
+            outputs=outputs,
+        )
+
+
+@dataclass
+class HealthService:
+    """Checks every dependency the API needs."""
+
+    videos: VideoRepository
+    uploads: BlobStore
+    media: BlobStore
+    identity: Identity
+    mailer: Mailer
+
+    def run(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        for name, check in (
+            ("database", self.videos.check),
+            ("uploads_bucket", self.uploads.check),
+            ("media_bucket", self.media.check),
+            ("identity", self.identity.check),
+            ("email", self.mailer.check),
+        ):
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure is a failing check
+                checks[name] = f"failing: {type(exc).__name__}: {exc}"[:300]
+        return checks

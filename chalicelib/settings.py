@@ -1,0 +1,102 @@
+"""Typed settings, read once from the environment.
+
+Every knob of the system lives here. Each stage's values come from the
+environment: `.chalice/config.json` (and `workers/.chalice/config.json`) set
+them per stage on AWS, and the local stack (`devstack/`) sets them for
+`chalice local` and the event pump. Variable names are the field names in
+upper case with the ``VIDLINE_`` prefix, e.g. ``VIDLINE_UPLOADS_BUCKET``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GIB = 1024**3
+
+DEFAULT_CONTENT_TYPES = (
+    "video/mp4",
+    "video/quicktime",
+    "video/webm",
+    "video/x-matroska",
+)
+
+
+class Settings(BaseSettings):
+    """All of Vidline's configuration, validated at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDLINE_", frozen=True, extra="ignore")
+
+    stage: str = "local"
+    region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("VIDLINE_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    )
+    # Points every AWS client at a stand-in (moto) in local mode; None on AWS.
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VIDLINE_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+    )
+
+    # Resources
+    videos_table: str = "vidline-videos"
+    idempotency_table: str = "vidline-idempotency"
+    uploads_bucket: str = "vidline-uploads"
+    media_bucket: str = "vidline-media"
+    jobs_queue: str = "vidline-jobs"
+    jobs_dlq: str = "vidline-jobs-dlq"
+    # How many receives before SQS moves a job to the dead-letter queue; the
+    # worker marks the video failed on the last one.
+    job_max_receives: int = Field(default=3, ge=1, le=1000)
+
+    # Identity
+    user_pool_id: str = ""
+    user_pool_client_id: str = ""
+    # Needed only with auth_mode "apigateway", for the Cognito authorizer.
+    user_pool_arn: str = ""
+    # "app": the API verifies Cognito IdTokens itself (local mode, where
+    # chalice local does not). "apigateway": API Gateway's Cognito authorizer
+    # has verified them and the app reads its claims.
+    auth_mode: Literal["app", "apigateway"] = "app"
+    # Local mode confirms sign-ups at once; on AWS Cognito emails a code.
+    auto_confirm_signups: bool = False
+
+    # Email
+    mail_sender: str = "Vidline <no-reply@vidline.example.com>"
+    # Where people open a video; the "ready" email links here.
+    app_url: str = "http://127.0.0.1:8080"
+
+    # HTTP
+    cors_origin: str = "*"
+
+    # Input limits
+    max_upload_bytes: int = Field(default=2 * GIB, gt=0)
+    allowed_content_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONTENT_TYPES
+    max_title_length: int = Field(default=200, ge=1)
+    max_filename_length: int = Field(default=255, ge=1)
+    max_duration_s: float = Field(default=3 * 3600, gt=0)
+    max_dimension_px: int = Field(default=4096, gt=0)
+    upload_url_ttl_s: int = Field(default=900, ge=60, le=900)
+    media_url_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
+
+    # Media pipeline
+    rendition_short_side_px: int = Field(default=720, ge=144)
+    watermark_path: str = ""  # empty: the PNG that ships in chalicelib/assets
+    work_dir: str = "/tmp"
+    ffmpeg_timeout_s: float = Field(default=13 * 60, gt=0)
+
+    @field_validator("allowed_content_types", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

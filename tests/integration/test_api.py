@@ -1,0 +1,302 @@
+"""The REST API on moto, through chalice.test.Client."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+import jwt
+import pytest
+from chalice.test import Client
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chalicelib.settings import Settings
+
+PASSWORD = "Corr3ct-Horse!"
+
+
+class Api:
+    """A small caller of the API that speaks JSON."""
+
+    def __init__(self, client: Client):
+        self.client = client
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        raw: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if token:
+            all_headers["Authorization"] = f"Bearer {token}"
+        payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        response = getattr(self.client.http, method.lower())(path, headers=all_headers, body=payload)
+        data = json.loads(response.body) if response.body else None
+        return response.status_code, data
+
+    def sign_up_and_log_in(self, email: str | None = None) -> str:
+        email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
+        status, body = self.call("POST", "/auth/signup", {"email": email, "password": PASSWORD})
+        assert status == 201, body
+        status, body = self.call("POST", "/auth/login", {"email": email, "password": PASSWORD})
+        assert status == 200, body
+        token: str = body["id_token"]
+        return token
+
+    def create_video(self, token: str, **overrides: Any) -> tuple[int, Any]:
+        body = {
+            "title": "Holiday",
+            "filename": "holiday.mp4",
+            "content_type": "video/mp4",
+            "size_bytes": 1000,
+        }
+        return self.call("POST", "/videos", {**body, **overrides}, token=token)
+
+
+@pytest.fixture(scope="module")
+def api(api_module: ModuleType) -> Any:
+    with Client(api_module.app, stage_name="local") as client:
+        yield Api(client)
+
+
+@pytest.fixture(scope="module")
+def token(api: Api) -> str:
+    return api.sign_up_and_log_in()
+
+
+def assert_error(status: int, body: Any, expected_status: int, code: str | None = None) -> None:
+    assert status == expected_status, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+
+
+def test_sign_up_log_in_and_create_a_video(api: Api, settings: Settings) -> None:
+    email = f"new-{uuid.uuid4().hex[:8]}@example.com"
+    status, body = api.call("POST", "/auth/signup", {"email": email, "password": PASSWORD})
+    assert status == 201
+    assert body["user"]["email"] == email and body["user"]["id"]
+    status, tokens = api.call("POST", "/auth/login", {"email": email, "password": PASSWORD})
+    assert status == 200 and tokens["expires_in"] > 0
+
+    status, created = api.create_video(tokens["id_token"], title="  My trip  ")
+    assert status == 201, created
+    video, upload = created["video"], created["upload"]
+    assert video["status"] == "awaiting_upload" and video["progress"] == 0
+    assert video["title"] == "My trip" and video["error"] is None and video["outputs"] is None
+    assert upload["max_bytes"] == 1000
+    assert upload["url"].startswith(settings.aws_endpoint_url or "https://")
+
+
+def test_presigned_post_binds_key_size_type_and_expiry(api: Api, token: str, settings: Settings) -> None:
+    before = datetime.now(UTC)
+    _, created = api.create_video(token, size_bytes=12345, content_type="video/webm")
+    fields = created["upload"]["fields"]
+    policy = json.loads(base64.b64decode(fields["policy"]))
+    conditions = policy["conditions"]
+    owner = jwt.decode(token, options={"verify_signature": False})["sub"]
+    key = f"uploads/{owner}/{created['video']['id']}/source"
+    assert fields["key"] == key and {"key": key} in conditions
+    assert ["content-length-range", 1, 12345] in conditions
+    assert {"Content-Type": "video/webm"} in conditions and fields["Content-Type"] == "video/webm"
+    assert {"bucket": settings.uploads_bucket} in conditions
+    assert fields["x-amz-algorithm"] == "AWS4-HMAC-SHA256"  # SigV4
+    expiration = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
+    assert expiration <= before + timedelta(minutes=15, seconds=5)
+
+
+def test_list_is_newest_first_and_paginates(api: Api) -> None:
+    token = api.sign_up_and_log_in()
+    ids = []
+    for n in range(5):
+        _, created = api.create_video(token, title=f"clip {n}")
+        ids.append(created["video"]["id"])
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        path = "/videos?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, page = api.call("GET", path, token=token)
+        assert status == 200, page
+        seen += [v["id"] for v in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))
+    assert pages == 3
+
+
+def test_get_and_delete_a_video(api: Api, token: str, aws: Any, settings: Settings) -> None:
+    _, created = api.create_video(token)
+    video_id = created["video"]["id"]
+    key = created["upload"]["fields"]["key"]
+    aws.s3.put_object(Bucket=settings.uploads_bucket, Key=key, Body=b"x")
+    media_key = key.replace("uploads/", "media/").replace("/source", "/720p.mp4")
+    aws.s3.put_object(Bucket=settings.media_bucket, Key=media_key, Body=b"x")
+
+    status, video = api.call("GET", f"/videos/{video_id}", token=token)
+    assert status == 200 and video["id"] == video_id
+
+    status, body = api.call("DELETE", f"/videos/{video_id}", token=token)
+    assert status == 204 and body is None
+    status, body = api.call("GET", f"/videos/{video_id}", token=token)
+    assert_error(status, body, 404, "not_found")
+    for bucket, prefix in ((settings.uploads_bucket, key), (settings.media_bucket, media_key)):
+        assert aws.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] == 0
+
+
+def test_another_users_video_is_not_found(api: Api, token: str) -> None:
+    _, created = api.create_video(token)
+    video_id = created["video"]["id"]
+    stranger = api.sign_up_and_log_in()
+    for method in ("GET", "DELETE"):
+        status, body = api.call(method, f"/videos/{video_id}", token=stranger)
+        assert_error(status, body, 404, "not_found")
+    status, page = api.call("GET", "/videos", token=stranger)
+    assert status == 200 and page["items"] == []
+    status, _ = api.call("GET", f"/videos/{video_id}", token=token)
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"title": ""}, "title"),
+        ({"title": "x" * 201}, "title"),
+        ({"title": "bad\u0000title"}, "title"),
+        ({"content_type": "image/png"}, "content_type"),
+        ({"size_bytes": 0}, "size_bytes"),
+        ({"size_bytes": 3 * 1024**3}, "size_bytes"),
+        ({"size_bytes": "big"}, "size_bytes"),
+        ({"filename": ""}, "filename"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_invalid_video_bodies_get_400_naming_the_field(
+    api: Api, token: str, overrides: dict[str, Any], field: str
+) -> None:
+    status, body = api.create_video(token, **overrides)
+    assert_error(status, body, 400, "invalid_request")
+    assert field in [d["field"] for d in body["error"]["details"]]
+
+
+@pytest.mark.parametrize(
+    "raw, headers",
+    [
+        ("{not json", {}),
+        ("[1, 2]", {}),
+        ("", {}),
+        ('"a string"', {}),
+    ],
+)
+def test_malformed_bodies_get_400(api: Api, token: str, raw: str, headers: dict[str, str]) -> None:
+    status, body = api.call("POST", "/videos", raw=raw, token=token, headers=headers)
+    assert_error(status, body, 400, "invalid_request")
+
+
+def test_wrong_content_type_gets_415_in_our_error_shape(api: Api, token: str) -> None:
+    status, body = api.call(
+        "POST", "/videos", raw="title=x", token=token, headers={"Content-Type": "text/plain"}
+    )
+    assert_error(status, body, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=ten", "cursor=garbage!!", "cursor=YWJj"])
+def test_bad_list_queries_get_400(api: Api, token: str, query: str) -> None:
+    status, body = api.call("GET", f"/videos?{query}", token=token)
+    assert_error(status, body, 400, "invalid_request")
+
+
+def forged_token(claims: dict[str, Any]) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "dummy"})
+
+
+def test_missing_garbage_forged_and_expired_tokens_get_401(api: Api, token: str, settings: Settings) -> None:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    expired = {**claims, "exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}
+    cases: list[dict[str, str]] = [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer garbage"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer a.b.c"},
+        {"Authorization": f"Bearer {forged_token(claims)}"},
+        {"Authorization": f"Bearer {forged_token(expired)}"},
+        {"Authorization": f"Bearer {forged_token({**claims, 'alg': 'none'})}"},
+    ]
+    for headers in cases:
+        for method, path in (("GET", "/videos"), ("POST", "/videos"), ("GET", "/videos/x")):
+            status, body = api.call(method, path, body={}, headers=headers)
+            assert_error(status, body, 401, "unauthorized")
+
+
+def test_the_access_token_is_not_accepted_as_an_id_token(api: Api) -> None:
+    email = f"tok-{uuid.uuid4().hex[:8]}@example.com"
+    api.call("POST", "/auth/signup", {"email": email, "password": PASSWORD})
+    _, tokens = api.call("POST", "/auth/login", {"email": email, "password": PASSWORD})
+    status, body = api.call("GET", "/videos", token=tokens["access_token"])
+    assert_error(status, body, 401, "unauthorized")
+
+
+def test_account_errors(api: Api) -> None:
+    email = f"dup-{uuid.uuid4().hex[:8]}@example.com"
+    assert api.call("POST", "/auth/signup", {"email": email, "password": PASSWORD})[0] == 201
+    status, body = api.call("POST", "/auth/signup", {"email": email, "password": PASSWORD})
+    assert_error(status, body, 409, "conflict")
+    status, body = api.call("POST", "/auth/login", {"email": email, "password": "wrong-password"})
+    assert_error(status, body, 401, "unauthorized")
+    status, body = api.call("POST", "/auth/login", {"email": "nobody@example.com", "password": PASSWORD})
+    assert_error(status, body, 401, "unauthorized")
+    status, body = api.call("POST", "/auth/signup", {"email": "not-an-email", "password": PASSWORD})
+    assert_error(status, body, 400, "invalid_request")
+    status, body = api.call("POST", "/auth/signup", {"email": f"w{email}", "password": "short"})
+    assert_error(status, body, 400, "invalid_request")
+    status, body = api.call("POST", "/auth/signup", {"email": f"x{email}", "password": "longbutweak"})
+    assert_error(status, body, 400, "invalid_request")
+
+
+def test_health_reports_every_check(api: Api) -> None:
+    status, body = api.call("GET", "/health")
+    assert status == 200, body
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "uploads_bucket", "media_bucket", "identity", "email"}
+
+
+def test_health_names_the_failing_check(
+    api: Api, api_module: ModuleType, aws: Any, settings: Settings
+) -> None:
+    bucket = settings.media_bucket
+    aws.s3.delete_bucket(Bucket=bucket)
+    try:
+        status, body = api.call("GET", "/health")
+        assert status == 503
+        assert body["checks"]["media_bucket"].startswith("failing")
+        assert body["checks"]["database"] == "ok"
+    finally:
+        aws.s3.create_bucket(Bucket=bucket)
+
+
+def test_openapi_document_describes_the_routes(api: Api, settings: Settings) -> None:
+    status, doc = api.call("GET", "/openapi.json")
+    assert status == 200
+    assert doc["openapi"].startswith("3.")
+    assert {"post", "get"} <= set(doc["paths"]["/videos"])
+    assert {"get", "delete"} <= set(doc["paths"]["/videos/{video_id}"])
+    for path in ("/auth/signup", "/auth/confirm", "/auth/login", "/health", "/openapi.json"):
+        assert path in doc["paths"]
+    create = doc["components"]["schemas"]["CreateVideoRequest"]
+    assert create["properties"]["content_type"]["enum"] == list(settings.allowed_content_types)
+    assert create["properties"]["size_bytes"]["maximum"] == settings.max_upload_bytes
+    video = doc["components"]["schemas"]["VideoOut"]
+    assert set(video["properties"]) >= {"id", "title", "status", "progress", "error", "source", "outputs"}

@@ -1,0 +1,217 @@
+"""The worker on moto: S3 notification → SQS → handler → ffmpeg → media + email.
+
+Uploads go into the moto uploads bucket, whose ObjectCreated notification
+puts the real S3 event on the jobs queue; the test receives it and invokes
+the worker's handler with the Lambda-shaped event, as Lambda (or the local
+event pump) would.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from boto3.exceptions import S3UploadFailedError
+from chalice.test import Client
+
+from chalicelib.adapters.s3 import S3BlobStore
+from chalicelib.domain import Principal, Video, VideoStatus
+from chalicelib.schemas import CreateVideoRequest
+from chalicelib.settings import Settings
+from devstack.mailbox import clear_messages, sent_messages
+from devstack.pump import lambda_sqs_event
+
+
+@pytest.fixture
+def worker(workers_module: ModuleType, aws: Any, settings: Settings) -> Iterator[Worker]:
+    for name in (settings.jobs_queue, settings.jobs_dlq):
+        drain(aws.sqs, aws.sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    clear_messages()
+    with Client(workers_module.app, stage_name="local") as client:
+        yield Worker(workers_module, client, aws, settings)
+
+
+def drain(sqs: Any, queue_url: str) -> None:
+    """Delete every message (PurgeQueue is allowed once a minute)."""
+    while messages := sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0
+    ).get("Messages"):
+        for message in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+class Worker:
+    def __init__(self, module: ModuleType, client: Client, aws: Any, settings: Settings):
+        self.container = module.container
+        self.client = client
+        self.aws = aws
+        self.settings = settings
+        self.queue_url = aws.sqs.get_queue_url(QueueName=settings.jobs_queue)["QueueUrl"]
+        self.queue_arn = aws.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+
+    def new_video(self, content_type: str = "video/mp4", size: int = 50_000_000) -> Video:
+        owner = Principal(user_id=str(uuid.uuid4()), email=f"{uuid.uuid4().hex[:6]}@example.com")
+        request = CreateVideoRequest.model_validate(
+            {"title": "Test", "filename": "t.mp4", "content_type": content_type, "size_bytes": size},
+            context={"settings": self.settings},
+        )
+        video, _ = self.container.video_service.create(owner, request)
+        return video
+
+    def upload(self, video: Video, path: Path, content_type: str | None = None) -> None:
+        self.aws.s3.put_object(
+            Bucket=self.settings.uploads_bucket,
+            Key=video.upload_key,
+            Body=path.read_bytes(),
+            ContentType=content_type or video.source.content_type,
+        )
+
+    def receive(self) -> dict[str, Any]:
+        """The next S3 event message on the jobs queue."""
+        for _ in range(10):
+            messages = self.aws.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=1,
+                WaitTimeSeconds=1,
+                AttributeNames=["All"],
+                VisibilityTimeout=0,
+            ).get("Messages", [])
+            if messages and "Records" in json.loads(messages[0]["Body"]):
+                message: dict[str, Any] = messages[0]
+                return message
+        raise AssertionError("no upload event arrived on the jobs queue")
+
+    def invoke(self, message: dict[str, Any]) -> None:
+        event = lambda_sqs_event(message, self.queue_arn, self.settings.region)
+        self.client.lambda_.invoke("process_upload", event)
+
+    def video(self, video: Video) -> Video:
+        found = self.container.videos.get(video.owner_id, video.id)
+        assert found is not None
+        return found
+
+    def mails_to(self, video: Video) -> list[dict[str, Any]]:
+        return [m for m in sent_messages() if video.owner_email in m["to"]]
+
+    def media_keys(self, video: Video) -> list[str]:
+        listing = self.aws.s3.list_objects_v2(Bucket=self.settings.media_bucket, Prefix=video.media_prefix)
+        return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_an_uploaded_clip_becomes_ready_with_outputs_and_one_email(worker: Worker, clip: Path) -> None:
+    video = worker.new_video()
+    worker.upload(video, clip)
+    worker.invoke(worker.receive())
+
+    done = worker.video(video)
+    assert done.status is VideoStatus.READY, done.error
+    assert done.progress == 100 and done.error is None
+    assert done.source.duration_s == pytest.approx(2.0, abs=0.1)
+    assert (done.source.width, done.source.height) == (640, 360)
+    assert done.outputs is not None
+    assert sorted(worker.media_keys(video)) == sorted(
+        [done.outputs.renditions[0].key, done.outputs.thumbnail_key]
+    )
+    assert done.outputs.renditions[0].name == "360p"  # never upscaled
+    mails = worker.mails_to(video)
+    assert len(mails) == 1
+    assert "is ready" in mails[0]["subject"]
+    assert f"?video={video.id}" in mails[0]["text"]
+
+
+def test_a_duplicate_delivery_encodes_once_and_emails_once(worker: Worker, clip: Path) -> None:
+    video = worker.new_video()
+    worker.upload(video, clip)
+    message = worker.receive()
+    worker.invoke(message)
+    first = worker.video(video)
+    assert first.status is VideoStatus.READY
+
+    worker.invoke(message)  # the same message again, e.g. a redelivery
+    worker.upload(video, clip)  # and a second S3 event for the same object
+    worker.invoke(worker.receive())
+
+    again = worker.video(video)
+    assert again.updated_at == first.updated_at  # nothing was encoded or written again
+    assert len(worker.mails_to(video)) == 1
+
+
+def test_a_non_video_upload_fails_with_a_reason_and_an_email(worker: Worker, tmp_path: Path) -> None:
+    video = worker.new_video()
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video at all\n" * 100)
+    worker.upload(video, fake)
+    worker.invoke(worker.receive())
+
+    failed = worker.video(video)
+    assert failed.status is VideoStatus.FAILED
+    assert failed.error and "video" in failed.error.lower()
+    assert worker.media_keys(video) == []
+    mails = worker.mails_to(video)
+    assert len(mails) == 1 and failed.error in mails[0]["text"]
+
+
+def test_an_upload_larger_than_declared_is_rejected(worker: Worker, clip: Path) -> None:
+    video = worker.new_video(size=100)
+    worker.upload(video, clip)
+    worker.invoke(worker.receive())
+    failed = worker.video(video)
+    assert failed.status is VideoStatus.FAILED
+    assert failed.error and "larger" in failed.error
+
+
+def test_an_upload_of_another_type_than_declared_is_rejected(worker: Worker, clip: Path) -> None:
+    video = worker.new_video(content_type="video/webm")
+    worker.upload(video, clip, content_type="text/html")
+    worker.invoke(worker.receive())
+    failed = worker.video(video)
+    assert failed.status is VideoStatus.FAILED
+    assert failed.error and "type" in failed.error
+
+
+def test_s3_test_events_and_foreign_keys_are_skipped(worker: Worker, settings: Settings) -> None:
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": settings.uploads_bucket}
+    worker.aws.sqs.send_message(QueueUrl=worker.queue_url, MessageBody=json.dumps(test_event))
+    messages = worker.aws.sqs.receive_message(QueueUrl=worker.queue_url, AttributeNames=["All"])["Messages"]
+    worker.invoke(messages[0])  # does not raise
+    worker.aws.s3.put_object(Bucket=settings.uploads_bucket, Key="somewhere/else.txt", Body=b"x")
+    worker.invoke(worker.receive())
+    assert sent_messages() == []
+
+
+def test_a_job_that_keeps_failing_lands_in_the_dlq_and_the_video_is_failed(
+    worker: Worker, clip: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = worker.new_video()
+    worker.upload(video, clip)
+    # Storing the outputs fails every time, a fault that is not the input's:
+    # the worker is pointed at a media bucket that does not exist.
+    processor = worker.container.processor
+    monkeypatch.setattr(processor, "media", S3BlobStore(worker.container._s3, "vidline-missing"))
+    for attempt in range(1, settings.job_max_receives + 1):
+        message = worker.receive()
+        assert message["Attributes"]["ApproximateReceiveCount"] == str(attempt)
+        with pytest.raises(S3UploadFailedError, match="NoSuchBucket"):
+            worker.invoke(message)
+        if attempt < settings.job_max_receives:
+            assert worker.video(video).status is VideoStatus.PROCESSING
+
+    # The next receive moves the message to the dead-letter queue.
+    assert (
+        worker.aws.sqs.receive_message(QueueUrl=worker.queue_url, WaitTimeSeconds=1).get("Messages") is None
+    )
+    dlq_url = worker.aws.sqs.get_queue_url(QueueName=settings.jobs_dlq)["QueueUrl"]
+    dead = worker.aws.sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1)["Messages"]
+    assert video.id in dead[0]["Body"]
+
+    failed = worker.video(video)
+    assert failed.status is VideoStatus.FAILED
+    assert failed.error and "attempts" in failed.error
+    assert len(worker.mails_to(video)) == 1
