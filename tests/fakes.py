@@ -1,0 +1,153 @@
+"""Small in-memory stand-ins for the provider interfaces, for unit tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from chalicelib.domain import InvalidRequest, Page, UploadTicket, Video, VideoStatus, utcnow
+from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
+from chalicelib.ports import StaleUpdate, StoredObject
+
+
+class FakeVideoRepository:
+    def __init__(self) -> None:
+        self.videos: dict[tuple[str, str], Video] = {}
+
+    def add(self, video: Video) -> None:
+        self.videos[(video.owner_id, video.id)] = video
+
+    def get(self, owner_id: str, video_id: str) -> Video | None:
+        return self.videos.get((owner_id, video_id))
+
+    def list_for_owner(self, owner_id: str, limit: int, cursor: str | None) -> Page:
+        mine = sorted((v for (o, _), v in self.videos.items() if o == owner_id), key=lambda v: v.id, reverse=True)
+        if cursor:
+            if cursor not in {v.id for v in mine}:
+                raise InvalidRequest("bad cursor")
+            mine = [v for v in mine if v.id < cursor]
+        page = mine[:limit]
+        return Page(items=page, next_cursor=page[-1].id if len(mine) > limit else None)
+
+    def update(
+        self, video: Video, *, expected: Iterable[VideoStatus] | None = None, **changes: Any
+    ) -> Video:
+        current = self.videos.get((video.owner_id, video.id))
+        if current is None or (expected is not None and current.status not in set(expected)):
+            raise StaleUpdate(video.id)
+        updated = current.with_changes(updated_at=utcnow(), **changes)
+        self.videos[(video.owner_id, video.id)] = updated
+        return updated
+
+    def delete(self, owner_id: str, video_id: str) -> None:
+        self.videos.pop((owner_id, video_id), None)
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass
+class FakeBlobStore:
+    objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    presigned: list[dict[str, Any]] = field(default_factory=list)
+
+    def presign_upload(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> UploadTicket:
+        self.presigned.append(
+            {"key": key, "content_type": content_type, "max_bytes": max_bytes, "expires_s": expires_s}
+        )
+        return UploadTicket(
+            url="https://uploads.example",
+            fields={"key": key},
+            expires_at=utcnow() + timedelta(seconds=expires_s),
+            max_bytes=max_bytes,
+        )
+
+    def head(self, key: str) -> StoredObject | None:
+        if key not in self.objects:
+            return None
+        data, content_type = self.objects[key]
+        return StoredObject(key=key, size_bytes=len(data), content_type=content_type)
+
+    def download(self, key: str, path: str) -> None:
+        Path(path).write_bytes(self.objects[key][0])
+
+    def upload(self, path: str, key: str, content_type: str) -> None:
+        self.objects[key] = (Path(path).read_bytes(), content_type)
+
+    def delete_prefix(self, prefix: str) -> None:
+        for key in [k for k in self.objects if k.startswith(prefix)]:
+            del self.objects[key]
+
+    def presign_get(self, key: str, expires_s: int) -> str:
+        return f"https://media.example/{key}?expires={expires_s}"
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass
+class FakeMailer:
+    sent: list[dict[str, str]] = field(default_factory=list)
+    failures_left: int = 0
+
+    def send(self, to: str, subject: str, text: str, html: str) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("mail service unreachable")
+        self.sent.append({"to": to, "subject": subject, "text": text, "html": html})
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass
+class FakeTranscoder:
+    """Pretends to encode: 'probes' the bytes, copies them as the outputs."""
+
+    info: MediaInfo = field(
+        default_factory=lambda: MediaInfo(
+            duration_s=4.0, width=1920, height=1080, video_codec="h264", audio_codec="aac", rotation=0
+        )
+    )
+    reject_probe: str | None = None
+    encode_error: Exception | None = None
+    encodes: int = 0
+
+    def probe(self, path: str) -> MediaInfo:
+        if self.reject_probe:
+            raise MediaRejected(self.reject_probe)
+        return self.info
+
+    def encode(
+        self,
+        source_path: str,
+        info: MediaInfo,
+        out_dir: str,
+        *,
+        watermark_path: str,
+        short_side: int = 720,
+        on_progress: Callable[[float], None] | None = None,
+        timeout_s: float = 780.0,
+    ) -> EncodeResult:
+        self.encodes += 1
+        if self.encode_error:
+            raise self.encode_error
+        for fraction in (0.25, 0.5, 1.0):
+            if on_progress:
+                on_progress(fraction)
+        rendition, thumbnail = Path(out_dir) / "r.mp4", Path(out_dir) / "t.jpg"
+        shutil.copy(source_path, rendition)
+        thumbnail.write_bytes(b"\xff\xd8fake")
+        return EncodeResult(
+            rendition_path=str(rendition),
+            thumbnail_path=str(thumbnail),
+            width=1280,
+            height=720,
+            duration_s=info.duration_s,
+            ffmpeg_seconds=0.1,
+            ffmpeg_maxrss_kb=None,
+        )
