@@ -116,6 +116,8 @@ class FakeTranscoder:
     reject_probe: str | None = None
     encode_error: Exception | None = None
     encodes: int = 0
+    # Runs while "encoding", to make things happen meanwhile.
+    during_encode: Callable[[], None] | None = None
 
     def probe(self, path: str) -> MediaInfo:
         if self.reject_probe:
@@ -134,6 +136,8 @@ class FakeTranscoder:
         timeout_s: float = 780.0,
     ) -> EncodeResult:
         self.encodes += 1
+        if self.during_encode:
+            self.during_encode()
         if self.encode_error:
             raise self.encode_error
         for fraction in (0.25, 0.5, 1.0):

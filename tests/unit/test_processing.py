@@ -151,6 +151,16 @@ def test_a_transient_error_is_retried_and_the_last_attempt_fails_the_video(proce
     assert len(processor.mailer.sent) == 1  # type: ignore[attr-defined]
 
 
+def test_a_video_deleted_while_encoding_leaves_no_outputs_and_no_email(processor: UploadProcessor) -> None:
+    video = uploaded(processor)
+    transcoder = processor.transcoder
+    assert isinstance(transcoder, FakeTranscoder)
+    transcoder.during_encode = lambda: processor.videos.delete(video.owner_id, video.id)
+    assert processor.process(video.upload_key, final_attempt=False) == "ignored"
+    assert processor.media.objects == {}  # type: ignore[attr-defined]
+    assert processor.mailer.sent == []  # type: ignore[attr-defined]
+
+
 def test_unknown_keys_and_deleted_videos_are_ignored(processor: UploadProcessor) -> None:
     assert processor.process("somewhere/else", final_attempt=False) == "ignored"
     video = uploaded(processor)
