@@ -63,22 +63,15 @@ class CreateVideoRequest(Request):
     content_type: str = Field(description="One of VIDLINE_ALLOWED_CONTENT_TYPES")
     size_bytes: int = Field(gt=0, description="Exact size of the file; at most VIDLINE_MAX_UPLOAD_BYTES")
 
-    @field_validator("title")
+    @field_validator("title", "filename")
     @classmethod
-    def _title(cls, value: str, info: ValidationInfo) -> str:
-        value = _printable(value, "title")
-        limit = _settings(info).max_title_length
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        name = info.field_name or "value"
+        value = _printable(value, name)
+        settings = _settings(info)
+        limit = settings.max_title_length if name == "title" else settings.max_filename_length
         if len(value) > limit:
-            raise ValueError(f"title must be at most {limit} characters")
-        return value
-
-    @field_validator("filename")
-    @classmethod
-    def _filename(cls, value: str, info: ValidationInfo) -> str:
-        value = _printable(value, "filename")
-        limit = _settings(info).max_filename_length
-        if len(value) > limit:
-            raise ValueError(f"filename must be at most {limit} characters")
+            raise ValueError(f"{name} must be at most {limit} characters")
         return value
 
     @field_validator("content_type")
