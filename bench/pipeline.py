@@ -21,14 +21,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack.client import ApiClient, LocalStack  # noqa: E402
-from tests.conftest import make_clip  # noqa: E402
+from devstack.client import ApiClient, StackProcess
+from tests.conftest import make_clip
 
 FFMPEG_LINE = re.compile(r"video (\w+) encoded: ffmpeg ([\d.]+)s")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--size", default="1920x1080")
@@ -38,7 +40,7 @@ def main() -> int:
     clip = make_clip(work / "clip.mp4", seconds=args.seconds, size=args.size)
     print(f"clip: {args.seconds:g} s {args.size} 30 fps, {clip.stat().st_size / 1e6:.1f} MB")
     rows: list[tuple[float, float, float, float]] = []
-    with LocalStack(work / "stack.log") as stack:
+    with StackProcess(work / "stack.log") as stack:
         user = ApiClient.sign_up(stack.api)
         for run in range(1, args.runs + 1):
             started = time.monotonic()

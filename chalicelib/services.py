@@ -45,7 +45,9 @@ def parse[M: BaseModel](model: type[M], data: Any, settings: Settings) -> M:
             }
             for error in exc.errors(include_url=False, include_input=False)
         ]
-        summary = "; ".join(f"{d['field']}: {d['problem']}" if d["field"] else f"{d['problem']}" for d in details)
+        summary = "; ".join(
+            f"{d['field']}: {d['problem']}" if d["field"] else f"{d['problem']}" for d in details
+        )
         raise InvalidRequest(f"Invalid request: {summary}", details) from None
 
 

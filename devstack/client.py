@@ -33,7 +33,7 @@ def free_port() -> int:
         return port
 
 
-class LocalStack:
+class StackProcess:
     """`python -m devstack` as a child process on free ports.
 
     Use as a context manager: entering waits for the ready line, leaving
@@ -52,7 +52,7 @@ class LocalStack:
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> StackProcess:
         # A clean environment: no real AWS settings or credentials leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDLINE_", "AWS_"))}
         env.update({f"VIDLINE_{name}_PORT": str(port) for name, port in self.ports.items()})
@@ -121,7 +121,7 @@ class ApiClient:
     def create_and_upload(self, path: Path, content_type: str = "video/mp4", title: str = "A clip") -> str:
         """Create a video, then send the file straight to storage with the
         presigned POST: every policy field first, the file last."""
-        body = {
+        body: dict[str, Any] = {
             "title": title,
             "filename": path.name,
             "content_type": content_type,

@@ -25,7 +25,9 @@ class FakeVideoRepository:
         return self.videos.get((owner_id, video_id))
 
     def list_for_owner(self, owner_id: str, limit: int, cursor: str | None) -> Page:
-        mine = sorted((v for (o, _), v in self.videos.items() if o == owner_id), key=lambda v: v.id, reverse=True)
+        mine = sorted(
+            (v for (o, _), v in self.videos.items() if o == owner_id), key=lambda v: v.id, reverse=True
+        )
         if cursor:
             if cursor not in {v.id for v in mine}:
                 raise InvalidRequest("bad cursor")
@@ -33,9 +35,7 @@ class FakeVideoRepository:
         page = mine[:limit]
         return Page(items=page, next_cursor=page[-1].id if len(mine) > limit else None)
 
-    def update(
-        self, video: Video, *, expected: Iterable[VideoStatus] | None = None, **changes: Any
-    ) -> Video:
+    def update(self, video: Video, *, expected: Iterable[VideoStatus] | None = None, **changes: Any) -> Video:
         current = self.videos.get((video.owner_id, video.id))
         if current is None or (expected is not None and current.status not in set(expected)):
             raise StaleUpdate(video.id)

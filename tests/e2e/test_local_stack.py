@@ -17,21 +17,20 @@ import pytest
 import requests
 
 from chalicelib import media
-from devstack.client import ApiClient, LocalStack
+from devstack.client import ApiClient, StackProcess
 from tests.conftest import make_clip
 
 pytestmark = pytest.mark.e2e
 
 
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path_factory.mktemp("stack") / "stack.log") as running:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
+    with StackProcess(tmp_path_factory.mktemp("stack") / "stack.log") as running:
         yield running
     assert running.exit_code == 0, running.log_tail()
 
 
-def finish(stack: LocalStack, user: ApiClient, video_id: str) -> tuple[dict[str, Any], list[int]]:
+def finish(stack: StackProcess, user: ApiClient, video_id: str) -> tuple[dict[str, Any], list[int]]:
     try:
         return user.wait_until_final(video_id)
     except TimeoutError:
@@ -41,14 +40,32 @@ def finish(stack: LocalStack, user: ApiClient, video_id: str) -> tuple[dict[str,
 def frame_rgb(path: Path, at_s: float, width: int, height: int) -> np.ndarray:
     """One decoded frame, scaled to width×height, as an RGB array."""
     raw = subprocess.run(
-        [media.ffmpeg_exe(), "-v", "error", "-ss", str(at_s), "-i", str(path), "-frames:v", "1",
-         "-vf", f"scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        capture_output=True, check=True, timeout=60,
+        [
+            media.ffmpeg_exe(),
+            "-v",
+            "error",
+            "-ss",
+            str(at_s),
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-vf",
+            f"scale={width}:{height}",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
     ).stdout
     return np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).astype(np.int16)
 
 
-def test_upload_encode_watermark_thumbnail_and_email(stack: LocalStack, tmp_path: Path) -> None:
+def test_upload_encode_watermark_thumbnail_and_email(stack: StackProcess, tmp_path: Path) -> None:
     source = make_clip(tmp_path / "holiday.mp4", seconds=3, size="1920x1080")
     user = ApiClient.sign_up(stack.api)
     video_id = user.create_and_upload(source)
@@ -81,7 +98,7 @@ def test_upload_encode_watermark_thumbnail_and_email(stack: LocalStack, tmp_path
     assert "is ready" in mail["subject"] and video_id in mail["text"]
 
 
-def test_a_non_video_upload_fails_with_its_reason_emailed(stack: LocalStack, tmp_path: Path) -> None:
+def test_a_non_video_upload_fails_with_its_reason_emailed(stack: StackProcess, tmp_path: Path) -> None:
     fake = tmp_path / "slides.mp4"
     fake.write_bytes(b"%PDF-1.4 this is not a video\n" * 200)
     user = ApiClient.sign_up(stack.api)
@@ -91,7 +108,7 @@ def test_a_non_video_upload_fails_with_its_reason_emailed(stack: LocalStack, tmp
     assert video["error"] in mail["text"]
 
 
-def test_the_api_answers_401_without_a_token_and_health_is_ok(stack: LocalStack) -> None:
+def test_the_api_answers_401_without_a_token_and_health_is_ok(stack: StackProcess) -> None:
     response = requests.get(f"{stack.api}/videos", timeout=30)
     assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
     response = requests.get(f"{stack.api}/videos", headers={"Authorization": "Bearer x.y.z"}, timeout=30)

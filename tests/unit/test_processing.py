@@ -28,7 +28,9 @@ def processor(tmp_path: Path) -> UploadProcessor:
     )
 
 
-def uploaded(processor: UploadProcessor, data: bytes = b"video bytes", content_type: str = "video/mp4") -> Video:
+def uploaded(
+    processor: UploadProcessor, data: bytes = b"video bytes", content_type: str = "video/mp4"
+) -> Video:
     now = utcnow()
     video = Video(
         id=new_video_id(),
@@ -137,7 +139,9 @@ def test_too_long_a_video_is_rejected(processor: UploadProcessor) -> None:
     assert failed.status is VideoStatus.FAILED and failed.error and "limit" in failed.error
 
 
-def test_a_transient_error_is_retried_and_the_last_attempt_fails_the_video(processor: UploadProcessor) -> None:
+def test_a_transient_error_is_retried_and_the_last_attempt_fails_the_video(
+    processor: UploadProcessor,
+) -> None:
     processor.transcoder.encode_error = OSError("disk full")  # type: ignore[attr-defined]
     video = uploaded(processor)
     with pytest.raises(OSError):
@@ -177,7 +181,10 @@ def test_s3_messages_are_unpacked_and_test_events_skipped() -> None:
                     "eventName": "ObjectCreated:Post",
                     "s3": {"bucket": {"name": "up"}, "object": {"key": "uploads/a/b/my+file%21"}},
                 },
-                {"eventName": "ObjectRemoved:Delete", "s3": {"bucket": {"name": "up"}, "object": {"key": "k"}}},
+                {
+                    "eventName": "ObjectRemoved:Delete",
+                    "s3": {"bucket": {"name": "up"}, "object": {"key": "k"}},
+                },
             ]
         }
     )

@@ -1,0 +1,5 @@
+"""`python -m devstack`: run the local stack in the foreground."""
+
+from devstack.stack import main
+
+raise SystemExit(main())

@@ -1,0 +1,512 @@
+"""The local stack: moto, resources, mailbox, event pump and `chalice local`, together.
+
+`python -m devstack` (what `make dev` runs) starts, in this order:
+
+1. moto in server mode, in this process (its state is in memory only);
+2. every resource the apps use (`devstack.resources.ensure_resources`);
+3. `.vidline/local.env`, the environment the apps run with;
+4. the mailbox, in this process because it reads moto's sent mail;
+5. the event pump for the worker, as a child process (restarted when the
+   worker's code changes);
+6. `chalice local` for the API, as a child process, restarted when the
+   API's code (app.py, chalicelib/, .chalice/) changes.
+
+It prints `Vidline local stack is ready` once everything answers, and stops
+all of it on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import logging
+import os
+import select
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chalicelib.settings import Settings
+from devstack.aws import LOCAL_CREDENTIALS, local_client
+from devstack.processes import ChildProcess, say
+from devstack.pump import DEFAULT_HANDLER
+
+if TYPE_CHECKING:
+    from moto.server import ThreadedMotoServer
+
+    from devstack.mailbox import MailboxServer
+
+READY_LINE = "Vidline local stack is ready"
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = Path(".vidline") / "local.env"
+API_START_TIMEOUT_S = 60.0
+PUMP_START_TIMEOUT_S = 60.0
+
+
+class StackError(Exception):
+    """The stack cannot start or keep running; the message says why, for people."""
+
+
+class _Interrupted(Exception):
+    """Asked to stop while starting."""
+
+
+class StackPorts(BaseSettings):
+    """Where the stack listens (all on 127.0.0.1); `VIDLINE_API_PORT` and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDLINE_", extra="ignore", frozen=True)
+
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    moto_port: int = Field(default=5000, ge=1, le=65535)
+    mailbox_port: int = Field(default=8025, ge=1, le=65535)
+    # The CDN stand-in comes later; its port is reserved for VIDLINE_APP_URL.
+    cdn_port: int = Field(default=8080, ge=1, le=65535)
+
+
+# Settings of the stack itself, not of the apps: kept out of their environment.
+_STACK_VARIABLES = frozenset(f"VIDLINE_{name.upper()}" for name in StackPorts.model_fields)
+# Set from the stand-in's address (AWS_ENDPOINT_URL); a stray one would win.
+_REPLACED_VARIABLES = frozenset({"VIDLINE_AWS_ENDPOINT_URL"})
+
+
+def app_environment(
+    settings: Settings,
+    endpoint_url: str,
+    generated: Mapping[str, str],
+    ports: StackPorts,
+    user_env: Mapping[str, str],
+) -> dict[str, str]:
+    """The variables the API and the worker run with in local mode.
+
+    Local-mode defaults, then every `VIDLINE_*` the user set, then what only
+    the stack knows (the stand-in's address, dummy credentials, generated
+    ids), which nothing overrides.
+    """
+    env = {
+        "VIDLINE_STAGE": "local",
+        "VIDLINE_AUTH_MODE": "app",
+        "VIDLINE_AUTO_CONFIRM_SIGNUPS": "true",
+        "VIDLINE_APP_URL": f"http://{HOST}:{ports.cdn_port}",
+    }
+    env.update(
+        (key, value)
+        for key, value in user_env.items()
+        if key.startswith("VIDLINE_") and key not in _STACK_VARIABLES | _REPLACED_VARIABLES
+    )
+    env.update(generated)
+    aws = {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        **LOCAL_CREDENTIALS,
+        "AWS_DEFAULT_REGION": settings.region,
+        "AWS_REGION": settings.region,
+        # No profile, SSO or credential process of the developer's applies.
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    return aws | dict(sorted(env.items()))
+
+
+def write_env_file(path: Path, env: Mapping[str, str]) -> None:
+    """Write `env` as `export K=V` lines a shell can source."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Written by `python -m devstack`; valid while that stack runs (ids change on every start).",
+        "# To run an app by hand against it, e.g. a second API on port 8001:",
+        "#   set -a; . .vidline/local.env; set +a; chalice local --stage local --port 8001",
+        *(f"export {key}={shlex.quote(value)}" for key, value in env.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def child_environment(app_env: Mapping[str, str], base_env: Mapping[str, str]) -> dict[str, str]:
+    """A child's full environment: the caller's, minus its AWS_* settings, plus `app_env`."""
+    env = {key: value for key, value in base_env.items() if not key.startswith("AWS_")}
+    env.update(app_env)
+    env["PYTHONUNBUFFERED"] = "1"  # their output is relayed line by line
+    # Fresh .pyc files under the project would look like code changes to
+    # chalice local's file watcher and restart it for nothing.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def check_ports_free(ports: Mapping[str, int], host: str = HOST) -> None:
+    """Raise StackError naming the first port that is taken (or given twice)."""
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in seen:
+            raise StackError(f"{name} and {seen[port]} are both set to port {port}")
+        seen[port] = name
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # Same options as the servers use, so a port in TIME_WAIT is fine.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                variable = f"VIDLINE_{name.upper()}_PORT"
+                raise StackError(
+                    f"port {port} on {host} ({name}) is already in use: {error.strerror}. "
+                    f"Stop whatever holds it or set {variable} to another port."
+                ) from None
+
+
+class CodeWatcher:
+    """Notices changed, added or removed code under some files and folders.
+
+    Watching only the code (not `.venv`, caches or test output) is why the
+    stack restarts its children itself instead of using chalice local's
+    autoreload, which re-stats every file in the project each second and
+    restarts on any new file there.
+    """
+
+    SUFFIXES = (".py", ".json")
+
+    def __init__(self, *roots: Path) -> None:
+        self._roots = roots
+        self._snapshot = self._scan()
+
+    def changed(self) -> bool:
+        """True once after each change."""
+        current = self._scan()
+        if current == self._snapshot:
+            return False
+        self._snapshot = current
+        return True
+
+    def _scan(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for root in self._roots:
+            if root.is_file():
+                with contextlib.suppress(OSError):
+                    found[str(root)] = root.stat().st_mtime
+                continue
+            # followlinks: workers/chalicelib is a symlink to the shared library.
+            for folder, dirs, files in os.walk(root, followlinks=True):
+                dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+                for name in files:
+                    if name.endswith(self.SUFFIXES):
+                        path = os.path.join(folder, name)
+                        with contextlib.suppress(OSError):  # deleted meanwhile
+                            found[path] = os.stat(path).st_mtime
+        return found
+
+
+class LocalStack:
+    """Starts, supervises and stops the pieces of the local stack."""
+
+    def __init__(
+        self,
+        project_dir: Path,
+        ports: StackPorts,
+        settings: Settings,
+        stop_requested: threading.Event,
+        *,
+        worker_dir: Path | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.project_dir = project_dir.resolve()
+        self.worker_dir = (worker_dir or self.project_dir / "workers").resolve()
+        self.ports = ports
+        self.settings = settings
+        self.endpoint_url = f"http://{HOST}:{ports.moto_port}"
+        self.env_file = self.project_dir / ENV_FILE
+        self.app_env: dict[str, str] = {}
+        self._stop_requested = stop_requested
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._moto: ThreadedMotoServer | None = None
+        self._mailbox: MailboxServer | None = None
+        self._pump: ChildProcess | None = None
+        self._pump_exit_reported = False
+        self._api: ChildProcess | None = None
+        self._jobs_queue_url = ""
+        self._watcher: CodeWatcher | None = None
+        self._api_watcher: CodeWatcher | None = None
+        self._api_exit_reported = False
+
+    def start(self) -> None:
+        """Bring everything up; raises StackError with a reason if something cannot start."""
+        # moto and the mailbox are imported here: `devstack.pump` children need neither.
+        from moto.server import ThreadedMotoServer
+
+        from devstack.mailbox import MailboxServer
+        from devstack.resources import ensure_resources
+
+        check_ports_free(
+            {
+                "moto": self.ports.moto_port,
+                "mailbox": self.ports.mailbox_port,
+                "api": self.ports.api_port,
+            }
+        )
+        if not (self.project_dir / "app.py").is_file():
+            raise StackError(f"no Chalice app at {self.project_dir / 'app.py'} (see --project-dir)")
+        chalice = _chalice_executable()
+
+        moto = ThreadedMotoServer(ip_address=HOST, port=self.ports.moto_port, verbose=False)
+        moto.start()
+        self._moto = moto
+        generated = ensure_resources(self.settings, self.endpoint_url)
+        sqs = local_client("sqs", self.endpoint_url, self.settings.region)
+        self._jobs_queue_url = sqs.get_queue_url(QueueName=self.settings.jobs_queue)["QueueUrl"]
+        self.app_env = app_environment(
+            self.settings, self.endpoint_url, generated, self.ports, self._base_env
+        )
+        write_env_file(self.env_file, self.app_env)
+
+        mailbox = MailboxServer(HOST, self.ports.mailbox_port, region=self.settings.region)
+        mailbox.start()
+        self._mailbox = mailbox
+
+        self._watcher = CodeWatcher(self.worker_dir)
+        if not self._start_pump():
+            raise StackError("the worker could not be loaded; its error is above")
+
+        self._api_watcher = CodeWatcher(
+            self.project_dir / "app.py", self.project_dir / "chalicelib", self.project_dir / ".chalice"
+        )
+        self._start_api(chalice)
+        self._wait_for_api()
+
+    def _start_api(self, chalice: str) -> None:
+        command = [chalice, "--project-dir", str(self.project_dir), "local", "--stage", "local"]
+        command += ["--host", HOST, "--port", str(self.ports.api_port), "--no-autoreload"]
+        self._api = ChildProcess(
+            "api",
+            command,
+            cwd=self.project_dir,
+            env=child_environment(self.app_env, self._base_env),
+        )
+        self._api_exit_reported = False
+
+    def summary(self) -> list[str]:
+        """Where everything is, for people."""
+        settings = self.settings
+        worker = (
+            f"{_relative(self.worker_dir / 'app.py', self.project_dir)}:{DEFAULT_HANDLER}"
+            if self._pump is not None
+            else "not running (no workers/app.py yet)"
+        )
+        return [
+            "",
+            "Vidline local stack",
+            f"  API (chalice local)   http://{HOST}:{self.ports.api_port}",
+            f"  AWS stand-in (moto)   {self.endpoint_url}",
+            f"  mailbox               http://{HOST}:{self.ports.mailbox_port}   (JSON: /api/messages)",
+            f"  CDN stand-in          http://{HOST}:{self.ports.cdn_port}   (reserved; not started yet)",
+            f"  worker (event pump)   {worker} <- {settings.jobs_queue}",
+            f"  dead-letter queue     {settings.jobs_dlq} (after {settings.job_max_receives} receives)",
+            f"  user pool             {self.app_env['VIDLINE_USER_POOL_ID']}",
+            f"  app client            {self.app_env['VIDLINE_USER_POOL_CLIENT_ID']}",
+            f"  environment           {self.env_file}",
+            "                        (set -a; . .vidline/local.env; set +a  to run the apps by hand)",
+            "Ctrl-C stops everything; moto's data is in memory and goes with it.",
+            "",
+        ]
+
+    def supervise(self) -> int:
+        """Watch the children until a stop is requested; the exit code to use."""
+        assert self._api is not None and self._watcher is not None and self._api_watcher is not None
+        while not self._stop_requested.wait(0.5):
+            if self._api_watcher.changed():
+                say("API code changed; restarting chalice local")
+                self._api.stop()
+                self._start_api(_chalice_executable())
+            elif not self._api_exit_reported and (api_exit := self._api.poll()) is not None:
+                self._api_exit_reported = True
+                say(f"chalice local exited (code {api_exit}); it restarts when the API code changes")
+            if self._watcher.changed():
+                say("worker code changed; restarting the event pump")
+                self._stop_pump()
+                self._start_pump()
+            elif self._pump is not None and not self._pump_exit_reported:
+                pump_exit = self._pump.poll()
+                if pump_exit is not None:
+                    self._pump_exit_reported = True
+                    say(
+                        f"the event pump stopped (exit code {pump_exit});"
+                        " it restarts when the worker code changes"
+                    )
+        return 0
+
+    def stop(self) -> None:
+        """Stop the API, the pump, the mailbox and moto, in that order."""
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
+        self._stop_pump()
+        if self._mailbox is not None:
+            self._mailbox.stop()
+            self._mailbox = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def _start_pump(self) -> bool:
+        """Start the event pump if there is a worker; False if the worker failed to load."""
+        app_file = self.worker_dir / "app.py"
+        if not app_file.is_file():
+            say(f"no worker app at {app_file}; the event pump starts when it appears")
+            return True
+        env = child_environment(self.app_env, self._base_env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), self._base_env.get("PYTHONPATH")]))
+        read_fd, write_fd = os.pipe()
+        command = [sys.executable, "-m", "devstack.pump", "--worker-dir", str(self.worker_dir)]
+        command += [
+            "--queue-url",
+            self._jobs_queue_url,
+            "--handler",
+            DEFAULT_HANDLER,
+            "--ready-fd",
+            str(write_fd),
+        ]
+        try:
+            self._pump = ChildProcess(
+                "worker",
+                command,
+                cwd=self.worker_dir,
+                env=env,
+                pass_fds=[write_fd],
+            )
+            self._pump_exit_reported = False
+        finally:
+            os.close(write_fd)
+        try:
+            return self._wait_until_ready(read_fd, self._pump, PUMP_START_TIMEOUT_S)
+        finally:
+            os.close(read_fd)
+
+    def _stop_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.stop()
+            self._pump = None
+
+    def _wait_until_ready(self, fd: int, child: ChildProcess, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._stop_requested.is_set():
+                raise _Interrupted
+            readable, _, _ = select.select([fd], [], [], 0.2)
+            if readable:
+                return bool(os.read(fd, 64))  # b"" is end of file: the child is gone
+        raise StackError(f"the {child.name} process did not get ready within {timeout_s:.0f} s")
+
+    def _wait_for_api(self) -> None:
+        assert self._api is not None
+        deadline = time.monotonic() + API_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._stop_requested.is_set():
+                raise _Interrupted
+            if self._api.poll() is not None:
+                raise StackError(f"chalice local exited with code {self._api.poll()}; its output is above")
+            if _answers_http(HOST, self.ports.api_port):
+                return
+            time.sleep(0.2)
+        raise StackError(
+            f"chalice local did not answer on port {self.ports.api_port} within {API_START_TIMEOUT_S:.0f} s "
+            "(an error importing app.py is printed above)"
+        )
+
+
+def _answers_http(host: str, port: int) -> bool:
+    connection = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        connection.request("GET", "/")
+        connection.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+    return True
+
+
+def _chalice_executable() -> str:
+    # The console script, not `python -m`: chalice's reloader re-runs sys.argv.
+    beside_python = Path(sys.executable).with_name("chalice")
+    found = str(beside_python) if beside_python.is_file() else shutil.which("chalice")
+    if not found:
+        raise StackError("the `chalice` command was not found; install the dev requirements")
+    return found
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description="Run Vidline's whole back end on this machine against moto. Ctrl-C stops it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "environment variables:\n"
+            "  VIDLINE_API_PORT      chalice local (default 8000)\n"
+            "  VIDLINE_MOTO_PORT     moto, the AWS stand-in (default 5000)\n"
+            "  VIDLINE_MAILBOX_PORT  the mailbox for sent email (default 8025)\n"
+            "  VIDLINE_CDN_PORT      the CDN stand-in, used for VIDLINE_APP_URL (default 8080)\n"
+            "  VIDLINE_*             any app setting (chalicelib/settings.py) is passed on to the apps\n"
+            f"\nThe apps' environment is written to {ENV_FILE} in the project directory.\n"
+            f'"{READY_LINE}" is printed once everything answers.'
+        ),
+    )
+    parser.add_argument(
+        "--project-dir",
+        type=Path,
+        default=REPO_ROOT,
+        help="the API's Chalice project; its workers/ holds the worker app (default: %(default)s)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="also log every request moto serves")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the local stack in the foreground; the process exit code."""
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    try:
+        ports, settings = StackPorts(), Settings()
+    except ValidationError as error:
+        say(f"error: invalid setting: {error}")
+        return 2
+
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    stack = LocalStack(args.project_dir, ports, settings, stop_requested)
+    try:
+        stack.start()
+        for line in stack.summary():
+            say(line, prefix="")
+        say(READY_LINE, prefix="")
+        exit_code = stack.supervise()
+    except StackError as error:
+        say(f"error: {error}")
+        exit_code = 1
+    except _Interrupted:
+        exit_code = 0
+    finally:
+        say("stopping")
+        stack.stop()
+    say("stopped")
+    return exit_code

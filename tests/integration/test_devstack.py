@@ -1,0 +1,587 @@
+"""The local stack: resources on moto, the event pump, the mailbox, and `python -m devstack`."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.client import BaseClient
+from chalice.app import Chalice, SQSEvent
+
+from chalicelib.settings import Settings
+from devstack.aws import local_client
+from devstack.mailbox import MailboxServer
+from devstack.processes import process_table
+from devstack.pump import EventPump
+from devstack.resources import ensure_resources, sender_address
+from devstack.stack import READY_LINE
+from tests.conftest import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# moto's state is shared by the whole test process; a region no other test
+# uses and fresh names per test keep these tests and the others apart.
+REGION = "eu-north-1"
+
+
+@pytest.fixture
+def devstack_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings in REGION whose every resource name is new."""
+    for name in ("VIDLINE_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        stage=f"t{run}",
+        uploads_bucket=f"uploads-{run}",
+        media_bucket=f"media-{run}",
+        videos_table=f"videos-{run}",
+        idempotency_table=f"idempotency-{run}",
+        jobs_queue=f"jobs-{run}",
+        jobs_dlq=f"jobs-{run}-dlq",
+        job_max_receives=2,
+        mail_sender=f"Vidline <no-reply-{run}@vidline.example.com>",
+    )
+
+
+@pytest.fixture
+def aws_client(moto_endpoint: str) -> Callable[[str], BaseClient]:
+    """boto3 clients for REGION on the session's moto server."""
+
+    def client(service: str) -> BaseClient:
+        return local_client(service, moto_endpoint, REGION)
+
+    return client
+
+
+def jobs_queue_url(aws_client: Callable[[str], BaseClient], name: str) -> str:
+    return str(aws_client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def messages_in(aws_client: Callable[[str], BaseClient], name: str) -> int:
+    attributes = aws_client("sqs").get_queue_attributes(
+        QueueUrl=jobs_queue_url(aws_client, name),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+# --- resources ------------------------------------------------------------------
+
+
+def test_ensure_resources_creates_everything_the_apps_use(
+    moto_endpoint: str, devstack_settings: Settings, aws_client: Callable[[str], BaseClient]
+) -> None:
+    generated = ensure_resources(devstack_settings, moto_endpoint)
+
+    s3 = aws_client("s3")
+    for bucket in (devstack_settings.uploads_bucket, devstack_settings.media_bucket):
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        assert all(block.values()), bucket
+
+    dynamodb = aws_client("dynamodb")
+    videos = dynamodb.describe_table(TableName=devstack_settings.videos_table)["Table"]
+    assert videos["KeySchema"] == [
+        {"AttributeName": "owner_id", "KeyType": "HASH"},
+        {"AttributeName": "video_id", "KeyType": "RANGE"},
+    ]
+    assert videos["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    idempotency = dynamodb.describe_table(TableName=devstack_settings.idempotency_table)["Table"]
+    assert idempotency["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    ttl = dynamodb.describe_time_to_live(TableName=devstack_settings.idempotency_table)[
+        "TimeToLiveDescription"
+    ]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expiration"}
+
+    sqs = aws_client("sqs")
+    dlq_arn = sqs.get_queue_attributes(
+        QueueUrl=jobs_queue_url(aws_client, devstack_settings.jobs_dlq), AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    jobs = sqs.get_queue_attributes(
+        QueueUrl=jobs_queue_url(aws_client, devstack_settings.jobs_queue), AttributeNames=["All"]
+    )["Attributes"]
+    assert json.loads(jobs["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}
+    assert int(jobs["VisibilityTimeout"]) >= 60
+
+    notifications = s3.get_bucket_notification_configuration(Bucket=devstack_settings.uploads_bucket)
+    [queue_config] = notifications["QueueConfigurations"]
+    assert queue_config["QueueArn"] == jobs["QueueArn"]
+    assert queue_config["Events"] == ["s3:ObjectCreated:*"]
+    assert messages_in(aws_client, devstack_settings.jobs_queue) == 0, (
+        "the s3:TestEvent should have been removed"
+    )
+
+    identities = aws_client("ses").list_identities(IdentityType="EmailAddress")["Identities"]
+    assert sender_address(devstack_settings.mail_sender) in identities
+
+    cognito = aws_client("cognito-idp")
+    pool = cognito.describe_user_pool(UserPoolId=generated["VIDLINE_USER_POOL_ID"])["UserPool"]
+    assert pool["UsernameAttributes"] == ["email"]
+    assert pool["AutoVerifiedAttributes"] == ["email"]
+    app_client = cognito.describe_user_pool_client(
+        UserPoolId=generated["VIDLINE_USER_POOL_ID"], ClientId=generated["VIDLINE_USER_POOL_CLIENT_ID"]
+    )["UserPoolClient"]
+    assert sorted(app_client["ExplicitAuthFlows"]) == ["ALLOW_REFRESH_TOKEN_AUTH", "ALLOW_USER_PASSWORD_AUTH"]
+    assert "ClientSecret" not in app_client
+
+
+def test_ensure_resources_twice_changes_nothing(
+    moto_endpoint: str, devstack_settings: Settings, aws_client: Callable[[str], BaseClient]
+) -> None:
+    first = ensure_resources(devstack_settings, moto_endpoint)
+    second = ensure_resources(devstack_settings, moto_endpoint)
+
+    assert second == first
+    pools = aws_client("cognito-idp").list_user_pools(MaxResults=60)["UserPools"]
+    assert [p["Name"] for p in pools].count(f"vidline-{devstack_settings.stage}-users") == 1
+    queues = aws_client("sqs").list_queues(QueueNamePrefix=devstack_settings.jobs_queue)["QueueUrls"]
+    assert len(queues) == 2  # the jobs queue and its dead-letter queue
+    assert messages_in(aws_client, devstack_settings.jobs_queue) == 0, (
+        "setting the notification again sent a test event"
+    )
+
+
+def test_ensure_resources_applies_a_changed_receive_limit(
+    moto_endpoint: str, devstack_settings: Settings, aws_client: Callable[[str], BaseClient]
+) -> None:
+    ensure_resources(devstack_settings, moto_endpoint)
+    ensure_resources(devstack_settings.model_copy(update={"job_max_receives": 5}), moto_endpoint)
+
+    jobs = aws_client("sqs").get_queue_attributes(
+        QueueUrl=jobs_queue_url(aws_client, devstack_settings.jobs_queue), AttributeNames=["RedrivePolicy"]
+    )["Attributes"]
+    assert json.loads(jobs["RedrivePolicy"])["maxReceiveCount"] == 5
+
+
+# --- event pump -----------------------------------------------------------------
+
+
+def fake_worker(on_event: Callable[[SQSEvent], None]) -> Chalice:
+    """A Chalice worker app like workers/app.py, whose handler calls `on_event`."""
+    app = Chalice(app_name="fake-worker")
+
+    @app.on_sqs_message(queue="vidline-jobs", batch_size=1)
+    def process_upload(event: SQSEvent) -> None:
+        on_event(event)
+
+    return app
+
+
+@pytest.fixture
+def jobs_queue(
+    moto_endpoint: str, devstack_settings: Settings, aws_client: Callable[[str], BaseClient]
+) -> str:
+    """The URL of the jobs queue, with every resource in place."""
+    ensure_resources(devstack_settings, moto_endpoint)
+    return jobs_queue_url(aws_client, devstack_settings.jobs_queue)
+
+
+def test_pump_delivers_a_lambda_shaped_event_and_deletes_the_message(
+    jobs_queue: str, devstack_settings: Settings, aws_client: Callable[[str], BaseClient]
+) -> None:
+    url, sqs = jobs_queue, aws_client("sqs")
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody='{"hello": "worker"}',
+        MessageAttributes={"trace": {"DataType": "String", "StringValue": "abc"}},
+    )
+    received: list[SQSEvent] = []
+    pump = EventPump(sqs, url, fake_worker(received.append), "process_upload", wait_time_s=1)
+
+    assert pump.poll_once() == 1
+
+    [event] = received
+    [record] = event.to_dict()["Records"]
+    assert record["body"] == '{"hello": "worker"}'
+    assert record["eventSource"] == "aws:sqs"
+    assert record["eventSourceARN"].endswith(f":{devstack_settings.jobs_queue}")
+    assert record["awsRegion"] == REGION
+    assert record["attributes"]["ApproximateReceiveCount"] == "1"
+    assert int(record["attributes"]["SentTimestamp"]) > 0
+    assert record["messageAttributes"]["trace"]["stringValue"] == "abc"
+    assert record["messageAttributes"]["trace"]["dataType"] == "String"
+    assert record["messageId"] and record["receiptHandle"] and record["md5OfBody"]
+    assert [r.body for r in event] == ['{"hello": "worker"}']
+    context: Any = event.context  # chalice.local.LambdaContext, typed loosely by chalice
+    assert context.function_name == "fake-worker-local-process_upload"
+    assert context.get_remaining_time_in_millis() > 0
+    assert messages_in(aws_client, devstack_settings.jobs_queue) == 0
+
+
+def test_pump_retries_a_failing_job_then_it_lands_in_the_dead_letter_queue(
+    jobs_queue: str, devstack_settings: Settings, aws_client: Callable[[str], BaseClient]
+) -> None:
+    url, sqs = jobs_queue, aws_client("sqs")
+    sqs.send_message(QueueUrl=url, MessageBody="doomed")
+    attempts: list[str] = []
+
+    def always_fails(event: SQSEvent) -> None:
+        attempts.extend(record.to_dict()["attributes"]["ApproximateReceiveCount"] for record in event)
+        raise RuntimeError("ffmpeg exploded")
+
+    pump = EventPump(sqs, url, fake_worker(always_fails), "process_upload", wait_time_s=1, retry_delay_s=0)
+    for _ in range(devstack_settings.job_max_receives + 1):
+        assert pump.poll_once() == 0
+
+    assert attempts == ["1", "2"]
+    assert messages_in(aws_client, devstack_settings.jobs_queue) == 0
+    dead = sqs.receive_message(
+        QueueUrl=jobs_queue_url(aws_client, devstack_settings.jobs_dlq), WaitTimeSeconds=0
+    )
+    assert [m["Body"] for m in dead["Messages"]] == ["doomed"]
+
+
+def test_pump_keeps_a_long_job_invisible_while_it_runs(
+    jobs_queue: str, aws_client: Callable[[str], BaseClient]
+) -> None:
+    url, sqs = jobs_queue, aws_client("sqs")
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "2"})
+    sqs.send_message(QueueUrl=url, MessageBody="long encode")
+    seen_by_others: list[int] = []
+
+    def slow_job(event: SQSEvent) -> None:
+        time.sleep(3)  # longer than the 2 s visibility timeout
+        others = aws_client("sqs").receive_message(QueueUrl=url, WaitTimeSeconds=0, VisibilityTimeout=0)
+        seen_by_others.append(len(others.get("Messages", [])))
+
+    pump = EventPump(sqs, url, fake_worker(slow_job), "process_upload")
+
+    assert pump.poll_once() == 1
+    assert seen_by_others == [0]
+
+
+# --- mailbox --------------------------------------------------------------------
+
+
+@pytest.fixture
+def mailbox(moto_endpoint: str) -> Iterator[MailboxServer]:
+    """An empty mailbox for REGION of the session's moto (same process)."""
+    server = MailboxServer("127.0.0.1", 0, region=REGION)
+    server.clear()
+    server.start()
+    yield server
+    server.stop()
+
+
+def http(method: str, url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+def test_mailbox_lists_sent_email_newest_first(
+    aws_client: Callable[[str], BaseClient], mailbox: MailboxServer
+) -> None:
+    ses = aws_client("ses")
+    ses.verify_email_identity(EmailAddress="no-reply@vidline.example.com")
+    for subject in ("Your video is ready", "Your video failed"):
+        ses.send_email(
+            Source="Vidline <no-reply@vidline.example.com>",
+            Destination={"ToAddresses": ["ada@example.com"]},
+            Message={"Subject": {"Data": subject}, "Body": {"Text": {"Data": f"{subject}: http://x/v/1"}}},
+        )
+
+    status, body = http("GET", f"{mailbox.url}/api/messages")
+
+    assert status == 200
+    messages = json.loads(body)
+    assert [m["subject"] for m in messages] == ["Your video failed", "Your video is ready"]
+    newest = messages[0]
+    assert newest["to"] == ["ada@example.com"]
+    assert newest["from"] == "Vidline <no-reply@vidline.example.com>"
+    assert newest["text"] == "Your video failed: http://x/v/1"
+    assert newest["html"] is None
+    assert newest["id"] and newest["sent_at"].endswith("Z")
+    assert messages[0]["sent_at"] >= messages[1]["sent_at"]
+
+
+def test_mailbox_reads_raw_mime_email_with_text_and_html(
+    aws_client: Callable[[str], BaseClient], mailbox: MailboxServer
+) -> None:
+    mime = EmailMessage()
+    mime["From"] = "Vidline <no-reply@vidline.example.com>"
+    mime["To"] = "Ada <ada@example.com>"
+    mime["Subject"] = "Ready: café.mp4"
+    mime.set_content("Watch it at http://127.0.0.1:8080/v/1")
+    mime.add_alternative('<p>Watch it <a href="http://127.0.0.1:8080/v/1">here</a></p>', subtype="html")
+    ses = aws_client("ses")
+    ses.verify_email_identity(EmailAddress="no-reply@vidline.example.com")
+    ses.send_raw_email(RawMessage={"Data": mime.as_bytes()})
+
+    [message] = json.loads(http("GET", f"{mailbox.url}/api/messages")[1])
+
+    assert message["to"] == ["ada@example.com"]
+    assert message["subject"] == "Ready: café.mp4"
+    assert message["text"].strip() == "Watch it at http://127.0.0.1:8080/v/1"
+    assert '<a href="http://127.0.0.1:8080/v/1">' in message["html"]
+    status, page = http("GET", f"{mailbox.url}/messages/{message['id']}")
+    assert status == 200 and "here</a>" in page
+
+
+def test_mailbox_page_escapes_what_it_shows_and_delete_clears_it(
+    aws_client: Callable[[str], BaseClient], mailbox: MailboxServer
+) -> None:
+    ses = aws_client("ses")
+    ses.verify_email_identity(EmailAddress="no-reply@vidline.example.com")
+    ses.send_email(
+        Source="no-reply@vidline.example.com",
+        Destination={"ToAddresses": ["ada@example.com"]},
+        Message={"Subject": {"Data": "<script>alert(1)</script>"}, "Body": {"Text": {"Data": "a < b & c"}}},
+    )
+
+    status, page = http("GET", f"{mailbox.url}/")
+    assert status == 200
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a &lt; b &amp; c" in page
+
+    assert http("DELETE", f"{mailbox.url}/api/messages")[0] == 204
+    assert json.loads(http("GET", f"{mailbox.url}/api/messages")[1]) == []
+    assert "No mail yet" in http("GET", f"{mailbox.url}/")[1]
+
+
+# --- the whole stack ------------------------------------------------------------
+
+FAKE_API = """
+    import os
+    from chalice import Chalice
+
+    app = Chalice(app_name="fake-api")
+
+    @app.route("/")
+    def index():
+        return {
+            "user_pool_id": os.environ.get("VIDLINE_USER_POOL_ID"),
+            "endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+        }
+"""
+
+FAKE_WORKER = """
+    import json
+    import os
+    from urllib.parse import unquote_plus
+
+    import boto3
+    from chalice import Chalice
+
+    app = Chalice(app_name="fake-worker")
+
+    @app.on_sqs_message(queue="vidline-jobs", batch_size=1)
+    def process_upload(event):
+        for record in event:
+            for s3_record in json.loads(record.body).get("Records", []):
+                key = unquote_plus(s3_record["s3"]["object"]["key"])
+                boto3.client("ses").send_email(
+                    Source="no-reply@vidline.example.com",
+                    Destination={"ToAddresses": ["dev@example.com"]},
+                    Message={
+                        "Subject": {"Data": f"processed {key}"},
+                        "Body": {"Text": {"Data": os.environ["FAKE_WORKER_GREETING"]}},
+                    },
+                )
+"""
+
+
+def chalice_project(directory: Path, app_name: str, source: str, env: dict[str, str] | None = None) -> None:
+    (directory / ".chalice").mkdir(parents=True)
+    (directory / "app.py").write_text(textwrap.dedent(source))
+    stage = {"environment_variables": env} if env else {}
+    config = {"version": "2.0", "app_name": app_name, "stages": {"local": stage}}
+    (directory / ".chalice" / "config.json").write_text(json.dumps(config))
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """A project like the repository's: an API app and a worker app in workers/."""
+    project = tmp_path / "project"
+    chalice_project(project, "fake-api", FAKE_API)
+    chalice_project(
+        project / "workers", "fake-worker", FAKE_WORKER, {"FAKE_WORKER_GREETING": "hello from config"}
+    )
+    return project
+
+
+def stack_ports(*names: str) -> dict[str, int]:
+    """A different free port for each name."""
+    ports: set[int] = set()
+    while len(ports) < len(names):
+        ports.add(free_port())
+    return dict(zip(names, sorted(ports), strict=True))
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    pairs = (shlex.split(line.removeprefix("export "))[0] for line in path.read_text().splitlines())
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+
+class StackProcess:
+    """`python -m devstack` as a subprocess, with its output collected."""
+
+    def __init__(self, project_dir: Path, ports: dict[str, int]) -> None:
+        # As a developer's shell would be: none of the test session's settings.
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("VIDLINE_", "AWS_"))}
+        env.update({f"VIDLINE_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+        env["PYTHONUNBUFFERED"] = "1"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "--project-dir", str(project_dir)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._new_lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._new_lines.put(line.rstrip("\n"))
+        self._new_lines.put(None)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, wanted: str, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self._new_lines.get(timeout=remaining)
+            except queue.Empty:
+                return False
+            if line is None:
+                return False
+            if line == wanted:
+                return True
+        return False
+
+    def stop(self) -> int:
+        """SIGTERM it, as `make dev`'s Ctrl-C would (SIGKILL after 30 s); its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`."""
+    table = process_table()
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        children = {child for child, info in table.items() if info.ppid == parent} - found
+        found |= children
+        pending.extend(children)
+    return found
+
+
+def running(pid: int) -> bool:
+    info = process_table().get(pid)
+    return info is not None and info.running
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.2)
+    return condition()
+
+
+@pytest.mark.timeout(180)
+def test_the_whole_stack_starts_answers_runs_a_job_and_stops_cleanly(project_dir: Path) -> None:
+    ports = stack_ports("api", "moto", "mailbox", "cdn")
+    api, mailbox = f"http://127.0.0.1:{ports['api']}", f"http://127.0.0.1:{ports['mailbox']}"
+    stack = StackProcess(project_dir, ports)
+    children: set[int] = set()
+    try:
+        assert stack.wait_for_line(READY_LINE, timeout_s=90), stack.output
+        children = descendants(stack.process.pid)
+        assert len(children) >= 2, "expected chalice local and the pump"
+
+        # The environment file names the running stand-in and its generated ids.
+        env = read_env_file(project_dir / ".vidline" / "local.env")
+        endpoint = env["AWS_ENDPOINT_URL"]
+        assert endpoint == f"http://127.0.0.1:{ports['moto']}"
+        assert env["VIDLINE_APP_URL"] == f"http://127.0.0.1:{ports['cdn']}"
+        assert env["VIDLINE_AUTH_MODE"] == "app"
+        assert "VIDLINE_API_PORT" not in env
+
+        # moto answers and holds the pool the API was told about.
+        [pool] = local_client("cognito-idp", endpoint, env["AWS_REGION"]).list_user_pools(MaxResults=60)[
+            "UserPools"
+        ]
+        assert pool["Id"] == env["VIDLINE_USER_POOL_ID"]
+
+        # chalice local answers, with the stack's environment.
+        status, body = http("GET", f"{api}/")
+        assert status == 200
+        assert json.loads(body) == {"user_pool_id": pool["Id"], "endpoint": endpoint}
+
+        # The mailbox answers.
+        assert http("GET", f"{mailbox}/api/messages") == (200, "[]")
+
+        # An upload flows S3 -> SQS -> pump -> worker -> SES -> mailbox.
+        s3 = local_client("s3", endpoint, env["AWS_REGION"])
+        s3.put_object(Bucket="vidline-uploads", Key="clips/my video.mp4", Body=b"not really a video")
+
+        def mail() -> list[dict[str, Any]]:
+            messages: list[dict[str, Any]] = json.loads(http("GET", f"{mailbox}/api/messages")[1])
+            return messages
+
+        messages = wait_until(mail, timeout_s=20)
+        assert [(m["subject"], m["text"]) for m in messages] == [
+            ("processed clips/my video.mp4", "hello from config")
+        ], stack.output
+
+        assert stack.stop() == 0, stack.output
+        assert not [pid for pid in children if running(pid)], stack.output
+        assert "Traceback" not in stack.output, stack.output
+    finally:
+        stack.stop()
+        for pid in children:  # whatever a failed stop left behind
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(60)
+def test_the_stack_refuses_to_start_on_a_taken_port(project_dir: Path) -> None:
+    ports = stack_ports("api", "mailbox", "cdn")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        stack = StackProcess(project_dir, {**ports, "moto": taken})
+        try:
+            exit_code = stack.process.wait(timeout=30)
+        finally:
+            stack.stop()
+    stack.wait_for_line("never", timeout_s=2)  # drain the output
+
+    assert exit_code == 1
+    assert f"port {taken}" in stack.output and "VIDLINE_MOTO_PORT" in stack.output, stack.output
+    assert READY_LINE not in stack.output
