@@ -558,6 +558,20 @@ def test_the_whole_stack_starts_answers_runs_a_job_and_stops_cleanly(project_dir
             ("processed clips/my video.mp4", "hello from config")
         ], stack.output
 
+        # Editing the API's code restarts chalice local with the new code.
+        with (project_dir / "app.py").open("a") as app_file:
+            app_file.write('\n@app.route("/edited")\ndef edited():\n    return {"edited": True}\n')
+
+        def edited_route_answers() -> bool:
+            try:
+                return http("GET", f"{api}/edited")[0] == 200
+            except OSError:  # refused while restarting, or 403 until the new code is in
+                return False
+
+        assert wait_until(edited_route_answers, timeout_s=30), stack.output
+        assert "API code changed; restarting chalice local" in stack.output
+        children = descendants(stack.process.pid)
+
         assert stack.stop() == 0, stack.output
         assert not [pid for pid in children if running(pid)], stack.output
         assert "Traceback" not in stack.output, stack.output
