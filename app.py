@@ -5,8 +5,6 @@ response. Every error leaves as `{"error": {"code", "message", "details"}}`
 with the status that `ERROR_STATUS` gives its domain error.
 """
 
-from __future__ import annotations
-
 import functools
 import json
 import logging
@@ -27,6 +25,7 @@ from chalicelib.domain import (
     NotAuthenticated,
     NotFound,
     Principal,
+    RateLimited,
     ServiceUnavailable,
 )
 from chalicelib.openapi import Operation, build_document
@@ -49,6 +48,7 @@ ERROR_STATUS: dict[type[DomainError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    RateLimited: 429,
     ServiceUnavailable: 503,
 }
 # Chalice's own error codes (bad JSON, wrong content type, unknown method...).
@@ -112,7 +112,7 @@ def json_body() -> Any:
         raise InvalidRequest("The request needs a JSON body.")
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, huge numbers, deep nesting
         raise InvalidRequest("The request body is not valid JSON.") from None
 
 

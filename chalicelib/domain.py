@@ -144,6 +144,10 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class RateLimited(DomainError):
+    code = "rate_limited"
+
+
 class ServiceUnavailable(DomainError):
     code = "service_unavailable"
 

@@ -38,6 +38,15 @@ class VideoRepository(Protocol):
         is in one of those states); else raise StaleUpdate."""
         ...
 
+    def claim_notification(self, video: Video) -> bool:
+        """Record that the owner is being emailed about the video's final
+        status; False if that was recorded already (or the video is gone)."""
+        ...
+
+    def release_notification(self, video: Video) -> None:
+        """Undo `claim_notification` after the email could not be sent."""
+        ...
+
     def delete(self, owner_id: str, video_id: str) -> None: ...
 
     def check(self) -> None:

@@ -28,13 +28,16 @@ from chalicelib.domain import (
     Video,
     VideoStatus,
     parse_upload_key,
-    utcnow,
 )
 from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
 from chalicelib.ports import BlobStore, Mailer, StaleUpdate, VideoRepository
 from chalicelib.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# Time kept after ffmpeg for storing the outputs and recording the outcome.
+RESERVED_AFTER_ENCODE_S = 90.0
+MIN_FFMPEG_TIMEOUT_S = 30.0
 
 # How much of the progress bar each phase fills.
 PROGRESS_PROBED = 10
@@ -46,6 +49,9 @@ PROGRESS_STORED = 100
 class UploadedObject:
     bucket: str
     key: str
+    # Tells one write of the key from another (S3's event sequencer and the
+    # ETag); the same event delivered twice carries the same value.
+    version: str = ""
 
 
 def uploaded_objects(body: str) -> list[UploadedObject]:
@@ -70,7 +76,9 @@ def uploaded_objects(body: str) -> list[UploadedObject]:
         bucket = (s3.get("bucket") or {}).get("name")
         key = (s3.get("object") or {}).get("key")
         if bucket and key:
-            objects.append(UploadedObject(bucket=bucket, key=unquote_plus(key)))
+            obj = s3.get("object") or {}
+            version = f"{obj.get('sequencer', '')}:{obj.get('eTag', '')}"
+            objects.append(UploadedObject(bucket=bucket, key=unquote_plus(key), version=version))
     return objects
 
 
@@ -100,13 +108,15 @@ class UploadProcessor:
     settings: Settings
     watermark_path: str
 
-    def process(self, key: str, *, final_attempt: bool) -> str:
+    def process(self, key: str, *, final_attempt: bool, time_left_s: float | None = None) -> str:
         """Process the upload at `key`; returns what happened, for the logs.
 
         Bad input marks the video failed and emails the owner. Any other
         error propagates so the message is retried, except on the final
         attempt, where the video is marked failed (and the owner told)
         before the error goes on to put the message in the dead-letter queue.
+        `time_left_s` is what the invocation has left (Lambda's remaining
+        time): ffmpeg is stopped early enough to still record the outcome.
         """
         ids = parse_upload_key(key)
         if ids is None:
@@ -114,14 +124,16 @@ class UploadProcessor:
             return "ignored"
         video = self.videos.get(*ids)
         if video is None:
-            logger.info("video for %s is gone; nothing to do", key)
+            # Deleted before its upload landed: drop the orphaned file.
+            logger.info("video for %s is gone; removing the upload", key)
+            self.uploads.delete_prefix(key.rsplit("/", 1)[0] + "/")
             return "ignored"
         if video.status in FINAL_STATUSES:
             # A duplicate delivery: the work is done; make sure the owner heard.
             self._notify_once(video)
             return "duplicate"
         try:
-            video = self._encode(video)
+            video = self._encode(video, self._ffmpeg_timeout(time_left_s))
         except MediaRejected as rejected:
             video = self._fail(video, rejected.reason)
         except StaleUpdate:
@@ -142,7 +154,13 @@ class UploadProcessor:
         self._notify_once(video)
         return video.status.value
 
-    def _encode(self, video: Video) -> Video:
+    def _ffmpeg_timeout(self, time_left_s: float | None) -> float:
+        if time_left_s is None:
+            return self.settings.ffmpeg_timeout_s
+        budget = time_left_s - RESERVED_AFTER_ENCODE_S
+        return max(MIN_FFMPEG_TIMEOUT_S, min(self.settings.ffmpeg_timeout_s, budget))
+
+    def _encode(self, video: Video, ffmpeg_timeout_s: float) -> Video:
         stored = self.uploads.head(video.upload_key)
         if stored is None:
             raise MediaRejected("The uploaded file could not be found. Please upload it again.")
@@ -177,7 +195,7 @@ class UploadProcessor:
                 watermark_path=self.watermark_path,
                 short_side=self.settings.rendition_short_side_px,
                 on_progress=self._progress_reporter(video),
-                timeout_s=self.settings.ffmpeg_timeout_s,
+                timeout_s=ffmpeg_timeout_s,
             )
             encoded = time.monotonic()
             outputs = self._store(video, result)
@@ -236,7 +254,12 @@ class UploadProcessor:
             value = PROGRESS_PROBED + int(span * min(max(fraction, 0.0), 1.0))
             if value >= last + 5:
                 last = value
-                self.videos.update(video, expected={VideoStatus.PROCESSING}, progress=value)
+                try:
+                    self.videos.update(video, expected={VideoStatus.PROCESSING}, progress=value)
+                except StaleUpdate:
+                    raise  # deleted meanwhile: stop encoding
+                except Exception:
+                    logger.warning("could not record progress of video %s", video.id, exc_info=True)
 
         return report
 
@@ -266,12 +289,13 @@ class UploadProcessor:
             if video.status is VideoStatus.READY
             else emails.failed_email(video, link)
         )
-        # Mark first, then send: if marking fails nothing was sent and a retry
-        # tries again; a crash between the two loses one email rather than
-        # ever sending two.
-        marked = self.videos.update(video, expected={video.status}, notified_at=utcnow())
+        # Claim first, then send: only one delivery can win the claim; if
+        # sending fails the claim is released so a retry sends it. A crash
+        # between the two loses one email rather than ever sending two.
+        if not self.videos.claim_notification(video):
+            return
         try:
             self.mailer.send(video.owner_email, email.subject, email.text, email.html)
         except Exception:
-            self.videos.update(marked, notified_at=None)
+            self.videos.release_notification(video)
             raise

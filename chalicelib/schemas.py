@@ -27,8 +27,8 @@ def _settings(info: ValidationInfo) -> Settings:
 
 def _printable(value: str, what: str) -> str:
     value = value.strip()
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise ValueError(f"{what} must not contain control characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise ValueError(f"{what} must not contain control characters or lone surrogates")
     if not value:
         raise ValueError(f"{what} must not be empty")
     return value
@@ -38,22 +38,28 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
-class Credentials(Request):
-    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+class AccountRequest(Request):
+    email: str = Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)
+
+    @field_validator("email")
+    @classmethod
+    def _lower_case(cls, value: str) -> str:
+        # One account per address, however it is typed.
+        return value.strip().lower()
+
+
+class SignupRequest(AccountRequest):
     password: str = Field(min_length=8, max_length=256)
 
 
-class SignupRequest(Credentials):
-    pass
-
-
-class LoginRequest(Request):
-    email: str = Field(min_length=3, max_length=254)
+class LoginRequest(AccountRequest):
     password: str = Field(min_length=1, max_length=256)
 
 
-class ConfirmRequest(Request):
-    email: str = Field(min_length=3, max_length=254)
+class ConfirmRequest(AccountRequest):
     code: str = Field(min_length=1, max_length=64)
 
 
@@ -92,7 +98,8 @@ class CreateVideoRequest(Request):
         return value
 
 
-class ListVideosQuery(Request):
+class ListVideosQuery(BaseModel):
+    # Other query parameters (cache busters and the like) are ignored.
     limit: int = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=512)
 

@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     allowed_content_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONTENT_TYPES
     max_title_length: int = Field(default=200, ge=1)
     max_filename_length: int = Field(default=255, ge=1)
-    max_duration_s: float = Field(default=3 * 3600, gt=0)
+    # A 15-minute Lambda encodes roughly 30 minutes of 1080p at veryfast.
+    max_duration_s: float = Field(default=30 * 60, gt=0)
     max_dimension_px: int = Field(default=4096, gt=0)
     upload_url_ttl_s: int = Field(default=900, ge=60, le=900)
     media_url_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)

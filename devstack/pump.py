@@ -132,6 +132,12 @@ def lambda_settings(project_dir: Path, stage: str, handler_name: str) -> LambdaS
     )
 
 
+class JobInterrupted(Exception):
+    """The pump is stopping while a handler runs (Ctrl-C, or a restart for
+    changed code). An Exception, not SystemExit, so that Powertools releases
+    the job's idempotency record and the redelivered message runs again."""
+
+
 class EventPump:
     """Feeds one queue's messages, one at a time, to one Chalice event handler."""
 
@@ -164,12 +170,15 @@ class EventPump:
         self._region = self._queue_arn.split(":")[3]
         redrive = json.loads(attributes.get("RedrivePolicy", "{}"))
         self._max_receives: int | None = redrive.get("maxReceiveCount")
+        self.busy = False  # a handler is running
 
     def run(self, stop: threading.Event) -> None:
         """Deliver messages until `stop` is set (checked between long polls)."""
         while not stop.is_set():
             try:
                 self.poll_once()
+            except JobInterrupted:
+                raise
             except Exception:  # the stand-in went away or hiccuped: keep going
                 logger.exception("receiving from %s failed", self._queue_url)
                 stop.wait(1)
@@ -193,6 +202,7 @@ class EventPump:
         attempt = f"attempt {receives}" + (f" of {self._max_receives}" if self._max_receives else "")
         started = time.monotonic()
         try:
+            self.busy = True
             with self._heartbeat(receipt):
                 result = self._handler(
                     event,
@@ -200,6 +210,10 @@ class EventPump:
                 )
             if _reports_failure(result, message["MessageId"]):
                 raise RuntimeError("the handler reported this message in batchItemFailures")
+        except JobInterrupted:
+            # Give the message back at once rather than after the visibility timeout.
+            self._set_visibility(receipt, 0)
+            raise
         except Exception:
             logger.exception(
                 "message %s failed (%s); it will be retried in %s s",
@@ -209,11 +223,8 @@ class EventPump:
             )
             self._set_visibility(receipt, self._retry_delay_s)
             return False
-        except BaseException:
-            # Stopped mid-job (Ctrl-C, or a restart for changed code): give the
-            # message back at once rather than after the visibility timeout.
-            self._set_visibility(receipt, 0)
-            raise
+        finally:
+            self.busy = False
         self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=receipt)
         logger.info(
             "message %s done in %.1f s (%s)",
@@ -286,13 +297,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
     stop = threading.Event()
+    pump: EventPump | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             return
         stop.set()
-        # Interrupts a running handler (its ffmpeg got the same signal).
-        raise SystemExit(0)
+        # Between jobs the loop sees `stop` within a long poll; a running
+        # handler is interrupted (its ffmpeg got the same signal).
+        if pump is not None and pump.busy:
+            raise JobInterrupted
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -321,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ready_fd is not None:
         os.write(args.ready_fd, b"ready\n")
         os.close(args.ready_fd)
-    with suppress(SystemExit):  # raised by on_signal
+    with suppress(JobInterrupted):  # raised by on_signal
         pump.run(stop)
     return 0
 

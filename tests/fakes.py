@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from chalicelib.domain import InvalidRequest, Page, UploadTicket, Video, VideoStatus, utcnow
+from chalicelib.domain import InvalidRequest, Page, UploadTicket, Video, VideoStatus, is_video_id, utcnow
 from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
 from chalicelib.ports import StaleUpdate, StoredObject
 
@@ -29,7 +29,7 @@ class FakeVideoRepository:
             (v for (o, _), v in self.videos.items() if o == owner_id), key=lambda v: v.id, reverse=True
         )
         if cursor:
-            if cursor not in {v.id for v in mine}:
+            if not is_video_id(cursor):
                 raise InvalidRequest("bad cursor")
             mine = [v for v in mine if v.id < cursor]
         page = mine[:limit]
@@ -42,6 +42,17 @@ class FakeVideoRepository:
         updated = current.with_changes(updated_at=utcnow(), **changes)
         self.videos[(video.owner_id, video.id)] = updated
         return updated
+
+    def claim_notification(self, video: Video) -> bool:
+        current = self.videos.get((video.owner_id, video.id))
+        if current is None or current.notified_at is not None:
+            return False
+        self.videos[(video.owner_id, video.id)] = current.with_changes(notified_at=utcnow())
+        return True
+
+    def release_notification(self, video: Video) -> None:
+        current = self.videos[(video.owner_id, video.id)]
+        self.videos[(video.owner_id, video.id)] = current.with_changes(notified_at=None)
 
     def delete(self, owner_id: str, video_id: str) -> None:
         self.videos.pop((owner_id, video_id), None)

@@ -37,9 +37,11 @@ def process_upload(event: SQSEvent) -> None:
             if uploaded.bucket != settings.uploads_bucket:
                 app.log.warning("ignoring an object in bucket %s", uploaded.bucket)
                 continue
+            context = event.context
             outcome = container.process_once(
-                job={"bucket": uploaded.bucket, "key": uploaded.key},
-                lambda_context=event.context,
+                job={"bucket": uploaded.bucket, "key": uploaded.key, "version": uploaded.version},
+                lambda_context=context,
                 final_attempt=final_attempt,
+                time_left_s=context.get_remaining_time_in_millis() / 1000 if context else None,
             )
             app.log.info("upload %s (receive %d): %s", uploaded.key, receives, outcome)

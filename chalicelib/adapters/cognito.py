@@ -15,6 +15,7 @@ from chalicelib.domain import (
     InvalidRequest,
     NotAuthenticated,
     Principal,
+    RateLimited,
     ServiceUnavailable,
     Tokens,
 )
@@ -32,7 +33,8 @@ _SIGNUP_ERRORS = {
 _CONFIRM_ERRORS = {
     "CodeMismatchException": (InvalidRequest, "That confirmation code is not right."),
     "ExpiredCodeException": (InvalidRequest, "That confirmation code has expired."),
-    "UserNotFoundException": (InvalidRequest, "There is no account with this email."),
+    # Same answer as a wrong code, so confirm does not tell who has an account.
+    "UserNotFoundException": (InvalidRequest, "That confirmation code is not right."),
     "NotAuthorizedException": (Conflict, "This account is already confirmed."),
 }
 _LOGIN_ERRORS = {
@@ -46,11 +48,20 @@ _LOGIN_ERRORS = {
 }
 
 
+_THROTTLED = {"TooManyRequestsException", "LimitExceededException", "TooManyFailedAttemptsException"}
+
+
 def _translate(exc: ClientError, table: Mapping[str, tuple[type[Exception], str]]) -> Exception:
+    """The domain error for a Cognito error: from `table`, else by kind."""
     code = str(exc.response.get("Error", {}).get("Code", ""))
     if code in table:
         error_type, message = table[code]
         return error_type(message)
+    if code in _THROTTLED:
+        return RateLimited("Too many attempts: wait a minute and try again.")
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500))
+    if 400 <= status < 500 and code != "AccessDeniedException":
+        return InvalidRequest(f"The request was refused ({code}).")
     return cast(Exception, exc)
 
 

@@ -247,6 +247,23 @@ class DynamoVideoRepository:
             raise
         return _to_video(record)
 
+    def claim_notification(self, video: Video) -> bool:
+        model = self._record
+        condition = model.video_id.exists() & model.notified_at.does_not_exist()
+        try:
+            model(video.owner_id, video.id).update(
+                actions=[model.notified_at.set(utcnow())], condition=condition
+            )
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def release_notification(self, video: Video) -> None:
+        model = self._record
+        model(video.owner_id, video.id).update(actions=[model.notified_at.remove()])
+
     def delete(self, owner_id: str, video_id: str) -> None:
         try:
             self._record(owner_id, video_id).delete()

@@ -8,6 +8,7 @@ codecs, size and the watermark in its pixels, the thumbnail, and the email.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from chalicelib import media
-from devstack.client import ApiClient, StackProcess
+from devstack.client import ROOT, ApiClient, StackProcess
 from tests.conftest import make_clip
 
 pytestmark = pytest.mark.e2e
@@ -115,3 +116,22 @@ def test_the_api_answers_401_without_a_token_and_health_is_ok(stack: StackProces
     assert response.status_code == 401
     health = requests.get(f"{stack.api}/health", timeout=30)
     assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_a_job_interrupted_by_a_worker_restart_is_redone_and_emailed_once(
+    stack: StackProcess, tmp_path: Path
+) -> None:
+    source = make_clip(tmp_path / "long.mp4", seconds=10, size="1920x1080")
+    user = ApiClient.sign_up(stack.api)
+    video_id = user.create_and_upload(source)
+    deadline = time.monotonic() + 60
+    while user.video(video_id)["status"] != "processing":
+        assert time.monotonic() < deadline, stack.log_tail()
+        time.sleep(0.05)
+    # What saving a worker file does mid-encode: the stack restarts the pump.
+    (ROOT / "workers" / "app.py").touch()
+
+    video, _ = finish(stack, user, video_id)
+    assert video["status"] == "ready", video["error"]
+    assert "restarting the event pump" in stack.log_tail(100_000)
+    assert len(stack.messages_to(user.email)) == 1

@@ -143,6 +143,22 @@ def test_a_duplicate_delivery_encodes_once_and_emails_once(worker: Worker, clip:
     assert len(worker.mails_to(video)) == 1
 
 
+def test_the_idempotency_record_alone_stops_a_redelivery(worker: Worker, clip: Path) -> None:
+    video = worker.new_video()
+    worker.upload(video, clip)
+    message = worker.receive()
+    worker.invoke(message)
+    assert worker.video(video).status is VideoStatus.READY
+    # Take the status guard away: put the record back as if never processed.
+    worker.container.videos.update(video, status=VideoStatus.AWAITING_UPLOAD, progress=0)
+
+    worker.invoke(message)
+
+    again = worker.video(video)
+    assert again.status is VideoStatus.AWAITING_UPLOAD  # Powertools returned the stored result
+    assert len(worker.mails_to(video)) == 1
+
+
 def test_a_non_video_upload_fails_with_a_reason_and_an_email(worker: Worker, tmp_path: Path) -> None:
     video = worker.new_video()
     fake = tmp_path / "notes.mp4"
