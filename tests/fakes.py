@@ -127,6 +127,7 @@ class FakeTranscoder:
     reject_probe: str | None = None
     encode_error: Exception | None = None
     encodes: int = 0
+    timeouts: list[float] = field(default_factory=list)
     # Runs while "encoding", to make things happen meanwhile.
     during_encode: Callable[[], None] | None = None
 
@@ -147,6 +148,7 @@ class FakeTranscoder:
         timeout_s: float = 780.0,
     ) -> EncodeResult:
         self.encodes += 1
+        self.timeouts.append(timeout_s)
         if self.during_encode:
             self.during_encode()
         if self.encode_error:

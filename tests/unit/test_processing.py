@@ -165,12 +165,29 @@ def test_a_video_deleted_while_encoding_leaves_no_outputs_and_no_email(processor
     assert processor.mailer.sent == []  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("time_left_s, expected", [(None, 780), (900, 780), (400, 310), (60, 30)])
+def test_ffmpeg_stops_in_time_to_record_the_outcome(
+    processor: UploadProcessor, time_left_s: float | None, expected: float
+) -> None:
+    processor.process(uploaded(processor).upload_key, final_attempt=False, time_left_s=time_left_s)
+    assert processor.transcoder.timeouts == [expected]  # type: ignore[attr-defined]
+
+
+def test_only_one_of_two_racing_deliveries_sends_the_email(processor: UploadProcessor) -> None:
+    video = uploaded(processor)
+    processor.process(video.upload_key, final_attempt=False)
+    stale = current(processor, video).with_changes(notified_at=None)  # what a racing reader saw
+    processor._notify_once(stale)
+    assert len(processor.mailer.sent) == 1  # type: ignore[attr-defined]
+
+
 def test_unknown_keys_and_deleted_videos_are_ignored(processor: UploadProcessor) -> None:
     assert processor.process("somewhere/else", final_attempt=False) == "ignored"
     video = uploaded(processor)
     processor.videos.delete(video.owner_id, video.id)
     assert processor.process(video.upload_key, final_attempt=False) == "ignored"
     assert processor.mailer.sent == []  # type: ignore[attr-defined]
+    assert processor.uploads.objects == {}  # type: ignore[attr-defined]  # the orphaned upload is gone
 
 
 def test_s3_messages_are_unpacked_and_test_events_skipped() -> None:
