@@ -81,6 +81,10 @@ class Video:
         return upload_key(self.owner_id, self.id)
 
     @property
+    def upload_prefix(self) -> str:
+        return upload_prefix(self.owner_id, self.id)
+
+    @property
     def media_prefix(self) -> str:
         return media_prefix(self.owner_id, self.id)
 
@@ -175,8 +179,12 @@ def is_video_id(value: str) -> bool:
     return bool(VIDEO_ID_PATTERN.match(value))
 
 
+def upload_prefix(owner_id: str, video_id: str) -> str:
+    return f"uploads/{owner_id}/{video_id}/"
+
+
 def upload_key(owner_id: str, video_id: str) -> str:
-    return f"uploads/{owner_id}/{video_id}/source"
+    return f"{upload_prefix(owner_id, video_id)}source"
 
 
 def media_prefix(owner_id: str, video_id: str) -> str:

@@ -28,6 +28,7 @@ from chalicelib.domain import (
     Video,
     VideoStatus,
     parse_upload_key,
+    upload_prefix,
 )
 from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
 from chalicelib.ports import BlobStore, Mailer, StaleUpdate, VideoRepository
@@ -126,7 +127,7 @@ class UploadProcessor:
         if video is None:
             # Deleted before its upload landed: drop the orphaned file.
             logger.info("video for %s is gone; removing the upload", key)
-            self.uploads.delete_prefix(key.rsplit("/", 1)[0] + "/")
+            self.uploads.delete_prefix(upload_prefix(*ids))
             return "ignored"
         if video.status in FINAL_STATUSES:
             # A duplicate delivery: the work is done; make sure the owner heard.

@@ -128,7 +128,7 @@ class VideoService:
         """Delete the record and every object stored for it."""
         video = self.get(owner, video_id)
         # Objects first: if that fails the record is still there to retry with.
-        self.uploads.delete_prefix(video.upload_key.rsplit("/", 1)[0] + "/")
+        self.uploads.delete_prefix(video.upload_prefix)
         self.media.delete_prefix(video.media_prefix)
         self.videos.delete(video.owner_id, video.id)
 
