@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,20 +12,14 @@ from typing import Any
 import boto3
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chalicelib.settings import Settings, get_settings  # noqa: E402
-from devstack.aws import LOCAL_CREDENTIALS  # noqa: E402
-from devstack.pump import load_chalice_app  # noqa: E402
-from devstack.resources import ensure_resources  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from chalicelib.settings import Settings, get_settings
+from devstack.aws import LOCAL_CREDENTIALS
+from devstack.client import ROOT, free_port
+from devstack.pump import load_chalice_app
+from devstack.resources import ensure_resources
+from tests.media_tools import make_clip
 
 
 @pytest.fixture(scope="session")
@@ -97,24 +89,9 @@ def aws(settings: Settings, moto_endpoint: str) -> Any:
     return Clients()
 
 
-def make_clip(path: Path, *, seconds: float = 2, size: str = "640x360", audio: bool = True) -> Path:
-    """A generated test clip (testsrc2 + sine), encoded with the bundled ffmpeg."""
-    import imageio_ffmpeg
-
-    args = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y"]
-    args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}"]
-    if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
-    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-    if audio:
-        args += ["-c:a", "aac", "-shortest"]
-    subprocess.run([*args, str(path)], check=True, timeout=120)
-    return path
-
-
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4")
+    return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=2)
 
 
 @pytest.fixture(scope="session", autouse=True)

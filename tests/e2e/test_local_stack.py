@@ -7,7 +7,6 @@ codecs, size and the watermark in its pixels, the thumbnail, and the email.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import requests
 
 from chalicelib import media
 from devstack.client import ROOT, ApiClient, StackProcess
-from tests.conftest import make_clip
+from tests.media_tools import decode_frame, make_clip
 
 pytestmark = pytest.mark.e2e
 
@@ -36,34 +35,6 @@ def finish(stack: StackProcess, user: ApiClient, video_id: str) -> tuple[dict[st
         return user.wait_until_final(video_id)
     except TimeoutError:
         pytest.fail(f"video did not finish; stack log:\n{stack.log_tail()}")
-
-
-def frame_rgb(path: Path, at_s: float, width: int, height: int) -> np.ndarray:
-    """One decoded frame, scaled to width×height, as an RGB array."""
-    raw = subprocess.run(
-        [
-            media.ffmpeg_exe(),
-            "-v",
-            "error",
-            "-ss",
-            str(at_s),
-            "-i",
-            str(path),
-            "-frames:v",
-            "1",
-            "-vf",
-            f"scale={width}:{height}",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).astype(np.int16)
 
 
 def test_upload_encode_watermark_thumbnail_and_email(stack: StackProcess, tmp_path: Path) -> None:
@@ -87,7 +58,9 @@ def test_upload_encode_watermark_thumbnail_and_email(stack: StackProcess, tmp_pa
 
     # The watermark is burned into the bottom-right corner: there the
     # rendition differs from the source a lot, elsewhere hardly at all.
-    difference = np.abs(frame_rgb(out, 1.5, 1280, 720) - frame_rgb(source, 1.5, 1280, 720)).mean(axis=2)
+    # Frame 45 is 1.5 s in, at 30 fps in both files.
+    frames = [decode_frame(str(path), (1280, 720), frame_number=45) for path in (out, source)]
+    difference = np.abs(frames[0] - frames[1]).mean(axis=2)
     corner = difference[-150:, -400:]
     rest = difference[:-200, :-450]
     assert corner.mean() > 4 * rest.mean() and corner.max() > 100

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib.adapters.s3 import S3BlobStore
 from chalicelib.settings import Settings
-from tests.conftest import ROOT
+from devstack.client import ROOT
 
 PASSWORD = "Corr3ct-Horse!"
 

@@ -26,12 +26,12 @@ from chalice.app import Chalice, SQSEvent
 
 from chalicelib.settings import Settings
 from devstack.aws import local_client
+from devstack.client import free_port
 from devstack.mailbox import MailboxServer
 from devstack.processes import process_table
 from devstack.pump import EventPump
 from devstack.resources import ensure_resources, sender_address
 from devstack.stack import READY_LINE
-from tests.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # moto's state is shared by the whole test process; a region no other test

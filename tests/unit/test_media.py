@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import resource
 import struct
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from chalicelib.media import (
@@ -25,67 +23,16 @@ from chalicelib.media import (
     MediaRejected,
     default_watermark_path,
     encode,
-    ffmpeg_exe,
     probe,
     rendition_size,
 )
-
-Frame = npt.NDArray[np.int16]
-
-
-def ffmpeg(*args: str) -> bytes:
-    """Run ffmpeg quietly, fail loudly, and return its stdout."""
-    completed = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
-        capture_output=True,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr.decode(errors="replace")
-    return completed.stdout
-
-
-def make_clip(
-    path: Path,
-    *,
-    seconds: float,
-    size: str = "640x360",
-    audio: bool = True,
-    faststart: bool = False,
-) -> str:
-    """Write a test-pattern H.264 clip (plus a sine tone when ``audio``) to ``path``."""
-    inputs = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}"]
-    codecs = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-    if audio:
-        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
-        codecs += ["-c:a", "aac"]
-    flags = ["-movflags", "+faststart"] if faststart else []
-    ffmpeg(*inputs, *codecs, *flags, str(path))
-    return str(path)
+from tests.media_tools import decode_frame, ffmpeg, make_clip
 
 
 def cut_in_half(source: str, target: Path) -> str:
     data = Path(source).read_bytes()
     target.write_bytes(data[: len(data) // 2])
     return str(target)
-
-
-def decode_frame(path: str, size: tuple[int, int], *, frame_number: int) -> Frame:
-    """Decode one frame of ``path``, scaled to ``size``, as an RGB array."""
-    width, height = size
-    raw = ffmpeg(
-        "-i",
-        path,
-        "-vf",
-        f"select=eq(n\\,{frame_number}),scale={width}:{height}",
-        "-frames:v",
-        "1",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-",
-    )
-    return np.frombuffer(raw, np.uint8).reshape(height, width, 3).astype(np.int16)
 
 
 def encode_clip(
@@ -150,17 +97,17 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def landscape_clip(clips: Path) -> str:
-    return make_clip(clips / "landscape.mp4", seconds=2)
+    return str(make_clip(clips / "landscape.mp4", seconds=2))
 
 
 @pytest.fixture(scope="module")
 def silent_clip(clips: Path) -> str:
-    return make_clip(clips / "silent.mp4", seconds=1, size="320x240", audio=False)
+    return str(make_clip(clips / "silent.mp4", seconds=1, size="320x240", audio=False))
 
 
 @pytest.fixture(scope="module")
 def tiny_clip(clips: Path) -> str:
-    return make_clip(clips / "tiny.mp4", seconds=0.2, size="320x180")
+    return str(make_clip(clips / "tiny.mp4", seconds=0.2, size="320x180"))
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +121,7 @@ def rotated_clip(clips: Path, landscape_clip: str) -> str:
 @pytest.fixture(scope="module")
 def long_clip(clips: Path) -> str:
     """Big enough that encoding takes over a second."""
-    return make_clip(clips / "long.mp4", seconds=4, size="1280x720")
+    return str(make_clip(clips / "long.mp4", seconds=4, size="1280x720"))
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +160,7 @@ def build_text(clips: Path) -> str:
 
 def build_end_indexed_cut_in_half(clips: Path) -> str:
     # ffmpeg writes the index (moov) last by default, so the first half has none.
-    whole = make_clip(clips / "end-indexed.mp4", seconds=2)
+    whole = str(make_clip(clips / "end-indexed.mp4", seconds=2))
     return cut_in_half(whole, clips / "end-indexed-half.mp4")
 
 
@@ -443,7 +390,7 @@ def test_encode_reports_increasing_progress_ending_at_one(long_clip: str, tmp_pa
 def test_front_indexed_mp4_cut_in_half_is_rejected_not_half_encoded(clips: Path, tmp_path: Path) -> None:
     # With the index at the front, the first half still probes as a 2 s video;
     # ffmpeg without -xerror would "successfully" encode 1 s of it.
-    whole = make_clip(clips / "front-indexed.mp4", seconds=2, faststart=True)
+    whole = str(make_clip(clips / "front-indexed.mp4", seconds=2, faststart=True))
     half = cut_in_half(whole, clips / "front-indexed-half.mp4")
 
     with pytest.raises(MediaRejected) as rejected:
