@@ -1,0 +1,1 @@
+"""Deploying Vidline to AWS: the front-end build, Lambda packaging, infrastructure and the deploy command."""
