@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from chalicelib.adapters.cdn import SignedCdnUrls, ssm_secret
 from chalicelib.adapters.cognito import CognitoIdentity
 from chalicelib.adapters.dynamo import DynamoVideoRepository, bind_video_record
-from chalicelib.adapters.s3 import PresignedMediaUrls, S3BlobStore
+from chalicelib.adapters.s3 import S3BlobStore
 from chalicelib.adapters.ses import SesMailer
 from chalicelib.services import AccountService, HealthService, VideoService
 from chalicelib.settings import Settings
@@ -59,8 +60,14 @@ class Container:
         return S3BlobStore(self._s3, self.settings.media_bucket)
 
     @cached_property
-    def media_urls(self) -> PresignedMediaUrls:
-        return PresignedMediaUrls(self.media, self.settings.media_url_ttl_s)
+    def media_urls(self) -> SignedCdnUrls:
+        s = self.settings
+        return SignedCdnUrls(
+            s.media_base_url,
+            s.cdn_key_pair_id,
+            ssm_secret(self.client("ssm"), s.cdn_private_key_parameter),
+            s.media_url_ttl_s,
+        )
 
     @cached_property
     def mailer(self) -> SesMailer:

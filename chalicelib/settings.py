@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     # HTTP
     cors_origin: str = "*"
 
+    # CDN: media is private and served by CloudFront (locally, its stand-in)
+    # through signed URLs. A rendition's URL is f"{media_base_url}/{key}".
+    media_base_url: str = "http://127.0.0.1:8080"
+    # The CloudFront public key's id, and the SSM SecureString holding the
+    # matching private key (PEM) that signs the URLs.
+    cdn_key_pair_id: str = "local"
+    cdn_private_key_parameter: str = "/vidline/local/cdn-private-key"
+
     # Input limits
     max_upload_bytes: int = Field(default=2 * GIB, gt=0)
     allowed_content_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONTENT_TYPES
@@ -88,6 +96,9 @@ class Settings(BaseSettings):
     watermark_path: str = ""  # empty: the PNG that ships in chalicelib/assets
     work_dir: str = "/tmp"
     ffmpeg_timeout_s: float = Field(default=13 * 60, gt=0)
+    # The ffmpeg binary; on Lambda the layer's "/opt/bin/ffmpeg". Empty: the
+    # imageio-ffmpeg wheel's (local runs and tests).
+    ffmpeg_path: str = ""
 
     @field_validator("allowed_content_types", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ class StackProcess:
         self.ports = {name: free_port() for name in ("API", "MOTO", "MAILBOX", "CDN")}
         self.api = f"http://127.0.0.1:{self.ports['API']}"
         self.mailbox = f"http://127.0.0.1:{self.ports['MAILBOX']}"
+        self.cdn = f"http://127.0.0.1:{self.ports['CDN']}"
         self.log_path = log_path
         self._timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None

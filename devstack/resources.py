@@ -25,7 +25,7 @@ AUTH_FLOWS = ["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
 
 
 def ensure_resources(settings: Settings, endpoint_url: str) -> dict[str, str]:
-    """Create the buckets, tables, queues, notifications, SES sender and user pool.
+    """Create the buckets, tables, queues, notifications, SES sender, CDN key and user pool.
 
     Returns the ids the stand-in generated, as the environment variables the
     apps read them from (`VIDLINE_USER_POOL_ID`, `VIDLINE_USER_POOL_CLIENT_ID`).
@@ -59,6 +59,8 @@ def ensure_resources(settings: Settings, endpoint_url: str) -> dict[str, str]:
     ensure_upload_notifications(s3, sqs, settings.uploads_bucket, jobs_url)
 
     ensure_verified_sender(client("ses"), sender_address(settings.mail_sender))
+
+    ensure_signing_key(client("ssm"), settings.cdn_private_key_parameter)
 
     cognito = client("cognito-idp")
     pool_id = ensure_user_pool(cognito, f"vidline-{settings.stage}-users")
@@ -221,6 +223,30 @@ def ensure_user_pool_client(cognito: BaseClient, pool_id: str, name: str) -> str
         ExplicitAuthFlows=AUTH_FLOWS,
     )
     return str(created["UserPoolClient"]["ClientId"])
+
+
+def ensure_signing_key(ssm: BaseClient, parameter: str) -> None:
+    """An RSA key for signing CDN URLs, as a SecureString `parameter` (kept if there is one)."""
+    try:
+        ssm.get_parameter(Name=parameter, WithDecryption=True)
+        return
+    except ClientError as error:
+        if _error_code(error) != "ParameterNotFound":
+            raise
+    ssm.put_parameter(Name=parameter, Type="SecureString", Value=new_signing_key_pem().decode())
+
+
+def new_signing_key_pem() -> bytes:
+    """A fresh 2048-bit RSA private key in PEM, the kind CloudFront key groups take."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _table_names(dynamodb: BaseClient) -> set[str]:

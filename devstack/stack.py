@@ -6,9 +6,11 @@
 2. every resource the apps use (`devstack.resources.ensure_resources`);
 3. `.vidline/local.env`, the environment the apps run with;
 4. the mailbox, in this process because it reads moto's sent mail;
-5. the event pump for the worker, as a child process (restarted when the
+5. the CDN stand-in, serving the built front end and the signed media URLs
+   (rebuilt when `frontend/` changes);
+6. the event pump for the worker, as a child process (restarted when the
    worker's code changes);
-6. `chalice local` for the API, as a child process, restarted when the
+7. `chalice local` for the API, as a child process, restarted when the
    API's code (app.py, chalicelib/, .chalice/) changes.
 
 It prints `Vidline local stack is ready` once everything answers, and stops
@@ -46,12 +48,14 @@ from devstack.pump import DEFAULT_HANDLER
 if TYPE_CHECKING:
     from moto.server import ThreadedMotoServer
 
+    from devstack.cdn import CdnServer
     from devstack.mailbox import MailboxServer
 
 READY_LINE = "Vidline local stack is ready"
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = Path(".vidline") / "local.env"
+SITE_DIR = Path(".vidline") / "site"
 API_START_TIMEOUT_S = 60.0
 PUMP_START_TIMEOUT_S = 60.0
 
@@ -72,7 +76,6 @@ class StackPorts(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     moto_port: int = Field(default=5000, ge=1, le=65535)
     mailbox_port: int = Field(default=8025, ge=1, le=65535)
-    # The CDN stand-in comes later; its port is reserved for VIDLINE_APP_URL.
     cdn_port: int = Field(default=8080, ge=1, le=65535)
 
 
@@ -100,6 +103,7 @@ def app_environment(
         "VIDLINE_AUTH_MODE": "app",
         "VIDLINE_AUTO_CONFIRM_SIGNUPS": "true",
         "VIDLINE_APP_URL": f"http://{HOST}:{ports.cdn_port}",
+        "VIDLINE_MEDIA_BASE_URL": f"http://{HOST}:{ports.cdn_port}",
     }
     env.update(
         (key, value)
@@ -234,12 +238,15 @@ class LocalStack:
         self._watcher: CodeWatcher | None = None
         self._api_watcher: CodeWatcher | None = None
         self._api_exit_reported = False
+        self._cdn: CdnServer | None = None
+        self._frontend_watcher: CodeWatcher | None = None
 
     def start(self) -> None:
         """Bring everything up; raises StackError with a reason if something cannot start."""
         # moto and the mailbox are imported here: `devstack.pump` children need neither.
         from moto.server import ThreadedMotoServer
 
+        from devstack.cdn import CdnServer, SignedUrlVerifier
         from devstack.mailbox import MailboxServer
         from devstack.resources import ensure_resources
 
@@ -248,6 +255,7 @@ class LocalStack:
                 "moto": self.ports.moto_port,
                 "mailbox": self.ports.mailbox_port,
                 "api": self.ports.api_port,
+                "cdn": self.ports.cdn_port,
             }
         )
         if not (self.project_dir / "app.py").is_file():
@@ -268,6 +276,21 @@ class LocalStack:
         mailbox = MailboxServer(HOST, self.ports.mailbox_port, region=self.settings.region)
         mailbox.start()
         self._mailbox = mailbox
+
+        settings = self.settings
+        signing_key = local_client("ssm", self.endpoint_url, settings.region).get_parameter(
+            Name=settings.cdn_private_key_parameter, WithDecryption=True
+        )["Parameter"]["Value"]
+        verifier = SignedUrlVerifier(
+            signing_key.encode(), settings.cdn_key_pair_id, self.app_env["VIDLINE_MEDIA_BASE_URL"]
+        )
+        s3 = local_client("s3", self.endpoint_url, settings.region)
+        self._cdn = CdnServer(
+            HOST, self.ports.cdn_port, s3=s3, media_bucket=settings.media_bucket, verifier=verifier
+        )
+        self._frontend_watcher = CodeWatcher(self.project_dir / "frontend")
+        self._publish_frontend()
+        self._cdn.start()
 
         self._watcher = CodeWatcher(self.worker_dir)
         if not self._start_pump():
@@ -304,7 +327,7 @@ class LocalStack:
             f"  API (chalice local)   http://{HOST}:{self.ports.api_port}",
             f"  AWS stand-in (moto)   {self.endpoint_url}",
             f"  mailbox               http://{HOST}:{self.ports.mailbox_port}   (JSON: /api/messages)",
-            f"  CDN stand-in          http://{HOST}:{self.ports.cdn_port}   (reserved; not started yet)",
+            f"  web app (CDN)         http://{HOST}:{self.ports.cdn_port}   (front end; media under /media/)",
             f"  worker (event pump)   {worker} <- {settings.jobs_queue}",
             f"  dead-letter queue     {settings.jobs_dlq} (after {settings.job_max_receives} receives)",
             f"  user pool             {self.app_env['VIDLINE_USER_POOL_ID']}",
@@ -326,6 +349,9 @@ class LocalStack:
             elif not self._api_exit_reported and (api_exit := self._api.poll()) is not None:
                 self._api_exit_reported = True
                 say(f"chalice local exited (code {api_exit}); it restarts when the API code changes")
+            if self._frontend_watcher is not None and self._frontend_watcher.changed():
+                say("front end changed; rebuilding it")
+                self._publish_frontend()
             if self._watcher.changed():
                 say("worker code changed; restarting the event pump")
                 self._stop_pump()
@@ -346,12 +372,32 @@ class LocalStack:
             self._api.stop()
             self._api = None
         self._stop_pump()
+        if self._cdn is not None:
+            self._cdn.stop()
+            self._cdn = None
         if self._mailbox is not None:
             self._mailbox.stop()
             self._mailbox = None
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+
+    def _publish_frontend(self) -> None:
+        """Build `frontend/` with this stack's config and have the CDN serve it."""
+        from deploy.frontend import build_site, frontend_config
+
+        assert self._cdn is not None
+        config = frontend_config(
+            f"http://{HOST}:{self.ports.api_port}",
+            self.settings.stage,
+            needs_confirmation=self.app_env.get("VIDLINE_AUTO_CONFIRM_SIGNUPS") != "true",
+            max_upload_bytes=self.settings.max_upload_bytes,
+            allowed_content_types=self.settings.allowed_content_types,
+        )
+        try:
+            self._cdn.publish(build_site(config, self.project_dir / SITE_DIR))
+        except (OSError, UnicodeDecodeError) as error:
+            say(f"the front end could not be built: {error}")
 
     def _start_pump(self) -> bool:
         """Start the event pump if there is a worker; False if the worker failed to load."""

@@ -93,9 +93,6 @@ class FakeBlobStore:
         for key in [k for k in self.objects if k.startswith(prefix)]:
             del self.objects[key]
 
-    def presign_get(self, key: str, expires_s: int) -> str:
-        return f"https://media.example/{key}?expires={expires_s}"
-
     def check(self) -> None:
         pass
 

@@ -66,22 +66,5 @@ class S3BlobStore:
             if keys:
                 self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
 
-    def presign_get(self, key: str, expires_s: int) -> str:
-        url: str = self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
-        )
-        return url
-
     def check(self) -> None:
         self._s3.head_bucket(Bucket=self.bucket)
-
-
-class PresignedMediaUrls:
-    """MediaUrls that hand out time-limited links straight to the media bucket."""
-
-    def __init__(self, media: S3BlobStore, expires_s: int):
-        self._media = media
-        self._expires_s = expires_s
-
-    def url_for(self, key: str) -> str:
-        return self._media.presign_get(key, self._expires_s)

@@ -49,6 +49,9 @@ def test_upload_encode_watermark_thumbnail_and_email(stack: StackProcess, tmp_pa
     (rendition,) = video["outputs"]["renditions"]
     assert (rendition["name"], rendition["width"], rendition["height"]) == ("720p", 1280, 720)
 
+    # Media comes from the CDN stand-in, only through the signed URL.
+    assert rendition["url"].startswith(f"{stack.cdn}/media/")
+    assert requests.get(rendition["url"].split("?")[0], timeout=10).status_code == 403
     out = tmp_path / "rendition.mp4"
     out.write_bytes(requests.get(rendition["url"], timeout=60).content)
     info = media.probe(str(out))

@@ -1,0 +1,76 @@
+"""Signed CDN URLs for private media: CloudFront's canned-policy signed URLs.
+
+Media stays in a private bucket; CloudFront (locally, the stand-in in
+`devstack/cdn.py`) serves it only to URLs signed with the stage's private
+key. The key lives in SSM Parameter Store as a SecureString and is read
+once per process, on the first URL asked for.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+from urllib.parse import quote
+
+from botocore.signers import CloudFrontSigner
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+# URLs stay the same within this window, so browsers and the CDN can cache
+# what they point at; each is valid for at least the configured TTL.
+STABLE_WINDOW_S = 3600
+
+
+class SignedCdnUrls:
+    """MediaUrls that hand out CloudFront signed URLs, valid for at least `ttl_s`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        key_pair_id: str,
+        private_key_pem: Callable[[], bytes],
+        ttl_s: int,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._base_url = base_url.rstrip("/")
+        self._key_pair_id = key_pair_id
+        self._private_key_pem = private_key_pem
+        self._ttl_s = ttl_s
+        self._clock = clock
+
+    def url_for(self, key: str) -> str:
+        url = f"{self._base_url}/{quote(key)}"
+        signed: str = self._signer.generate_presigned_url(url, date_less_than=self._expiry())
+        return signed
+
+    def _expiry(self) -> datetime.datetime:
+        # Rounded up to the window so the same object gets the same URL for a while.
+        window = min(STABLE_WINDOW_S, self._ttl_s)
+        expires = math.ceil((self._clock() + self._ttl_s) / window) * window
+        return datetime.datetime.fromtimestamp(expires, tz=datetime.UTC)
+
+    @cached_property
+    def _signer(self) -> CloudFrontSigner:
+        key = serialization.load_pem_private_key(self._private_key_pem(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("the CDN signing key must be an RSA private key")
+
+        def sign(message: bytes) -> bytes:
+            # CloudFront's signed URLs use RSA-SHA1 with PKCS#1 v1.5 padding.
+            return key.sign(message, padding.PKCS1v15(), hashes.SHA1())
+
+        return CloudFrontSigner(self._key_pair_id, sign)
+
+
+def ssm_secret(ssm: Any, name: str) -> Callable[[], bytes]:
+    """A reader of the SecureString parameter `name`, for a key read on first use."""
+
+    def read() -> bytes:
+        value: str = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        return value.encode()
+
+    return read

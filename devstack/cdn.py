@@ -1,0 +1,236 @@
+"""The CDN stand-in: what CloudFront does for Vidline, on 127.0.0.1.
+
+    GET /, /index.html, /config.json   the built front end, revalidated on every load
+    GET /assets/<hash>/...             its assets, cached for good (their names change with them)
+    GET /media/<key>?Expires&Signature&Key-Pair-Id
+                                       a private media object, for a valid signed URL only
+
+Like the CloudFront distribution in `infra/`, media comes from the private
+media bucket and only through URLs signed with the stage's key (canned
+policy, RSA-SHA1); anything else is 403. Byte ranges are passed to S3 so
+the browser's `<video>` can seek. ETags let the browser revalidate the HTML
+and config with a 304.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from botocore.exceptions import ClientError
+from botocore.signers import CloudFrontSigner
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from deploy.frontend import SiteFile
+
+log = logging.getLogger(__name__)
+
+MEDIA_PREFIX = "/media/"
+# What the distribution's response headers policy sets on media: a media
+# object never changes under its key, and its signed URL names it uniquely.
+MEDIA_CACHE_CONTROL = "max-age=31536000, immutable"
+_CHUNK = 256 * 1024
+_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+@dataclass(frozen=True)
+class _Page:
+    body: bytes
+    content_type: str
+    cache_control: str
+    etag: str
+
+
+class SignedUrlVerifier:
+    """Checks CloudFront canned-policy signed URLs, as CloudFront does before serving."""
+
+    def __init__(self, private_key_pem: bytes, key_pair_id: str, base_url: str, clock: Any = time.time):
+        key = serialization.load_pem_private_key(private_key_pem, password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("the CDN signing key must be an RSA key")
+        self._public_key = key.public_key()
+        self._key_pair_id = key_pair_id
+        self._base_url = base_url.rstrip("/")
+        self._clock = clock
+
+    def problem(self, path: str, query: str) -> str | None:
+        """Why the signed URL for `path` + `query` is refused, or None if it is good."""
+        params = {name: values[-1] for name, values in parse_qs(query).items()}
+        if not {"Expires", "Signature", "Key-Pair-Id"} <= params.keys():
+            return "Missing Key-Pair-Id query parameter or cookie value"
+        if params["Key-Pair-Id"] != self._key_pair_id:
+            return "Unknown Key"
+        try:
+            expires = int(params["Expires"])
+            signature = base64.b64decode(params["Signature"].translate(str.maketrans("-_~", "+=/")))
+        except ValueError:
+            return "Invalid signature"
+        if expires <= self._clock():
+            return "Access denied: the URL has expired"
+        policy = CloudFrontSigner(self._key_pair_id, _no_signer).build_policy(
+            f"{self._base_url}{path}", datetime.fromtimestamp(expires, tz=UTC)
+        )
+        try:
+            self._public_key.verify(signature, policy.encode(), padding.PKCS1v15(), hashes.SHA1())
+        except InvalidSignature:
+            return "Access denied: the signature does not match"
+        return None
+
+
+class CdnServer:
+    """The stand-in's HTTP server, in a background thread."""
+
+    def __init__(self, host: str, port: int, *, s3: Any, media_bucket: str, verifier: SignedUrlVerifier):
+        self.s3 = s3
+        self.media_bucket = media_bucket
+        self.verifier = verifier
+        self._site: dict[str, _Page] = {}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="cdn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def publish(self, files: Iterable[SiteFile]) -> None:
+        """Serve these files from now on, in place of the previous build (like a deploy + invalidation)."""
+        site: dict[str, _Page] = {}
+        for file in files:
+            body = file.path.read_bytes()
+            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            site[file.key] = _Page(body, file.content_type, file.cache_control, etag)
+        with self._lock:
+            self._site = site
+
+    def page(self, key: str) -> _Page | None:
+        with self._lock:
+            return self._site.get(key)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        cdn = self
+
+        class Handler(_CdnHandler):
+            server_cdn = cdn
+
+        return Handler
+
+
+class _CdnHandler(BaseHTTPRequestHandler):
+    server_cdn: CdnServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._serve(with_body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(with_body=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("cdn: " + format, *args)
+
+    def _serve(self, *, with_body: bool) -> None:
+        url = urlsplit(self.path)
+        try:
+            if url.path.startswith(MEDIA_PREFIX):
+                self._serve_media(url.path, url.query, with_body=with_body)
+            else:
+                self._serve_site(url.path, with_body=with_body)
+        except _DISCONNECTS:
+            pass  # the browser moved on (a <video> does this all the time)
+
+    def _serve_site(self, path: str, *, with_body: bool) -> None:
+        key = unquote(path).lstrip("/") or "index.html"
+        page = self.server_cdn.page(key)
+        if page is None:
+            self._send_text(HTTPStatus.NOT_FOUND, "Not found", with_body=with_body)
+            return
+        headers = {"Content-Type": page.content_type, "Cache-Control": page.cache_control, "ETag": page.etag}
+        if self.headers.get("If-None-Match") == page.etag:
+            self._send(HTTPStatus.NOT_MODIFIED, headers, b"", with_body=False)
+            return
+        self._send(HTTPStatus.OK, headers, page.body, with_body=with_body)
+
+    def _serve_media(self, path: str, query: str, *, with_body: bool) -> None:
+        cdn = self.server_cdn
+        problem = cdn.verifier.problem(path, query)
+        if problem is not None:
+            self._send_text(HTTPStatus.FORBIDDEN, problem, with_body=with_body)
+            return
+        request: dict[str, Any] = {"Bucket": cdn.media_bucket, "Key": unquote(path).lstrip("/")}
+        if self.headers.get("Range"):
+            request["Range"] = self.headers["Range"]
+        try:
+            obj = cdn.s3.get_object(**request)
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if code in {"NoSuchKey", "404"}:
+                self._send_text(HTTPStatus.NOT_FOUND, "Not found", with_body=with_body)
+            elif code == "InvalidRange":
+                self._send_text(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "Bad range", with_body=with_body)
+            else:
+                log.warning("cdn: S3 error for %s: %s", path, error)
+                self._send_text(HTTPStatus.BAD_GATEWAY, "The origin failed", with_body=with_body)
+            return
+        headers = {
+            "Content-Type": obj.get("ContentType", "application/octet-stream"),
+            "Content-Length": str(obj["ContentLength"]),
+            "Accept-Ranges": "bytes",
+            "Cache-Control": MEDIA_CACHE_CONTROL,
+            "ETag": obj.get("ETag", ""),
+        }
+        status = HTTPStatus.OK
+        if obj.get("ContentRange"):
+            status = HTTPStatus.PARTIAL_CONTENT
+            headers["Content-Range"] = obj["ContentRange"]
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        body = obj["Body"]
+        try:
+            if with_body:
+                for chunk in iter(lambda: body.read(_CHUNK), b""):
+                    self.wfile.write(chunk)
+        finally:
+            body.close()
+
+    def _send_text(self, status: HTTPStatus, message: str, *, with_body: bool) -> None:
+        headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+        self._send(status, headers, (message + "\n").encode(), with_body=with_body)
+
+    def _send(self, status: HTTPStatus, headers: dict[str, str], body: bytes, *, with_body: bool) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(body)
+
+
+def _no_signer(message: bytes) -> bytes:
+    raise AssertionError("only build_policy is used here")
