@@ -9,8 +9,13 @@ PYTHON ?= $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.12*/
 	/usr/local/bin/python3.12 /usr/bin/python3.12; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
 PYTEST_ARGS ?=
+# Debian's Chromium, which the browser tests drive (Playwright's own browser
+# download is not needed). Installed with apt-get when missing.
+CHROMIUM ?= /usr/lib/chromium/chromium
+export VIDLINE_CHROMIUM := $(CHROMIUM)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: dev test lint typecheck unit integration e2e bench clean
+.PHONY: dev test lint typecheck unit integration e2e browser screenshot bench clean
 
 $(BIN)/.installed: requirements.txt workers/requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.12 is needed (e.g. 'pyenv install 3.12'); or run make PYTHON=/path/to/python3.12" >&2; exit 1; }
@@ -19,10 +24,16 @@ $(BIN)/.installed: requirements.txt workers/requirements.txt requirements-dev.tx
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser tests (apt-get, about a minute)"
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+	@test -x $@ || { echo "chromium is not at $@; set CHROMIUM=/path/to/chromium" >&2; exit 1; }
+
 dev: $(BIN)/.installed
 	$(BIN)/python -m devstack
 
-test: $(BIN)/.installed lint typecheck
+test: $(BIN)/.installed $(CHROMIUM) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
@@ -41,8 +52,15 @@ integration: $(BIN)/.installed
 e2e: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
+browser: $(BIN)/.installed $(CHROMIUM)
+	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
+
+# Retake the README's screenshot (docs/library.png) from the real app.
+screenshot: $(BIN)/.installed $(CHROMIUM)
+	VIDLINE_SCREENSHOT_DIR=docs $(BIN)/python -m pytest tests/browser -k journey $(PYTEST_ARGS)
+
 bench: $(BIN)/.installed
 	$(BIN)/python bench/pipeline.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .vidline
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .vidline test-artifacts

@@ -1,0 +1,236 @@
+"""A person using the web app in Chromium, against the whole local stack."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from devstack.client import ApiClient, StackProcess
+from tests.browser.conftest import Throttle
+from tests.media_tools import make_clip
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "Corr3ct-Horse!"
+PROCESSING_TIMEOUT_MS = 90_000
+
+# Every data-status a video card ever shows, in order, kept by the page itself
+# so that a state shorter than a Playwright poll is not missed.
+RECORD_STATUSES = """
+window.__statuses = [];
+new MutationObserver((mutations) => {
+  for (const m of mutations) {
+    const nodes = m.type === "attributes" ? [m.target] : [...m.addedNodes];
+    for (const node of nodes) {
+      if (!(node instanceof Element)) continue;
+      for (const el of [node, ...node.querySelectorAll("[data-status]")]) {
+        if (el.dataset.status) window.__statuses.push(el.dataset.status);
+      }
+    }
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ["data-status"]});
+"""
+# True once some progress bar shows a value strictly between 0 and 100 %.
+PROGRESS_IN_BETWEEN = """() => [...document.querySelectorAll("progress, [role=progressbar]")].some((bar) => {
+  const value = bar.tagName === "PROGRESS"
+    ? (bar.value / bar.max) * 100
+    : Number(bar.getAttribute("aria-valuenow"));
+  return value > 0 && value < 100;
+})"""
+
+
+def button(page: Page | Locator, name: str) -> Locator:
+    return page.get_by_role("button", name=name, exact=True)
+
+
+def switch_to(page: Page, name: str) -> None:
+    """Follow the link (or button) between the sign-in and sign-up forms."""
+    page.get_by_role("link", name=name).or_(button(page, name)).click()
+
+
+def sign_up(page: Page) -> str:
+    email = f"browser-{uuid.uuid4().hex[:10]}@example.com"
+    page.goto("/")
+    switch_to(page, "Create an account")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    button(page, "Sign up").click()
+    expect(button(page, "Sign out")).to_be_visible()
+    return email
+
+
+def sign_in(page: Page, email: str, password: str = PASSWORD) -> None:
+    page.goto("/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    button(page, "Sign in").click()
+
+
+def cards(page: Page) -> Locator:
+    return page.locator("[data-video-id]")
+
+
+def announcer(page: Page) -> Locator:
+    return page.locator("[aria-live=polite]").first
+
+
+def test_journey_sign_up_upload_watch_and_delete(
+    page: Page, tmp_path: Path, throttle_upload: Throttle, screenshot_dir: Path
+) -> None:
+    clip = make_clip(tmp_path / "Beach day.mp4", seconds=4, size="1280x720")
+    page.add_init_script(RECORD_STATUSES)
+    sign_up(page)
+    expect(page.get_by_text(re.compile("No videos yet", re.I))).to_be_visible()
+
+    # Upload at 1 MB/s, so the progress bar and the speed can be seen moving.
+    throttle_upload(1_000_000)
+    page.get_by_label("Choose video").set_input_files(clip)
+    button(page, "Upload").click()
+    page.wait_for_function(PROGRESS_IN_BETWEEN, timeout=30_000)
+    expect(page.get_by_text(re.compile(r"\d+(\.\d+)? ?[KM]B/s")).first).to_be_visible()
+    throttle_upload(None)
+
+    card = cards(page).first
+    expect(card).to_have_attribute("data-status", "ready", timeout=PROCESSING_TIMEOUT_MS)
+    expect(card).to_contain_text("Beach day")
+    expect(card).to_contain_text("Ready")
+    statuses: list[str] = page.evaluate("window.__statuses")
+    assert {"queued", "processing"} & set(statuses[: statuses.index("ready")]), statuses
+    expect(announcer(page)).to_contain_text("ready")
+
+    thumbnail = card.locator("img")
+    expect(thumbnail).to_have_attribute("src", re.compile(r"/media/.+\.jpg\?"))
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle())
+    page.screenshot(path=screenshot_dir / "library.png")
+
+    video_id = card.get_attribute("data-video-id")
+    card.get_by_role("link").first.click()
+    expect(page).to_have_url(re.compile(rf"\?video={video_id}$"))
+    player = page.locator("video")
+    expect(player).to_have_attribute("poster", re.compile(r"/media/.+\.jpg\?"))
+    player.evaluate("(video) => { video.muted = true; return video.play(); }")
+    page.wait_for_function("(video) => video.currentTime > 0.5", arg=player.element_handle(), timeout=20_000)
+
+    button(page, "Delete").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Beach day")
+    button(dialog, "Delete").click()
+    expect(announcer(page)).to_contain_text("Deleted")
+    expect(cards(page)).to_have_count(0)
+    page.reload()
+    expect(page.get_by_text(re.compile("No videos yet", re.I))).to_be_visible()
+    expect(cards(page)).to_have_count(0)
+
+
+@pytest.mark.parametrize("expect_http_error", [{401}])
+def test_a_wrong_password_is_told_and_the_right_one_signs_in(
+    page: Page, stack: StackProcess, expect_http_error: set[int]
+) -> None:
+    user = ApiClient.sign_up(stack.api, password=PASSWORD)
+    sign_in(page, user.email, "Wrong-Passw0rd!")
+    expect(page.get_by_role("alert")).to_contain_text("Wrong email or password")
+    expect(button(page, "Sign out")).to_have_count(0)
+
+    page.get_by_label("Password").fill(PASSWORD)
+    button(page, "Sign in").click()
+    expect(button(page, "Sign out")).to_be_visible()
+    button(page, "Sign out").click()
+    expect(button(page, "Sign in")).to_be_visible()
+
+
+def test_a_file_that_is_not_a_video_is_refused_before_uploading(page: Page) -> None:
+    sign_up(page)
+    posted = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" and "/videos" in r.url else None)
+
+    page.get_by_label("Choose video").set_input_files(
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"just some notes\n"}
+    )
+    upload = button(page, "Upload")
+    if upload.is_enabled():
+        upload.click()
+    expect(page.get_by_text(re.compile(r"notes\.txt.*not a video", re.I)).first).to_be_visible()
+    expect(cards(page)).to_have_count(0)
+    assert posted == []
+
+
+def test_a_disguised_file_fails_on_the_server_with_its_reason_shown(page: Page, stack: StackProcess) -> None:
+    user = ApiClient.sign_up(stack.api, password=PASSWORD)
+    sign_in(page, user.email)
+    page.get_by_label("Choose video").set_input_files(
+        {"name": "slides.mp4", "mimeType": "video/mp4", "buffer": b"%PDF-1.4 not a video\n" * 500}
+    )
+    button(page, "Upload").click()
+
+    card = cards(page).first
+    expect(card).to_have_attribute("data-status", "failed", timeout=PROCESSING_TIMEOUT_MS)
+    reason = user.video(card.get_attribute("data-video-id") or "")["error"]
+    assert reason
+    expect(card).to_contain_text("Failed")
+    expect(card).to_contain_text(reason)
+
+
+@pytest.mark.parametrize("expect_http_error", [{404}])
+def test_a_second_user_cannot_see_the_first_users_videos(
+    page: Page, stack: StackProcess, tmp_path: Path, expect_http_error: set[int]
+) -> None:
+    first = ApiClient.sign_up(stack.api)
+    their_video = first.create_and_upload(make_clip(tmp_path / "private.mp4", seconds=1), title="Private")
+
+    sign_up(page)
+    expect(page.get_by_text(re.compile("No videos yet", re.I))).to_be_visible()
+    page.goto(f"/?video={their_video}")
+    expect(page.get_by_text(re.compile("not found|no such video", re.I)).first).to_be_visible()
+    expect(page.locator("video")).to_have_count(0)
+    expect(page.get_by_text("Private")).to_have_count(0)
+
+
+def test_an_expired_session_leads_back_to_sign_in_with_a_message(page: Page) -> None:
+    page.clock.install()
+    sign_up(page)
+    page.clock.fast_forward("02:00:00")  # Cognito IdTokens live one hour
+    page.reload()
+    expect(page.get_by_text("Your session has expired. Please sign in again.")).to_be_visible()
+    expect(button(page, "Sign in")).to_be_visible()
+
+
+@pytest.mark.parametrize("expect_http_error", [{401}])
+def test_a_token_the_api_refuses_also_leads_back_to_sign_in(page: Page, expect_http_error: set[int]) -> None:
+    sign_up(page)
+    page.evaluate(
+        """() => {
+          const session = JSON.parse(sessionStorage.getItem("vidline.session"));
+          session.idToken = session.idToken.slice(0, -4) + "AAAA";  // the signature no longer matches
+          sessionStorage.setItem("vidline.session", JSON.stringify(session));
+        }"""
+    )
+    page.reload()
+    expect(page.get_by_text("Your session has expired. Please sign in again.")).to_be_visible()
+    expect(button(page, "Sign in")).to_be_visible()
+
+
+def test_several_files_upload_one_after_another(page: Page, tmp_path: Path) -> None:
+    clips = [make_clip(tmp_path / f"Part {n}.mp4", seconds=1) for n in (1, 2)]
+    sign_up(page)
+    page.get_by_label("Choose video").set_input_files(clips)
+    button(page, "Upload").click()
+
+    expect(cards(page)).to_have_count(2, timeout=30_000)
+    for card in cards(page).all():
+        expect(card).to_have_attribute("data-status", "ready", timeout=PROCESSING_TIMEOUT_MS)
+    # Newest first: the second file was uploaded last.
+    expect(cards(page).first).to_contain_text("Part 2")
+
+
+def test_the_app_fits_a_phone_screen(page: Page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/")
+    expect(button(page, "Sign in")).to_be_visible()
+    sign_up(page)
+    expect(page.get_by_label("Choose video")).to_be_attached()
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0
