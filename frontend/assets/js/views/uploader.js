@@ -1,0 +1,221 @@
+/**
+ * The upload panel: a drop zone with a "Choose video" picker, the queue of
+ * chosen files (title, progress, speed, Cancel) and the "Upload" button.
+ * The queue itself (queue.js) outlives this panel.
+ */
+
+import { acceptAttribute, describeTypes } from "../files.js";
+import { formatBytes, formatSpeed } from "../format.js";
+import { announce, h, icon } from "../ui.js";
+
+/**
+ * @param {object} ctx
+ * @param {import("../queue.js").UploadQueue} ctx.queue
+ * @param {object} ctx.config
+ * @param {AbortSignal} ctx.signal  ends the panel's listeners
+ * @returns {{element: HTMLElement, addFiles: (files: FileList | File[]) => void, setDragging: (on: boolean) => void}}
+ */
+export function createUploader({ queue, config, signal }) {
+  const input = h("input", {
+    type: "file",
+    id: "file-input",
+    class: "file-input",
+    multiple: true,
+    accept: acceptAttribute(config.allowedContentTypes),
+  });
+  const alert = h("div", { class: "alert alert-error", role: "alert" });
+  const list = h("ul", { class: "queue", "aria-label": "Files to upload" });
+  const uploadButton = h("button", { type: "button", class: "btn btn-primary" }, icon("upload"), "Upload");
+  const summary = h("p", { class: "queue-summary" });
+
+  const dropzone = h(
+    "div",
+    { class: "dropzone" },
+    h("span", { class: "dropzone-icon" }, icon("upload")),
+    h("p", { class: "dropzone-title" }, "Drag and drop videos here"),
+    h("p", { class: "dropzone-hint" }, "or"),
+    input,
+    h("label", { for: "file-input", class: "btn btn-secondary" }, "Choose video"),
+    h(
+      "p",
+      { class: "dropzone-hint" },
+      `${describeTypes(config.allowedContentTypes)} · up to ${formatBytes(config.maxUploadBytes)} each`,
+    ),
+  );
+
+  const element = h(
+    "section",
+    { class: "panel uploader", "aria-labelledby": "upload-heading" },
+    h("h2", { id: "upload-heading", class: "panel-title" }, "Upload videos"),
+    dropzone,
+    alert,
+    list,
+    h("div", { class: "queue-actions" }, summary, uploadButton),
+  );
+
+  function addFiles(files) {
+    const { rejected } = queue.add([...files]);
+    alert.replaceChildren(...rejected.map((reason) => h("p", {}, icon("alert"), reason)));
+  }
+
+  input.addEventListener("change", () => {
+    addFiles(input.files);
+    // Reset so choosing the same file again fires "change" again.
+    input.value = "";
+  });
+  uploadButton.addEventListener("click", () => {
+    alert.replaceChildren();
+    queue.start();
+  });
+
+  // Dropping onto the zone itself; the library view also forwards drops
+  // anywhere on the page, so a near miss still works.
+  dropzone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+  });
+  dropzone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    event.stopPropagation();
+    setDragging(false);
+    addFiles(event.dataTransfer.files);
+  });
+
+  function setDragging(on) {
+    element.classList.toggle("is-dragging", on);
+  }
+
+  // One row per queue item, updated in place so typing in a title field or
+  // focusing Cancel is not disturbed by progress events.
+  const rows = new Map();
+  function render() {
+    const ids = new Set(queue.items.map((item) => item.id));
+    for (const [id, row] of rows) {
+      if (!ids.has(id)) {
+        row.element.remove();
+        rows.delete(id);
+      }
+    }
+    for (const item of queue.items) {
+      let row = rows.get(item.id);
+      if (!row || row.state !== item.state) {
+        const fresh = renderRow(item, queue);
+        if (row) row.element.replaceWith(fresh.element);
+        else list.append(fresh.element);
+        row = fresh;
+        rows.set(item.id, row);
+      }
+      row.update?.(item);
+    }
+    // Keep the DOM order the queue's order.
+    for (const item of queue.items) list.append(rows.get(item.id).element);
+
+    const pending = queue.pendingCount;
+    uploadButton.disabled = pending === 0;
+    summary.textContent = queue.running
+      ? `Uploading… ${pending ? `${pending} more waiting` : ""}`.trim()
+      : pending
+        ? `${pending} ${pending === 1 ? "file" : "files"} ready to upload`
+        : "";
+    element.classList.toggle("has-items", queue.items.length > 0);
+  }
+
+  queue.addEventListener("change", render, { signal });
+  queue.addEventListener(
+    "cancelled",
+    () => {
+      announce("Upload cancelled");
+      input.focus();
+    },
+    { signal },
+  );
+  queue.addEventListener("uploaded", () => announce("Upload complete"), { signal });
+  queue.addEventListener("failed", ({ detail }) => announce(`Upload failed: ${detail.item.error}`), { signal });
+  render();
+
+  return { element, addFiles, setDragging };
+}
+
+/** A queue row for the item's current state: {element, state, update?}. */
+function renderRow(item, queue) {
+  const meta = `${item.file.name} · ${formatBytes(item.file.size)}`;
+
+  if (item.state === "pending") {
+    const titleId = `queue-title-${item.id}`;
+    const title = h("input", {
+      id: titleId,
+      class: "input input-sm",
+      type: "text",
+      value: item.title,
+      maxlength: 200,
+      onInput: (event) => queue.setTitle(item.id, event.target.value),
+    });
+    const element = h(
+      "li",
+      { class: "queue-item" },
+      h("span", { class: "queue-icon" }, icon("file")),
+      h(
+        "div",
+        { class: "queue-main" },
+        h("label", { for: titleId, class: "visually-hidden" }, `Title for “${item.file.name}”`),
+        title,
+        h("p", { class: "queue-meta" }, meta),
+      ),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "btn btn-icon",
+          "aria-label": `Remove “${item.file.name}”`,
+          title: "Remove",
+          onClick: () => queue.remove(item.id),
+        },
+        icon("x"),
+      ),
+    );
+    return { element, state: item.state };
+  }
+
+  if (item.state === "failed") {
+    const element = h(
+      "li",
+      { class: "queue-item is-failed" },
+      h("span", { class: "queue-icon" }, icon("alert")),
+      h(
+        "div",
+        { class: "queue-main" },
+        h("p", { class: "queue-title" }, item.title),
+        h("p", { class: "queue-error" }, item.error),
+      ),
+      h("button", { type: "button", class: "btn btn-ghost btn-sm", onClick: () => queue.remove(item.id) }, "Dismiss"),
+    );
+    return { element, state: item.state };
+  }
+
+  // "creating" (asking the API for an upload link) or "sending".
+  const progress = h("progress", { class: "progress", max: 100, "aria-label": `Uploading “${item.title}”` });
+  const numbers = h("p", { class: "queue-meta" });
+  const element = h(
+    "li",
+    { class: "queue-item is-active" },
+    h("span", { class: "queue-icon" }, icon("upload")),
+    h("div", { class: "queue-main" }, h("p", { class: "queue-title" }, item.title), progress, numbers),
+    h("button", { type: "button", class: "btn btn-secondary btn-sm", onClick: () => queue.cancel(item.id) }, "Cancel"),
+  );
+  const update = (current) => {
+    if (current.state === "creating") {
+      // An indeterminate bar (no value) until bytes start moving.
+      progress.removeAttribute("value");
+      numbers.textContent = `Preparing… · ${meta}`;
+      return;
+    }
+    const total = current.total || current.file.size;
+    const percent = Math.min(100, Math.floor((current.loaded / total) * 100));
+    progress.value = percent;
+    const sent = Math.min(current.loaded, current.file.size);
+    numbers.textContent = [`${percent}%`, formatSpeed(current.speed), `${formatBytes(sent)} of ${formatBytes(current.file.size)}`]
+      .filter(Boolean)
+      .join(" · ");
+  };
+  return { element, state: item.state, update };
+}

@@ -1,0 +1,162 @@
+/**
+ * Watch a video: the player when it is ready, its progress or the reason it
+ * failed otherwise, its details, and Delete.
+ */
+
+import { formatBytes, formatDateTime, formatDuration } from "../format.js";
+import { followVideo } from "../poller.js";
+import { isFinal, renderBadge } from "../status.js";
+import { announce, confirmDialog, h, icon } from "../ui.js";
+import { placeholder } from "./card.js";
+
+/**
+ * @param {HTMLElement} root
+ * @param {{api, signal: AbortSignal, navigate: (url: string) => void}} ctx
+ * @param {string} id
+ * @returns {Promise<void>} settles once the first state is on screen
+ */
+export async function mountWatch(root, ctx, id) {
+  const { api, signal } = ctx;
+  const back = h("a", { class: "back-link", href: "/" }, icon("back"), "Back to library");
+  const body = h("div", { class: "watch", "aria-busy": "true" }, h("div", { class: "player player-loading" }, h("span", { class: "spinner" })));
+  root.replaceChildren(h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, back), body);
+  document.title = "Video · Vidline";
+
+  let video;
+  try {
+    video = await api.get(`/videos/${encodeURIComponent(id)}`, { signal });
+  } catch (error) {
+    if (signal.aborted || error.isUnauthorized) return;
+    body.setAttribute("aria-busy", "false");
+    body.replaceChildren(
+      error.isNotFound
+        ? stateBox("film", "Video not found", "It may have been deleted, or it belongs to another account.")
+        : stateBox("alert", "We couldn’t load this video", error.message, true),
+    );
+    return;
+  }
+
+  render(video);
+  if (!isFinal(video.status)) {
+    followVideo(api, video, {
+      signal,
+      onChange(next) {
+        render(next);
+        if (next.status === "ready") announce(`“${next.title}” is ready`);
+        if (next.status === "failed") announce(`“${next.title}” failed: ${next.error ?? "it could not be processed"}`);
+      },
+      onGone: () => ctx.navigate("/"),
+    });
+  }
+
+  function render(current) {
+    video = current;
+    document.title = `${current.title} · Vidline`;
+    const heading = body.querySelector("h1");
+    const hadFocus = heading && document.activeElement === heading;
+    body.setAttribute("aria-busy", "false");
+    body.replaceChildren(renderStage(current), renderDetails(current, onDelete));
+    if (hadFocus) body.querySelector("h1").focus();
+  }
+
+  async function onDelete(button) {
+    const title = video.title;
+    const confirmed = await confirmDialog({
+      title: "Delete video",
+      message: `Delete “${title}”? This cannot be undone.`,
+      confirmLabel: "Delete",
+      cancelLabel: "Keep",
+      danger: true,
+    });
+    if (!confirmed || signal.aborted) return;
+    button.disabled = true;
+    try {
+      await api.delete(`/videos/${encodeURIComponent(video.id)}`, { signal });
+    } catch (error) {
+      if (signal.aborted || error.isUnauthorized) return;
+      button.disabled = false;
+      // A 404 means it is already gone, which is what was asked for.
+      if (!error.isNotFound) {
+        announce(`Couldn’t delete “${title}”: ${error.message}`);
+        return;
+      }
+    }
+    ctx.navigate("/");
+    announce(`Deleted “${title}”`);
+  }
+}
+
+/** The player, or what stands in for it while the video is not ready. */
+function renderStage(video) {
+  const rendition = video.outputs?.renditions?.[0];
+  if (video.status === "ready" && rendition) {
+    const player = h("video", {
+      class: "player-video",
+      controls: true,
+      playsinline: true,
+      preload: "metadata",
+      poster: video.outputs.thumbnail_url ?? null,
+      src: rendition.url,
+      "aria-label": video.title,
+    });
+    const note = h("p", { class: "player-note", hidden: true }, "This video couldn’t be played. The link may have expired — reload the page to get a fresh one.");
+    player.addEventListener("error", () => (note.hidden = false), { once: true });
+    return h("div", { class: "player" }, player, note);
+  }
+
+  const overlay =
+    video.status === "failed"
+      ? h(
+          "div",
+          { class: "player-overlay" },
+          h("p", { class: "player-overlay-title" }, "This video couldn’t be processed"),
+          h("p", { class: "player-overlay-text" }, video.error || "Something went wrong while encoding it."),
+        )
+      : h(
+          "div",
+          { class: "player-overlay" },
+          h("p", { class: "player-overlay-title" }, video.status === "awaiting_upload" ? "Waiting for the upload" : "Getting your video ready…"),
+          h("progress", {
+            class: "progress",
+            max: 100,
+            value: video.status === "processing" ? (video.progress ?? 0) : null,
+            "aria-label": `Progress of “${video.title}”`,
+          }),
+          h("p", { class: "player-overlay-text" }, "This page updates by itself. We’ll also email you when it’s ready."),
+        );
+  return h("div", { class: `player player-${video.status}` }, placeholder(video), overlay);
+}
+
+function renderDetails(video, onDelete) {
+  const source = video.source ?? {};
+  const rows = [
+    ["Duration", formatDuration(source.duration_s)],
+    ["Source resolution", source.width && source.height ? `${source.width} × ${source.height}` : ""],
+    ["Size", Number.isFinite(source.size_bytes) ? `${(source.size_bytes / 1e6).toFixed(1)} MB` : ""],
+    ["File", source.filename ?? ""],
+    ["Uploaded", formatDateTime(video.created_at)],
+  ].filter(([, value]) => value);
+
+  const deleteButton = h("button", { type: "button", class: "btn btn-danger" }, icon("trash"), "Delete");
+  deleteButton.addEventListener("click", () => onDelete(deleteButton));
+
+  return h(
+    "aside",
+    { class: "details panel", dataset: { videoId: video.id, status: video.status } },
+    h("h1", { class: "details-title", tabindex: "-1" }, video.title),
+    h("p", {}, renderBadge(h("span"), video)),
+    h("dl", { class: "facts" }, rows.map(([term, value]) => h("div", { class: "fact" }, h("dt", {}, term), h("dd", {}, value)))),
+    h("div", { class: "details-actions" }, deleteButton),
+  );
+}
+
+function stateBox(iconName, title, text, retry = false) {
+  return h(
+    "div",
+    { class: "state" },
+    h("span", { class: "state-icon" }, icon(iconName)),
+    h("h1", { class: "state-title", tabindex: "-1" }, title),
+    h("p", { class: "state-text" }, text),
+    retry ? h("button", { type: "button", class: "btn btn-secondary", onClick: () => location.reload() }, "Try again") : null,
+  );
+}
