@@ -64,3 +64,13 @@ bench: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .vidline test-artifacts
+
+# Lambda packages as the CI/CD path ships them: both apps (`chalice package`,
+# bytecode added, the worker's merge template) and the ffmpeg layer in build/.
+.PHONY: package bench-cold-start
+STAGE ?= dev
+package: $(BIN)/.installed
+	$(BIN)/python -m deploy.packaging --stage $(STAGE) --out build
+
+bench-cold-start: $(BIN)/.installed
+	$(BIN)/python bench/cold_start.py

@@ -1,6 +1,6 @@
 """Media logic: probe an upload, then encode a watermarked rendition and a thumbnail.
 
-Pure functions around the ffmpeg binary shipped by ``imageio-ffmpeg``; no AWS here.
+Pure functions around the ffmpeg binary (see :func:`ffmpeg_exe`); no AWS here.
 Workers download the upload to local disk, call :func:`probe` and :func:`encode`,
 and upload what comes back.
 
@@ -116,10 +116,19 @@ class EncodeResult:
 def ffmpeg_exe() -> str:
     """Return the path of the ffmpeg binary (cached).
 
-    ``imageio_ffmpeg`` honours ``IMAGEIO_FFMPEG_EXE``, so a Lambda layer can
-    point it at its own binary. Imported lazily so that importing this module
-    (e.g. for the exception classes) works where ffmpeg is not installed.
+    The ``ffmpeg_path`` setting (``VIDLINE_FFMPEG_PATH``) comes first: on Lambda
+    it is the layer's ``/opt/bin/ffmpeg``, and the worker's zip has no
+    ``imageio_ffmpeg``. Unset, it is the binary of the ``imageio-ffmpeg`` wheel
+    (local runs, tests), imported lazily so that importing this module (e.g.
+    for the exception classes) works where ffmpeg is not installed.
     """
+    from chalicelib.settings import get_settings
+
+    configured = get_settings().ffmpeg_path
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise FileNotFoundError(f"VIDLINE_FFMPEG_PATH={configured!r} is not an executable file")
+        return configured
     import imageio_ffmpeg
 
     exe: str = imageio_ffmpeg.get_ffmpeg_exe()

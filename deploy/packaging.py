@@ -53,10 +53,20 @@ under any other Python is refused.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
+import marshal
 import os
-from collections.abc import Mapping
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # The Lambda runtime our zips and pycs are built for.
 LAMBDA_PYTHON = (3, 12)
@@ -68,9 +78,19 @@ LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 
 LAYER_FFMPEG_PATH = "/opt/bin/ffmpeg"
 FFMPEG_PATH_ENV = "VIDLINE_FFMPEG_PATH"
+LAYER_ZIP_NAME = "ffmpeg-layer.zip"
 
 # What `chalice deploy` prints when it uses the zip we prepared.
 CHALICE_REUSE_MARKER = "Reusing existing deployment package."
+
+# The apps, their project directories and their merge templates (CI/CD path).
+# The API needs nothing Chalice cannot set, so it has no merge template.
+APPS = {"api": ROOT, "workers": ROOT / "workers"}
+MERGE_TEMPLATES: dict[str, Path | None] = {"api": None, "workers": ROOT / "infra" / "merge" / "workers.json"}
+
+# Zip entries get this timestamp when nothing better is known, so builds are reproducible.
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+_PYC_SUFFIX = f".{sys.implementation.cache_tag}.pyc"
 
 
 @dataclass(frozen=True)
@@ -83,20 +103,82 @@ class PackagedApp:
     unzipped_bytes: int
 
 
+def require_lambda_python() -> None:
+    """Refuse to build under a Python whose bytecode the Lambda runtime cannot load."""
+    if sys.version_info[:2] != LAMBDA_PYTHON or sys.implementation.name != "cpython":
+        wanted = ".".join(map(str, LAMBDA_PYTHON))
+        raise RuntimeError(
+            f"packaging needs CPython {wanted} (the {LAMBDA_RUNTIME} runtime loads only its own "
+            f".pyc and Chalice picks the runtime from the Python that runs it); this is "
+            f"{sys.implementation.name} {sys.version.split()[0]}"
+        )
+
+
 def package_app(
     project_dir: Path, stage: str, out_dir: Path, merge_template: Path | None = None
 ) -> PackagedApp:
-    """Run ``chalice package`` for one app into ``out_dir`` and add bytecode to its zip."""
-    raise NotImplementedError
+    """Run ``chalice package`` for one app into ``out_dir`` and add bytecode to its zip.
+
+    ``out_dir`` is replaced. The template is SAM JSON (``sam.json``) whose
+    ``CodeUri`` is ``./deployment.zip``, ready for ``aws cloudformation package``.
+    """
+    require_lambda_python()
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    command = [_chalice(), "--project-dir", str(Path(project_dir).resolve()), "package", "--stage", stage]
+    if merge_template is not None:
+        command += ["--merge-template", str(Path(merge_template).resolve())]
+    subprocess.run([*command, str(out_dir)], check=True, env=_chalice_env(), stdout=subprocess.DEVNULL)
+    zip_path = out_dir / "deployment.zip"
+    add_bytecode(zip_path)
+    return PackagedApp(
+        zip_path=zip_path,
+        template_path=out_dir / "sam.json",
+        zip_bytes=zip_path.stat().st_size,
+        unzipped_bytes=unzipped_size(zip_path),
+    )
 
 
-def prepare_chalice_deploy(project_dir: Path) -> Path:
-    """Build the zip ``chalice deploy`` will reuse for ``project_dir``, with bytecode."""
-    raise NotImplementedError
+def prepare_chalice_deploy(project_dir: Path, stage: str = "dev") -> Path:
+    """Build the zip ``chalice deploy`` will reuse for ``project_dir``, with bytecode.
+
+    Uses Chalice's own packager, so the file name (a hash of the requirements
+    and app files) is the one ``chalice deploy`` computes. Returns its path.
+    """
+    from chalice.config import Config
+    from chalice.deploy import packager as chalice_packager
+    from chalice.utils import UI, OSUtils
+
+    require_lambda_python()
+    project = str(Path(project_dir).resolve())
+    config_from_disk = json.loads((Path(project) / ".chalice" / "config.json").read_text())
+    config = Config(chalice_stage=stage, config_from_disk=config_from_disk)
+    if config.automatic_layer:
+        raise RuntimeError("automatic_layer splits the app into a layer; prepare_chalice_deploy does not")
+    osutils = OSUtils()
+    pip = chalice_packager.SubprocessPip(osutils=osutils)
+    packager = chalice_packager.LambdaDeploymentPackager(
+        osutils=osutils,
+        dependency_builder=chalice_packager.DependencyBuilder(
+            osutils=osutils,
+            pip_runner=chalice_packager.PipRunner(pip=pip, osutils=osutils),
+            architecture=config.lambda_architecture,
+        ),
+        ui=UI(),
+        architecture=config.lambda_architecture,
+    )
+    zip_path = Path(packager.create_deployment_package(project, config.lambda_python_version))
+    add_bytecode(zip_path)
+    return zip_path
 
 
 def chalice_deploy_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for ``chalice deploy`` after :func:`prepare_chalice_deploy`."""
+    """The environment for ``chalice deploy`` after :func:`prepare_chalice_deploy`.
+
+    ``chalice deploy`` imports ``app.py``; writing ``__pycache__`` into
+    ``chalicelib/`` then would change the cache key and defeat the prepared zip.
+    """
     env = dict(os.environ if base is None else base)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
@@ -104,14 +186,124 @@ def chalice_deploy_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def check_reused(chalice_output: str) -> None:
     """Raise if ``chalice deploy``'s output shows it built its own zip (no bytecode)."""
-    raise NotImplementedError
+    if "Creating deployment package." in chalice_output and CHALICE_REUSE_MARKER not in chalice_output:
+        raise RuntimeError(
+            "chalice deploy built a new deployment package instead of reusing the prepared one "
+            "(the app changed in between?): it has no precompiled bytecode"
+        )
 
 
 def add_bytecode(zip_path: Path) -> None:
-    """Rewrite ``zip_path`` in place with unchecked-hash CPython 3.12 pycs for every module."""
-    raise NotImplementedError
+    """Rewrite ``zip_path`` in place with unchecked-hash CPython 3.12 pycs for every module.
+
+    Each ``pkg/mod.py`` gains ``pkg/__pycache__/mod.cpython-312.pyc`` (PEP 552
+    flags 0b01: hash-based, source not checked), where the runtime's import
+    system looks for it. Existing ``.pyc`` entries are dropped first, so the
+    result does not depend on a developer's ``__pycache__`` and running this
+    twice changes nothing. Files that do not compile (templates, Python 2
+    leftovers in some wheels) are left without a pyc, as ``compileall`` would.
+    """
+    require_lambda_python()
+    zip_path = Path(zip_path)
+    tmp = zip_path.with_name(zip_path.name + ".tmp")
+    with zipfile.ZipFile(zip_path) as source, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            if info.filename.endswith(".pyc") or info.filename.endswith("/__pycache__/"):
+                continue
+            data = source.read(info)
+            target.writestr(info, data)
+            if info.filename.endswith(".py"):
+                pyc = _hash_pyc(data, info.filename)
+                if pyc is not None:
+                    target.writestr(_pyc_info(info), pyc, zipfile.ZIP_DEFLATED)
+    tmp.replace(zip_path)
 
 
 def build_ffmpeg_layer(out_dir: Path) -> Path:
-    """Write ``out_dir/ffmpeg-layer.zip`` holding ``bin/ffmpeg``, deterministically."""
-    raise NotImplementedError
+    """Write ``out_dir/ffmpeg-layer.zip`` holding ``bin/ffmpeg``, deterministically.
+
+    The binary is the one the tests run (``imageio_ffmpeg.get_ffmpeg_exe()``),
+    stored with a fixed timestamp and mode 0755, so the same ffmpeg always
+    gives the same zip and Lambda unpacks it executable.
+    """
+    import imageio_ffmpeg
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    layer = out_dir / LAYER_ZIP_NAME
+    tmp = layer.with_name(layer.name + ".tmp")
+    info = zipfile.ZipInfo("bin/ffmpeg", date_time=_EPOCH)
+    info.create_system = 3  # Unix, so the mode bits below are honoured
+    info.external_attr = 0o100755 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with (
+        open(imageio_ffmpeg.get_ffmpeg_exe(), "rb") as binary,
+        zipfile.ZipFile(tmp, "w") as zf,
+        zf.open(info, "w") as entry,
+    ):
+        shutil.copyfileobj(binary, entry, 1024 * 1024)
+    tmp.replace(layer)
+    return layer
+
+
+def unzipped_size(zip_path: Path) -> int:
+    """Bytes the zip takes once unpacked (what Lambda counts against 250 MB)."""
+    with zipfile.ZipFile(zip_path) as zf:
+        return sum(info.file_size for info in zf.infolist())
+
+
+def _hash_pyc(source: bytes, filename: str) -> bytes | None:
+    try:
+        code = compile(source, filename, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError):
+        return None
+    # PEP 552: magic, flags (0b01: hash-based, source not checked), source hash, code.
+    flags = (0b01).to_bytes(4, "little")
+    return importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code)
+
+
+def _pyc_info(source: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    path = PurePosixPath(source.filename)
+    info = zipfile.ZipInfo(str(path.parent / "__pycache__" / (path.stem + _PYC_SUFFIX)), source.date_time)
+    info.create_system = 3
+    info.external_attr = 0o100644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def _chalice() -> str:
+    """The chalice CLI next to this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).parent / "chalice"
+    return str(beside) if beside.exists() else "chalice"
+
+
+def _chalice_env() -> dict[str, str]:
+    # Chalice needs a region to build its clients even when it only packages.
+    env = chalice_deploy_env()
+    env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", "us-east-1"))
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m deploy.packaging``: both apps (with merge templates) and the layer into one folder."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--out", type=Path, default=ROOT / "build")
+    args = parser.parse_args(argv)
+    mb = 1024 * 1024
+    layer = build_ffmpeg_layer(args.out)
+    layer_unzipped = unzipped_size(layer)
+    print(
+        f"layer    {layer}: {layer.stat().st_size / mb:.1f} MB zipped, {layer_unzipped / mb:.1f} MB unzipped"
+    )
+    for name, project_dir in APPS.items():
+        app = package_app(project_dir, args.stage, args.out / name, MERGE_TEMPLATES[name])
+        print(
+            f"{name:8} {app.zip_path}: {app.zip_bytes / mb:.1f} MB zipped, "
+            f"{app.unzipped_bytes / mb:.1f} MB unzipped; template {app.template_path}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
