@@ -1,20 +1,31 @@
 /** Formatting for people: sizes, durations, speeds and dates. */
 
-const MB = 1000 * 1000;
+// Binary units, labelled the way most people know them (1 MB = 1024 × 1024
+// bytes), so a 2 GiB limit reads "2 GB".
+const KB = 1024;
+const MB = KB * 1024;
+const GB = MB * 1024;
 
-/** 12_345_678 → "12.3 MB" (decimal megabytes, as file managers and tests expect). */
+/** 12_345_678 → "11.8 MB"; 2 ** 31 → "2 GB". */
 export function formatBytes(bytes) {
   if (!Number.isFinite(bytes)) return "";
-  if (bytes >= 1000 * MB) return `${(bytes / (1000 * MB)).toFixed(1)} GB`;
-  if (bytes >= MB) return `${(bytes / MB).toFixed(1)} MB`;
-  if (bytes >= 1000) return `${Math.round(bytes / 1000)} kB`;
+  const trim = (value) => value.toFixed(1).replace(/\.0$/, "");
+  if (bytes >= GB) return `${trim(bytes / GB)} GB`;
+  if (bytes >= MB) return `${trim(bytes / MB)} MB`;
+  if (bytes >= KB) return `${Math.round(bytes / KB)} KB`;
   return `${bytes} B`;
 }
 
-/** Bytes per second → "3.2 MB/s". */
+/** Size in megabytes, always: 325_747 → "0.3 MB". */
+export function formatMegabytes(bytes) {
+  return Number.isFinite(bytes) ? `${(bytes / MB).toFixed(1)} MB` : "";
+}
+
+/** Bytes per second → "3.2 MB/s" (two decimals below 1 MB/s, so slow links don't read "0.0"). */
 export function formatSpeed(bytesPerSecond) {
   if (!Number.isFinite(bytesPerSecond) || bytesPerSecond <= 0) return "";
-  return `${(bytesPerSecond / MB).toFixed(1)} MB/s`;
+  const mb = bytesPerSecond / MB;
+  return `${mb.toFixed(mb < 1 ? 2 : 1)} MB/s`;
 }
 
 /** 83.4 → "1:23", 3725 → "1:02:05". */

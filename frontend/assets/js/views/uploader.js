@@ -32,21 +32,24 @@ export function createUploader({ queue, config, signal }) {
     "div",
     { class: "dropzone" },
     h("span", { class: "dropzone-icon" }, icon("upload")),
-    h("p", { class: "dropzone-title" }, "Drag and drop videos here"),
-    h("p", { class: "dropzone-hint" }, "or"),
+    h(
+      "div",
+      { class: "dropzone-text" },
+      h("p", { class: "dropzone-title" }, "Drag and drop videos here"),
+      h(
+        "p",
+        { class: "dropzone-hint" },
+        `${describeTypes(config.allowedContentTypes)} · up to ${formatBytes(config.maxUploadBytes)} each`,
+      ),
+    ),
     input,
     h("label", { for: "file-input", class: "btn btn-secondary" }, "Choose video"),
-    h(
-      "p",
-      { class: "dropzone-hint" },
-      `${describeTypes(config.allowedContentTypes)} · up to ${formatBytes(config.maxUploadBytes)} each`,
-    ),
   );
 
   const element = h(
     "section",
-    { class: "panel uploader", "aria-labelledby": "upload-heading" },
-    h("h2", { id: "upload-heading", class: "panel-title" }, "Upload videos"),
+    { class: "uploader", "aria-labelledby": "upload-heading" },
+    h("h2", { id: "upload-heading", class: "visually-hidden" }, "Upload videos"),
     dropzone,
     alert,
     list,

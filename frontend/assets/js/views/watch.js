@@ -3,7 +3,7 @@
  * failed otherwise, its details, and Delete.
  */
 
-import { formatBytes, formatDateTime, formatDuration } from "../format.js";
+import { formatDateTime, formatDuration, formatMegabytes } from "../format.js";
 import { followVideo } from "../poller.js";
 import { isFinal, renderBadge } from "../status.js";
 import { announce, confirmDialog, h, icon } from "../ui.js";
@@ -52,11 +52,11 @@ export async function mountWatch(root, ctx, id) {
   function render(current) {
     video = current;
     document.title = `${current.title} · Vidline`;
-    const heading = body.querySelector("h1");
-    const hadFocus = heading && document.activeElement === heading;
+    // Re-rendering replaces the heading and Delete button: keep focus where it was.
+    const focusKey = body.contains(document.activeElement) ? document.activeElement.dataset.focusKey : undefined;
     body.setAttribute("aria-busy", "false");
     body.replaceChildren(renderStage(current), renderDetails(current, onDelete));
-    if (hadFocus) body.querySelector("h1").focus();
+    if (focusKey) body.querySelector(`[data-focus-key="${focusKey}"]`)?.focus();
   }
 
   async function onDelete(button) {
@@ -132,18 +132,18 @@ function renderDetails(video, onDelete) {
   const rows = [
     ["Duration", formatDuration(source.duration_s)],
     ["Source resolution", source.width && source.height ? `${source.width} × ${source.height}` : ""],
-    ["Size", Number.isFinite(source.size_bytes) ? `${(source.size_bytes / 1e6).toFixed(1)} MB` : ""],
+    ["Size", formatMegabytes(source.size_bytes)],
     ["File", source.filename ?? ""],
     ["Uploaded", formatDateTime(video.created_at)],
   ].filter(([, value]) => value);
 
-  const deleteButton = h("button", { type: "button", class: "btn btn-danger" }, icon("trash"), "Delete");
+  const deleteButton = h("button", { type: "button", class: "btn btn-danger", dataset: { focusKey: "delete" } }, icon("trash"), "Delete");
   deleteButton.addEventListener("click", () => onDelete(deleteButton));
 
   return h(
     "aside",
     { class: "details panel", dataset: { videoId: video.id, status: video.status } },
-    h("h1", { class: "details-title", tabindex: "-1" }, video.title),
+    h("h1", { class: "details-title", tabindex: "-1", dataset: { focusKey: "heading" } }, video.title),
     h("p", {}, renderBadge(h("span"), video)),
     h("dl", { class: "facts" }, rows.map(([term, value]) => h("div", { class: "fact" }, h("dt", {}, term), h("dd", {}, value)))),
     h("div", { class: "details-actions" }, deleteButton),
