@@ -74,3 +74,21 @@ package: $(BIN)/.installed
 
 bench-cold-start: $(BIN)/.installed
 	$(BIN)/python bench/cold_start.py
+
+# Deploying a stage to AWS (README "Deploying to AWS"); stages live in infra/stages.toml.
+# `make plan` prints the steps and touches nothing; `make destroy` asks first.
+# ENDPOINT=http://127.0.0.1:5000 aims any of them at a moto server instead.
+.PHONY: plan deploy destroy cfnlint
+DEPLOY_ARGS = --stage $(STAGE) $(if $(ENDPOINT),--endpoint-url $(ENDPOINT))
+plan: $(BIN)/.installed
+	$(BIN)/python -m deploy plan $(DEPLOY_ARGS)
+
+deploy: $(BIN)/.installed
+	$(BIN)/python -m deploy deploy $(DEPLOY_ARGS)
+
+destroy: $(BIN)/.installed
+	$(BIN)/python -m deploy destroy $(DEPLOY_ARGS)
+
+# Also run by `make test` (tests/deploy/test_infra_template.py).
+cfnlint: $(BIN)/.installed
+	$(BIN)/cfn-lint infra/*.yaml

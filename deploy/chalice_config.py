@@ -1,0 +1,139 @@
+"""Each Chalice app's stage settings, written from the stack's outputs.
+
+The deploy owns the deployed stages' entries in ``.chalice/config.json``
+and ``workers/.chalice/config.json``: their environment variables (the
+VIDLINE_* settings), the policy file, the layer. Other keys and other
+stages are left as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chalicelib.settings import Settings
+from deploy.packaging import FFMPEG_PATH_ENV, LAYER_FFMPEG_PATH
+from deploy.stages import StageConfig
+
+POLICY_FILE = "policy-{stage}.json"
+
+
+@dataclass(frozen=True)
+class StackValues:
+    """The stack outputs the apps read, under names that say what they are.
+
+    An empty string means the target did not create it (e.g. no Cognito on moto).
+    """
+
+    videos_table: str
+    idempotency_table: str
+    uploads_bucket: str
+    media_bucket: str
+    jobs_queue: str
+    jobs_dlq: str
+    user_pool_id: str
+    user_pool_client_id: str
+    user_pool_arn: str
+    app_url: str
+    cdn_key_pair_id: str
+
+    @classmethod
+    def from_outputs(cls, outputs: dict[str, str]) -> StackValues:
+        return cls(
+            videos_table=outputs["VideosTableName"],
+            idempotency_table=outputs["IdempotencyTableName"],
+            uploads_bucket=outputs["UploadsBucketName"],
+            media_bucket=outputs["MediaBucketName"],
+            jobs_queue=outputs["JobsQueueName"],
+            jobs_dlq=outputs["JobsDeadLetterQueueName"],
+            user_pool_id=outputs.get("UserPoolId", ""),
+            user_pool_client_id=outputs.get("UserPoolClientId", ""),
+            user_pool_arn=outputs.get("UserPoolArn", ""),
+            app_url=outputs["AppUrl"],
+            cdn_key_pair_id=outputs.get("CdnKeyPairId", ""),
+        )
+
+
+def api_environment(stage: StageConfig, stack: StackValues) -> dict[str, str]:
+    """The API Lambda's VIDLINE_* variables."""
+    return {
+        "VIDLINE_STAGE": stage.name,
+        "VIDLINE_AUTH_MODE": "apigateway",
+        "VIDLINE_VIDEOS_TABLE": stack.videos_table,
+        "VIDLINE_UPLOADS_BUCKET": stack.uploads_bucket,
+        "VIDLINE_MEDIA_BUCKET": stack.media_bucket,
+        "VIDLINE_USER_POOL_ID": stack.user_pool_id,
+        "VIDLINE_USER_POOL_CLIENT_ID": stack.user_pool_client_id,
+        "VIDLINE_USER_POOL_ARN": stack.user_pool_arn,
+        "VIDLINE_CORS_ORIGIN": stack.app_url,
+        # The CDN serves /media/* from the media bucket: a key's URL is base + "/" + key.
+        "VIDLINE_MEDIA_BASE_URL": stack.app_url,
+        "VIDLINE_CDN_KEY_PAIR_ID": stack.cdn_key_pair_id,
+        "VIDLINE_CDN_PRIVATE_KEY_PARAMETER": stage.signing_key_parameter,
+        "VIDLINE_MAIL_SENDER": stage.mail_sender,
+    }
+
+
+def workers_environment(stage: StageConfig, stack: StackValues, job_max_receives: int) -> dict[str, str]:
+    """The worker Lambdas' VIDLINE_* variables."""
+    return {
+        "VIDLINE_STAGE": stage.name,
+        "VIDLINE_VIDEOS_TABLE": stack.videos_table,
+        "VIDLINE_IDEMPOTENCY_TABLE": stack.idempotency_table,
+        "VIDLINE_UPLOADS_BUCKET": stack.uploads_bucket,
+        "VIDLINE_MEDIA_BUCKET": stack.media_bucket,
+        "VIDLINE_JOBS_QUEUE": stack.jobs_queue,
+        "VIDLINE_JOBS_DLQ": stack.jobs_dlq,
+        "VIDLINE_JOB_MAX_RECEIVES": str(job_max_receives),
+        "VIDLINE_MAIL_SENDER": stage.mail_sender,
+        "VIDLINE_APP_URL": stack.app_url,
+        FFMPEG_PATH_ENV: LAYER_FFMPEG_PATH,
+    }
+
+
+def default_settings() -> Settings:
+    """The settings' defaults, not this process's environment (a deploy must not pick up local values)."""
+    return Settings.model_construct()
+
+
+def update_stage(
+    config_path: Path,
+    stage: str,
+    environment: dict[str, str],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Set `stage`'s environment, policy file and `extra` keys in the Chalice config at `config_path`.
+
+    Returns the stage entry as written.
+    """
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["autogen_policy"] = False
+    entry = config.setdefault("stages", {}).setdefault(stage, {})
+    entry["autogen_policy"] = False
+    entry["iam_policy_file"] = POLICY_FILE.format(stage=stage)
+    entry["environment_variables"] = {**entry.get("environment_variables", {}), **environment}
+    entry.update(extra or {})
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return dict(entry)
+
+
+def write_policy(app_dir: Path, stage: str, policy: dict[str, Any]) -> Path:
+    """Write `policy` where Chalice reads the stage's `iam_policy_file`."""
+    path = app_dir / ".chalice" / POLICY_FILE.format(stage=stage)
+    path.write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def app_name(app_dir: Path) -> str:
+    """The Chalice app's name from its config."""
+    return str(json.loads((app_dir / ".chalice" / "config.json").read_text(encoding="utf-8"))["app_name"])
+
+
+def worker_timeout_s(workers_dir: Path, stage: str) -> int:
+    """The worker's Lambda timeout for `stage` (stage value, else the app's)."""
+    config = json.loads((workers_dir / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    stage_entry = config.get("stages", {}).get(stage, {})
+    return int(stage_entry.get("lambda_timeout", config.get("lambda_timeout", 60)))

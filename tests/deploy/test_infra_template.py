@@ -1,0 +1,190 @@
+"""The infrastructure templates: lint-clean, the right shapes, and deployable into moto.
+
+moto's CloudFormation models only some resource types and, of the S3
+bucket's properties, applies only encryption. So the checks are in two
+parts: what moto creates is checked on moto through boto3; the rest
+(bucket policies, public access block, CORS, lifecycle, notifications,
+PITR/TTL, Cognito, SES, CloudFront, ACM, the alarm) is checked in the
+template itself, and `NOT_PROVEN_ON_MOTO` names it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from deploy.aws import Aws
+from deploy.plan import MOTO_UNMODELLED_TYPES
+from deploy.template import INFRA_DIR, load_template, specialise, without_types
+
+TEMPLATES = sorted(INFRA_DIR.glob("*.yaml"))
+BUCKETS = ("UploadsBucket", "MediaBucket", "FrontendBucket", "ArtifactsBucket")
+# Resources of our stack that moto cannot create, so nothing but the template proves them.
+NOT_PROVEN_ON_MOTO = {
+    "DeadLetterQueueAlarm",
+    "FrontendBucketPolicy",
+    "JobsQueuePolicy",
+    "MediaBucketPolicy",
+    "SenderEmailIdentity",
+    "UploadsBucketPolicy",
+    "UserPool",
+    "UserPoolClient",
+}
+MOTO_PARAMETERS = {
+    "Stage": "tmpl",
+    "SenderIdentity": "no-reply@vidline.test",
+    "EnableCdn": "false",
+    "CdnCertificateArn": "",
+}
+
+
+def test_every_template_is_lint_clean() -> None:
+    assert len(TEMPLATES) >= 2
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    result = subprocess.run(
+        [str(cfn_lint), *map(str, TEMPLATES)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_bucket_is_private_encrypted_and_owner_enforced(stack_template: dict[str, Any]) -> None:
+    resources = stack_template["Resources"]
+    for name in BUCKETS:
+        properties = resources[name]["Properties"]
+        assert set(properties["PublicAccessBlockConfiguration"].values()) == {True}, name
+        assert properties["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+        (rule,) = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        lifecycle = {r["Id"]: r for r in properties["LifecycleConfiguration"]["Rules"]}
+        assert lifecycle["abort-incomplete-multipart-uploads"]["AbortIncompleteMultipartUpload"] == {
+            "DaysAfterInitiation": 1
+        }
+
+
+def test_uploads_bucket_takes_browser_posts_from_the_cdn_and_queues_each_upload(
+    stack_template: dict[str, Any],
+) -> None:
+    uploads = stack_template["Resources"]["UploadsBucket"]
+    (cors,) = uploads["Properties"]["CorsConfiguration"]["CorsRules"]
+    assert cors["AllowedMethods"] == ["POST"]
+    cdn = specialise(stack_template, {"Stage": "x", "SenderIdentity": "a@b.c", "CdnDomainName": "app.x.com"})
+    origins = cdn["Resources"]["UploadsBucket"]["Properties"]["CorsConfiguration"]["CorsRules"][0]
+    assert origins["AllowedOrigins"] == [
+        {"Fn::Sub": "https://${CdnDomainName}"},
+        {"Fn::Sub": "https://${Distribution.DomainName}"},
+    ]
+    expire = {r["Id"]: r for r in uploads["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert expire["expire-abandoned-uploads"]["Prefix"] == "uploads/"
+    (notification,) = uploads["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification["Queue"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
+    assert notification["Event"] == "s3:ObjectCreated:*"
+    assert uploads["DependsOn"] == "JobsQueuePolicy"
+    (allow,) = stack_template["Resources"]["JobsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
+    assert "aws:SourceArn" in allow["Condition"]["ArnEquals"]
+
+
+def test_cdn_serves_private_buckets_over_https_with_signed_media(stack_template: dict[str, Any]) -> None:
+    resources = stack_template["Resources"]
+    config = resources["Distribution"]["Properties"]["DistributionConfig"]
+    assert all("OriginAccessControlId" in origin for origin in config["Origins"])
+    behaviors = [config["DefaultCacheBehavior"], *config["CacheBehaviors"]]
+    assert {b["ViewerProtocolPolicy"] for b in behaviors} == {"redirect-to-https"}
+    (media,) = config["CacheBehaviors"]
+    assert media["PathPattern"] == "media/*" and media["TargetOriginId"] == "media"
+    assert media["TrustedKeyGroups"] == [{"Ref": "CdnKeyGroup"}]
+    assert "TrustedKeyGroups" not in config["DefaultCacheBehavior"]
+    for policy in ("MediaBucketPolicy", "FrontendBucketPolicy"):
+        statements = resources[policy]["Properties"]["PolicyDocument"]["Statement"]
+        grants = [s["Fn::If"][1] for s in statements if "Fn::If" in s]
+        assert [g["Principal"] for g in grants] == [{"Service": "cloudfront.amazonaws.com"}]
+        assert "AWS:SourceArn" in grants[0]["Condition"]["StringEquals"]
+
+
+def test_queues_tables_and_user_pool_have_the_settings_the_apps_rely_on(
+    stack_template: dict[str, Any],
+) -> None:
+    resources, parameters = stack_template["Resources"], stack_template["Parameters"]
+    # Six times the worker's 900 s timeout, enforced by the parameter.
+    assert parameters["JobVisibilityTimeoutSeconds"]["MinValue"] >= 6 * 900
+    alarm = resources["DeadLetterQueueAlarm"]["Properties"]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Threshold"] == 1
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}
+    for table in ("VideosTable", "IdempotencyTable"):
+        properties = resources[table]["Properties"]
+        assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert resources["IdempotencyTable"]["Properties"]["TimeToLiveSpecification"] == {
+        "AttributeName": "expiration",
+        "Enabled": True,
+    }
+    assert resources["UserPool"]["Properties"]["UsernameAttributes"] == ["email"]
+    client = resources["UserPoolClient"]["Properties"]
+    assert client["ExplicitAuthFlows"] == ["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
+    assert client["GenerateSecret"] is False
+
+
+def test_moto_list_of_unmodelled_types_matches_moto() -> None:
+    from moto.cloudformation.parsing import get_model_map
+
+    used = {body["Type"] for path in TEMPLATES for body in load_template(path)["Resources"].values()}
+    modelled = set(get_model_map())
+    assert used - modelled == set(MOTO_UNMODELLED_TYPES)
+
+
+def test_conditions_and_reduction_drop_only_what_they_must(stack_template: dict[str, Any]) -> None:
+    reduced = without_types(specialise(stack_template, MOTO_PARAMETERS), MOTO_UNMODELLED_TYPES)
+    assert "Distribution" not in reduced.template["Resources"]  # EnableCdn=false
+    assert "ApiDomain" not in reduced.template["Resources"]  # no ApiDomainName
+    assert set(reduced.removed_resources) == NOT_PROVEN_ON_MOTO
+    assert sorted(reduced.removed_outputs) == ["UserPoolArn", "UserPoolClientId", "UserPoolId"]
+    with pytest.raises(ValueError, match="JobsQueue"):
+        without_types(specialise(stack_template, MOTO_PARAMETERS), frozenset({"AWS::SQS::Queue"}))
+
+
+def test_stack_deploys_into_moto_with_buckets_queues_and_tables(
+    stack_template: dict[str, Any], moto_env: str
+) -> None:
+    moto_endpoint = moto_env
+    reduced = without_types(specialise(stack_template, MOTO_PARAMETERS), MOTO_UNMODELLED_TYPES)
+    parameters = {k: v for k, v in MOTO_PARAMETERS.items() if k in reduced.template["Parameters"]}
+    aws = Aws("us-east-1", moto_endpoint)
+    outputs = aws.deploy_stack("vidline-tmpl", reduced.template, parameters)
+    try:
+
+        def client(service: str) -> Any:
+            return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
+
+        s3, sqs, dynamodb = client("s3"), client("sqs"), client("dynamodb")
+        for key in ("UploadsBucketName", "MediaBucketName", "FrontendBucketName", "ArtifactsBucketName"):
+            encryption = s3.get_bucket_encryption(Bucket=outputs[key])["ServerSideEncryptionConfiguration"]
+            assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        assert outputs["UploadsBucketName"] == "vidline-tmpl-uploads-123456789012"
+
+        jobs_url = sqs.get_queue_url(QueueName=outputs["JobsQueueName"])["QueueUrl"]
+        jobs = sqs.get_queue_attributes(QueueUrl=jobs_url, AttributeNames=["All"])["Attributes"]
+        assert jobs["VisibilityTimeout"] == "5400"
+        assert jobs["QueueArn"] == outputs["JobsQueueArn"]
+        redrive = json.loads(jobs["RedrivePolicy"])
+        dlq_url = sqs.get_queue_url(QueueName=outputs["JobsDeadLetterQueueName"])["QueueUrl"]
+        dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["All"])["Attributes"]
+        assert redrive == {"deadLetterTargetArn": dlq["QueueArn"], "maxReceiveCount": 3}
+        assert dlq["MessageRetentionPeriod"] == str(14 * 24 * 3600)
+
+        videos = dynamodb.describe_table(TableName=outputs["VideosTableName"])["Table"]
+        assert [(k["AttributeName"], k["KeyType"]) for k in videos["KeySchema"]] == [
+            ("owner_id", "HASH"),
+            ("video_id", "RANGE"),
+        ]
+        assert videos["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        idempotency = dynamodb.describe_table(TableName=outputs["IdempotencyTableName"])["Table"]
+        assert idempotency["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+        assert outputs["SenderIdentityArn"].endswith(":identity/no-reply@vidline.test")
+    finally:
+        assert aws.delete_stack("vidline-tmpl")
+    assert "vidline-tmpl-videos" not in client("dynamodb").list_tables()["TableNames"]
