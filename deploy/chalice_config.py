@@ -110,7 +110,6 @@ def update_stage(
     Returns the stage entry as written.
     """
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["autogen_policy"] = False
     entry = config.setdefault("stages", {}).setdefault(stage, {})
     entry["autogen_policy"] = False
     entry["iam_policy_file"] = POLICY_FILE.format(stage=stage)
