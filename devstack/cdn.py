@@ -38,9 +38,6 @@ from deploy.frontend import SiteFile
 log = logging.getLogger(__name__)
 
 MEDIA_PREFIX = "/media/"
-# What the distribution's response headers policy sets on media: a media
-# object never changes under its key, and its signed URL names it uniquely.
-MEDIA_CACHE_CONTROL = "max-age=31536000, immutable"
 _CHUNK = 256 * 1024
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -199,9 +196,10 @@ class _CdnHandler(BaseHTTPRequestHandler):
             "Content-Type": obj.get("ContentType", "application/octet-stream"),
             "Content-Length": str(obj["ContentLength"]),
             "Accept-Ranges": "bytes",
-            "Cache-Control": MEDIA_CACHE_CONTROL,
             "ETag": obj.get("ETag", ""),
         }
+        if obj.get("CacheControl"):  # the origin's, relayed as CloudFront does
+            headers["Cache-Control"] = obj["CacheControl"]
         status = HTTPStatus.OK
         if obj.get("ContentRange"):
             status = HTTPStatus.PARTIAL_CONTENT

@@ -10,6 +10,8 @@ from botocore.exceptions import ClientError
 from chalicelib.domain import UploadTicket, utcnow
 from chalicelib.ports import StoredObject
 
+IMMUTABLE = "max-age=31536000, immutable"
+
 
 class S3BlobStore:
     """BlobStore on one S3 bucket. `client` must sign with SigV4."""
@@ -52,11 +54,14 @@ class S3BlobStore:
         self._s3.download_file(self.bucket, key, path)
 
     def upload(self, path: str, key: str, content_type: str) -> None:
+        # Stored objects never change under their key, and only signed URLs
+        # reach them (the CDN checks those before its cache), so browsers and
+        # CDN edges may keep them for good.
         self._s3.upload_file(
             path,
             self.bucket,
             key,
-            ExtraArgs={"ContentType": content_type, "CacheControl": "private, max-age=31536000, immutable"},
+            ExtraArgs={"ContentType": content_type, "CacheControl": IMMUTABLE},
         )
 
     def delete_prefix(self, prefix: str) -> None:

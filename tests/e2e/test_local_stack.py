@@ -52,8 +52,10 @@ def test_upload_encode_watermark_thumbnail_and_email(stack: StackProcess, tmp_pa
     # Media comes from the CDN stand-in, only through the signed URL.
     assert rendition["url"].startswith(f"{stack.cdn}/media/")
     assert requests.get(rendition["url"].split("?")[0], timeout=10).status_code == 403
+    served = requests.get(rendition["url"], timeout=60)
+    assert served.headers["Cache-Control"] == "max-age=31536000, immutable"
     out = tmp_path / "rendition.mp4"
-    out.write_bytes(requests.get(rendition["url"], timeout=60).content)
+    out.write_bytes(served.content)
     info = media.probe(str(out))
     assert (info.video_codec, info.audio_codec) == ("h264", "aac")
     assert (info.width, info.height) == (1280, 720)

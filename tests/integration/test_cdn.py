@@ -42,7 +42,13 @@ def frontend(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cdn(settings: Settings, aws: Any, signing_key: bytes, frontend: Path, tmp_path: Path) -> Iterator[str]:
-    aws.s3.put_object(Bucket=settings.media_bucket, Key=MEDIA_KEY, Body=VIDEO_BYTES, ContentType="video/mp4")
+    aws.s3.put_object(
+        Bucket=settings.media_bucket,
+        Key=MEDIA_KEY,
+        Body=VIDEO_BYTES,
+        ContentType="video/mp4",
+        CacheControl="max-age=31536000, immutable",
+    )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = CdnServer(
