@@ -47,6 +47,11 @@ async function boot() {
     onUnauthorized: () => expireSession(),
   });
   app.queue = new UploadQueue({ api: app.api, config: app.config });
+  // Uploads carry on while you watch a video, so their news is announced
+  // here rather than by the upload panel.
+  app.queue.addEventListener("uploaded", () => announce("Upload complete"));
+  app.queue.addEventListener("cancelled", () => announce("Upload cancelled"));
+  app.queue.addEventListener("failed", ({ detail }) => announce(`Upload failed: ${detail.error.message}`));
 
   if (app.config.stage && app.config.stage !== "prod") {
     const stage = document.getElementById("stage");

@@ -108,6 +108,7 @@ export class UploadQueue extends EventTarget {
    */
   clear({ cleanUp = true } = {}) {
     for (const item of this.items) {
+      item.cleared = true; // no "cancelled" event: nobody asked to cancel
       if (!cleanUp) item.skipCleanUp = true;
       item.controller?.abort();
     }
@@ -157,9 +158,10 @@ export class UploadQueue extends EventTarget {
         if (item.video && !item.skipCleanUp) {
           this.api.delete(`/videos/${encodeURIComponent(item.video.id)}`).catch(() => {});
         }
-        this.dispatchEvent(new CustomEvent("cancelled", { detail: { item } }));
+        if (!item.cleared) this.dispatchEvent(new CustomEvent("cancelled", { detail: { item } }));
         return;
       }
+      if (item.cleared) return;
       item.state = "failed";
       item.error = error.message;
       if (item.video) {

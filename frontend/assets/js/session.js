@@ -67,8 +67,11 @@ export function hasExpiredSession() {
   return sessionStorage.getItem(STORAGE_KEY) !== null && currentSession() === null;
 }
 
+/** Milliseconds until the session ends, read from the IdToken's own `exp`. */
 export function msUntilExpiry(session) {
-  return session.expiresAt - EXPIRY_MARGIN_MS - Date.now();
+  const exp = decodeJwtPayload(session.idToken)?.exp;
+  const expiresAt = exp ? exp * 1000 : session.expiresAt;
+  return expiresAt - EXPIRY_MARGIN_MS - Date.now();
 }
 
 export function endSession() {

@@ -6,7 +6,7 @@
 
 import { acceptAttribute, describeTypes } from "../files.js";
 import { formatBytes, formatSpeed } from "../format.js";
-import { announce, h, icon } from "../ui.js";
+import { h, icon } from "../ui.js";
 
 /**
  * @param {object} ctx
@@ -124,16 +124,9 @@ export function createUploader({ queue, config, signal }) {
   }
 
   queue.addEventListener("change", render, { signal });
-  queue.addEventListener(
-    "cancelled",
-    () => {
-      announce("Upload cancelled");
-      input.focus();
-    },
-    { signal },
-  );
-  queue.addEventListener("uploaded", () => announce("Upload complete"), { signal });
-  queue.addEventListener("failed", ({ detail }) => announce(`Upload failed: ${detail.item.error}`), { signal });
+  // The Cancel button just went away with its row: put focus somewhere useful.
+  // (main.js announces the queue's events, on every page.)
+  queue.addEventListener("cancelled", () => input.focus(), { signal });
   render();
 
   return { element, addFiles, setDragging };
