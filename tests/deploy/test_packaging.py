@@ -30,6 +30,7 @@ from deploy.packaging import (
     PackagedApp,
     build_ffmpeg_layer,
     chalice_deploy_env,
+    check_reused,
     package_app,
     prepare_chalice_deploy,
     unzipped_size,
@@ -212,5 +213,8 @@ def test_chalice_reuses_the_zip_prepared_for_deploy(build: Build, tmp_path: Path
         text=True,
         check=True,
     )
-    assert CHALICE_REUSE_MARKER in result.stdout
+    assert CHALICE_REUSE_MARKER in result.stdout, result.stdout
+    check_reused(result.stdout)
+    with pytest.raises(RuntimeError, match="no precompiled bytecode"):
+        check_reused("Creating deployment package.\n")
     assert (tmp_path / "out" / "deployment.zip").read_bytes() == prepared.read_bytes()
