@@ -84,7 +84,7 @@ function currentRoute() {
 }
 
 /** Go to an in-app URL ("/", "/?video=…") without reloading. */
-export function navigate(url) {
+function navigate(url) {
   if (url !== location.pathname + location.search) history.pushState(null, "", url);
   render({ focus: true });
 }

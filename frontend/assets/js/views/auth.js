@@ -9,6 +9,12 @@
 
 import { h, icon } from "../ui.js";
 
+const SELLING_POINTS = [
+  "Uploads go straight to storage — fast, even for big files",
+  "Encoded to 720p H.264 with your watermark",
+  "An email the moment it’s ready",
+];
+
 /**
  * @param {HTMLElement} root
  * @param {object} ctx
@@ -36,9 +42,7 @@ export function mountAuth(root, ctx) {
         h(
           "ul",
           { class: "auth-points" },
-          ["Uploads go straight to storage — fast, even for big files", "Encoded to 720p H.264 with your watermark", "An email the moment it’s ready"].map((text) =>
-            h("li", {}, icon("check"), text),
-          ),
+          SELLING_POINTS.map((text) => h("li", {}, icon("check"), text)),
         ),
       ),
       shell,
@@ -152,7 +156,8 @@ export function mountAuth(root, ctx) {
 /** The parts every auth form has: heading, intro, alert region, submit button. */
 function formParts(id, submitLabel, intro, heading = submitLabel) {
   const alert = h("div", { class: "alert alert-error", role: "alert", id: `${id}-alert` });
-  const submit = h("button", { type: "submit", class: "btn btn-primary btn-block" }, h("span", { class: "spinner", "aria-hidden": "true" }), submitLabel);
+  const spinner = h("span", { class: "spinner", "aria-hidden": "true" });
+  const submit = h("button", { type: "submit", class: "btn btn-primary btn-block" }, spinner, submitLabel);
   const form = h(
     "form",
     { class: "panel auth-form", novalidate: true, "aria-labelledby": `${id}-heading` },

@@ -29,7 +29,12 @@ export function mountLibrary(root, ctx) {
     h(
       "div",
       { class: "page-head" },
-      h("div", {}, h("h1", { tabindex: "-1" }, "Your videos"), h("p", { class: "lede" }, "Upload a video and we’ll encode it for the web. You’ll get an email when it’s ready.")),
+      h(
+        "div",
+        {},
+        h("h1", { tabindex: "-1" }, "Your videos"),
+        h("p", { class: "lede" }, "Upload a video and we’ll encode it for the web. You’ll get an email when it’s ready."),
+      ),
     ),
     uploader.element,
     h("section", { class: "library", "aria-label": "Library" }, status, grid, h("div", { class: "load-more" }, loadMore)),
@@ -88,7 +93,7 @@ export function mountLibrary(root, ctx) {
         { class: "state" },
         h("span", { class: "state-icon" }, icon("film")),
         h("p", { class: "state-title" }, "No videos yet — drop one here to get started"),
-        h("p", { class: "state-text" }, "Or use “Choose video” above. MP4, MOV, WebM and MKV all work."),
+        h("p", { class: "state-text" }, "Or use “Choose video” above. Each one is encoded for the web and you get an email when it’s ready."),
       ),
     );
   }
@@ -180,9 +185,16 @@ export function mountLibrary(root, ctx) {
 
 /** Grey placeholder cards while the first page loads. */
 function skeletons() {
-  return h(
-    "ul",
-    { class: "grid", "aria-hidden": "true" },
-    Array.from({ length: 4 }, () => h("li", {}, h("div", { class: "card card-skeleton" }, h("div", { class: "thumb" }), h("div", { class: "card-body" }, h("span", { class: "skeleton-line" }), h("span", { class: "skeleton-line short" }))))),
-  );
+  const card = () =>
+    h(
+      "li",
+      {},
+      h(
+        "div",
+        { class: "card card-skeleton" },
+        h("div", { class: "thumb" }),
+        h("div", { class: "card-body" }, h("span", { class: "skeleton-line" }), h("span", { class: "skeleton-line short" })),
+      ),
+    );
+  return h("ul", { class: "grid", "aria-hidden": "true" }, Array.from({ length: 4 }, card));
 }

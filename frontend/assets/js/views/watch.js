@@ -18,7 +18,8 @@ import { placeholder } from "./card.js";
 export async function mountWatch(root, ctx, id) {
   const { api, signal } = ctx;
   const back = h("a", { class: "back-link", href: "/" }, icon("back"), "Back to library");
-  const body = h("div", { class: "watch", "aria-busy": "true" }, h("div", { class: "player player-loading" }, h("span", { class: "spinner" })));
+  const loading = h("div", { class: "player player-loading" }, h("span", { class: "spinner" }));
+  const body = h("div", { class: "watch", "aria-busy": "true" }, loading);
   root.replaceChildren(h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, back), body);
   document.title = "Video · Vidline";
 
@@ -99,7 +100,11 @@ function renderStage(video) {
       src: rendition.url,
       "aria-label": video.title,
     });
-    const note = h("p", { class: "player-note", hidden: true }, "This video couldn’t be played. The link may have expired — reload the page to get a fresh one.");
+    const note = h(
+      "p",
+      { class: "player-note", hidden: true },
+      "This video couldn’t be played. The link may have expired — reload the page to get a fresh one.",
+    );
     player.addEventListener("error", () => (note.hidden = false), { once: true });
     return h("div", { class: "player" }, player, note);
   }
@@ -115,7 +120,11 @@ function renderStage(video) {
       : h(
           "div",
           { class: "player-overlay" },
-          h("p", { class: "player-overlay-title" }, video.status === "awaiting_upload" ? "Waiting for the upload" : "Getting your video ready…"),
+          h(
+            "p",
+            { class: "player-overlay-title" },
+            video.status === "awaiting_upload" ? "Waiting for the upload" : "Getting your video ready…",
+          ),
           h("progress", {
             class: "progress",
             max: 100,
