@@ -71,7 +71,11 @@ def top_level_boxes(path: str) -> list[str]:
 
 
 def child_pids() -> list[int]:
-    """PIDs of this process's children, running or zombie (Linux /proc)."""
+    """PIDs of this process's ffmpeg children, running or zombie (Linux /proc).
+
+    Only ffmpeg: other tests of the session leave helpers of their own
+    running (Playwright's driver, for one).
+    """
     me = os.getpid()
     children = []
     for entry in os.listdir("/proc"):
@@ -80,9 +84,10 @@ def child_pids() -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            # Fields after the parenthesised command name: state, ppid, ...
+            # "pid (command) state ppid ...": the command may contain spaces.
+            command = stat[stat.index("(") + 1 : stat.rindex(")")]
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == me:
+            if ppid == me and command.startswith("ffmpeg"):
                 children.append(int(entry))
     return children
 
