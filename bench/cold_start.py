@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deploy.packaging import APPS, package_app, require_lambda_python  # noqa: E402
+from deploy.chalice_config import write_policy  # noqa: E402
+from deploy.packaging import copy_apps, package_app, require_lambda_python  # noqa: E402
 
 # Packages the Lambda runtime provides next to the function (boto3's own stack).
 RUNTIME_PACKAGES = ("boto3", "s3transfer")
@@ -116,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vidline-cold-start-") as tmp_name:
         tmp = Path(tmp_name)
         if args.zip is None:
-            built = package_app(APPS["api"], args.stage, tmp / "package")
+            # A copy of the app with a placeholder policy file: the policy
+            # changes the template, not the code being imported.
+            api = copy_apps(tmp / "apps")["api"]
+            write_policy(api, args.stage, {"Version": "2012-10-17", "Statement": []})
+            built = package_app(api, args.stage, tmp / "package")
             zip_path, template = built.zip_path, built.template_path
         else:
             zip_path, template = args.zip, args.zip.parent / "sam.json"

@@ -126,6 +126,7 @@ def package_app(
     ``CodeUri`` is ``./deployment.zip``, ready for ``aws cloudformation package``.
     """
     require_lambda_python()
+    _require_policy_file(Path(project_dir), stage)
     out_dir = Path(out_dir).resolve()
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -141,6 +142,39 @@ def package_app(
         zip_bytes=zip_path.stat().st_size,
         unzipped_bytes=unzipped_size(zip_path),
     )
+
+
+def copy_apps(dest: Path) -> dict[str, Path]:
+    """Copy both apps' code and Chalice configs under ``dest``, laid out as here; their dirs.
+
+    For packaging somewhere other than the checkout (tests, benchmarks), with
+    policy files of the caller's own. Caches, deploy records and the
+    generated policy files are left behind.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "deployments", "deployed", "policy-*.json", "vendor")
+    api = Path(dest) / "app"
+    shutil.copytree(ROOT / "chalicelib", api / "chalicelib", ignore=ignore)
+    shutil.copytree(ROOT / ".chalice", api / ".chalice", ignore=ignore)
+    # workers/chalicelib stays a symbolic link to ../chalicelib.
+    shutil.copytree(ROOT / "workers", api / "workers", symlinks=True, ignore=ignore)
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy2(ROOT / name, api / name)
+    return {"api": api, "workers": api / "workers"}
+
+
+def _require_policy_file(project_dir: Path, stage: str) -> None:
+    # With autogen_policy off Chalice needs the policy file the deploy writes
+    # from the stack's outputs; say so rather than let Chalice fail obscurely.
+    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+    entry = config.get("stages", {}).get(stage, {})
+    if entry.get("autogen_policy", config.get("autogen_policy", True)):
+        return
+    name = entry.get("iam_policy_file", config.get("iam_policy_file", "policy.json"))
+    if not (project_dir / ".chalice" / name).is_file():
+        raise FileNotFoundError(
+            f"{project_dir / '.chalice' / name} is missing: `make deploy STAGE={stage}` writes it from "
+            "the infrastructure stack's outputs (autogen_policy is off)"
+        )
 
 
 def prepare_chalice_deploy(project_dir: Path, stage: str = "dev") -> Path:

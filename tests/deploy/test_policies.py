@@ -9,20 +9,8 @@ import pytest
 
 from deploy.policies import PolicyTargets, api_policy, wildcard_grants, workers_policy
 from devstack.client import ROOT
+from tests.deploy.examples import TARGETS
 
-TARGETS = PolicyTargets(
-    partition="aws",
-    region="eu-west-1",
-    account_id="111122223333",
-    videos_table_arn="arn:aws:dynamodb:eu-west-1:111122223333:table/vidline-prod-videos",
-    idempotency_table_arn="arn:aws:dynamodb:eu-west-1:111122223333:table/vidline-prod-idempotency",
-    uploads_bucket="vidline-prod-uploads-111122223333",
-    media_bucket="vidline-prod-media-111122223333",
-    jobs_queue_arn="arn:aws:sqs:eu-west-1:111122223333:vidline-prod-jobs",
-    user_pool_arn="arn:aws:cognito-idp:eu-west-1:111122223333:userpool/eu-west-1_abc",
-    sender_identity_arn="arn:aws:ses:eu-west-1:111122223333:identity/no-reply@example.com",
-    cdn_private_key_parameter="/vidline/prod/cdn-private-key",
-)
 API = api_policy(TARGETS, "vidline-api-prod")
 WORKERS = workers_policy(TARGETS, ["vidline-workers-prod-process_upload"])
 
@@ -35,7 +23,6 @@ IAM_ACTION_OF_CALL = {
     "delete_objects": "s3:DeleteObject",
     "get_paginator": "s3:ListBucket",  # list_objects_v2
     "head_bucket": "s3:ListBucket",
-    "generate_presigned_url": "s3:GetObject",
     "send_email": "ses:SendEmail",
     "get_send_quota": "ses:GetSendQuota",
     "describe_user_pool": "cognito-idp:DescribeUserPool",
