@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import Locator, Page, expect
 
 from devstack.client import ApiClient, StackProcess
@@ -234,3 +235,19 @@ def test_the_app_fits_a_phone_screen(page: Page) -> None:
     expect(page.get_by_label("Choose video")).to_be_attached()
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0
+
+
+def test_the_library_pages_through_the_cursor_with_load_more(page: Page, stack: StackProcess) -> None:
+    user = ApiClient.sign_up(stack.api, password=PASSWORD)
+    titles = [f"Video {n:02}" for n in range(1, 15)]
+    for title in titles:  # created, not uploaded: they wait for their upload
+        body = {"title": title, "filename": "v.mp4", "content_type": "video/mp4", "size_bytes": 1000}
+        requests.post(f"{stack.api}/videos", json=body, headers=user.headers, timeout=10).raise_for_status()
+
+    sign_in(page, user.email)
+    expect(cards(page)).to_have_count(12)
+    expect(cards(page).first).to_contain_text("Video 14")  # newest first
+    button(page, "Load more").click()
+    expect(cards(page)).to_have_count(14)
+    expect(cards(page).last).to_contain_text("Video 01")
+    expect(button(page, "Load more")).to_be_hidden()
