@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from deploy.frontend import SiteFile
+from devstack.http_server import BackgroundHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class SignedUrlVerifier:
         return None
 
 
-class CdnServer:
+class CdnServer(BackgroundHTTPServer):
     """The stand-in's HTTP server, in a background thread."""
 
     def __init__(self, host: str, port: int, *, s3: Any, media_bucket: str, verifier: SignedUrlVerifier):
@@ -95,14 +96,7 @@ class CdnServer:
         self.verifier = verifier
         self._site: dict[str, _Page] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="cdn", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().__init__(host, port, self._handler_class(), "cdn")
 
     def publish(self, files: Iterable[SiteFile]) -> None:
         """Serve these files from now on, in place of the previous build (like a deploy + invalidation)."""
@@ -117,15 +111,6 @@ class CdnServer:
     def page(self, key: str) -> _Page | None:
         with self._lock:
             return self._site.get(key)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         cdn = self

@@ -17,14 +17,13 @@ import email.policy
 import html
 import json
 import re
-import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import getaddresses
 from html.parser import HTMLParser
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, TypedDict
 from urllib.parse import unquote, urlsplit
 
@@ -37,6 +36,8 @@ from moto.ses.models import (
     ses_backends,
 )
 from moto.ses.template import parse_template
+
+from devstack.http_server import BackgroundHTTPServer
 
 MailMessage = TypedDict(
     "MailMessage",
@@ -294,7 +295,7 @@ def render_page(messages: list[MailMessage]) -> str:
     )
 
 
-class MailboxServer:
+class MailboxServer(BackgroundHTTPServer):
     """The mailbox's HTTP server, in a background thread of the moto process."""
 
     def __init__(
@@ -308,27 +309,7 @@ class MailboxServer:
         self._account_id = account_id
         self._region = region
         _sent_list(_backend(account_id, region))  # send times are noted from now on
-        # Binds now, so a taken port fails here rather than in the thread.
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mailbox", daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The mailbox's base URL."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
+        super().__init__(host, port, self._handler_class(), "mailbox")
 
     def messages(self) -> list[MailMessage]:
         """The messages the mailbox shows, newest first."""
