@@ -51,6 +51,13 @@ ERROR_STATUS: dict[type[DomainError], int] = {
     RateLimited: 429,
     ServiceUnavailable: 503,
 }
+
+
+def error_status(error: DomainError) -> int:
+    """The HTTP status of a domain error: its own class's, or its nearest base class's."""
+    return next(ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS)
+
+
 # Chalice's own error codes (bad JSON, wrong content type, unknown method...).
 CHALICE_ERROR_CODES = {
     "BadRequestError": "invalid_request",
@@ -137,7 +144,7 @@ def endpoint(
             try:
                 result = view(**path_params)
             except DomainError as exc:
-                return error_response(exc.code, exc.message, ERROR_STATUS[type(exc)], exc.details)
+                return error_response(exc.code, exc.message, error_status(exc), exc.details)
             if isinstance(result, Response):
                 return result
             body = result.model_dump(mode="json") if isinstance(result, BaseModel) else result

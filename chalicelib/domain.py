@@ -9,7 +9,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +25,10 @@ class VideoStatus(StrEnum):
 FINAL_STATUSES = frozenset({VideoStatus.READY, VideoStatus.FAILED})
 # States a worker may pick a video up from. PROCESSING is included so that a
 # retry after a crash mid-encode carries on.
+# S3's event for an upload that began just before its POST expired can take
+# a moment; only after this long past the expiry is the upload given up.
+UPLOAD_EVENT_GRACE_S = 120
+UPLOAD_EXPIRED_REASON = "The upload did not finish before its link expired. Upload the file again."
 PROCESSABLE_STATUSES = frozenset({VideoStatus.AWAITING_UPLOAD, VideoStatus.QUEUED, VideoStatus.PROCESSING})
 
 
@@ -88,6 +92,11 @@ class Video:
     def media_prefix(self) -> str:
         return media_prefix(self.owner_id, self.id)
 
+    def upload_expired(self, now: datetime, upload_ttl_s: int) -> bool:
+        """True when the video still waits for an upload its presigned POST can no longer send."""
+        deadline = self.created_at + timedelta(seconds=upload_ttl_s + UPLOAD_EVENT_GRACE_S)
+        return self.status is VideoStatus.AWAITING_UPLOAD and now > deadline
+
     def with_changes(self, **changes: Any) -> Video:
         return replace(self, **changes)
 
@@ -138,6 +147,12 @@ class NotAuthenticated(DomainError):
 
 class Forbidden(DomainError):
     code = "forbidden"
+
+
+class NotConfirmed(Forbidden):
+    """The account exists but its email is not confirmed yet: the client should ask for the code."""
+
+    code = "not_confirmed"
 
 
 class NotFound(DomainError):

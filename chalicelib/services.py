@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib import schemas
 from chalicelib.domain import (
+    UPLOAD_EXPIRED_REASON,
     InvalidRequest,
     NotAuthenticated,
     NotFound,
@@ -149,12 +150,16 @@ class VideoService:
                 thumbnail_url=self.media_urls.url_for(video.outputs.thumbnail_key),
             )
         source = video.source
+        status, error = video.status, video.error
+        if video.upload_expired(utcnow(), self.settings.upload_url_ttl_s):
+            # Nothing will arrive any more: final for the client, which stops waiting.
+            status, error = VideoStatus.FAILED, UPLOAD_EXPIRED_REASON
         return schemas.VideoOut(
             id=video.id,
             title=video.title,
-            status=video.status.value,
+            status=status.value,
             progress=video.progress,
-            error=video.error,
+            error=error,
             created_at=video.created_at,
             updated_at=video.updated_at,
             source=schemas.SourceOut(

@@ -14,6 +14,7 @@ from chalicelib.domain import (
     Forbidden,
     InvalidRequest,
     NotAuthenticated,
+    NotConfirmed,
     Principal,
     RateLimited,
     ServiceUnavailable,
@@ -41,7 +42,7 @@ _LOGIN_ERRORS = {
     "NotAuthorizedException": (NotAuthenticated, "Wrong email or password."),
     "UserNotFoundException": (NotAuthenticated, "Wrong email or password."),
     "UserNotConfirmedException": (
-        Forbidden,
+        NotConfirmed,
         "Confirm your email first: enter the code we sent you.",
     ),
     "PasswordResetRequiredException": (Forbidden, "Reset your password first."),

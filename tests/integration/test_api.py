@@ -276,6 +276,17 @@ def test_account_errors(api: Api) -> None:
     assert_error(status, body, 400, "invalid_request")
 
 
+def test_an_unconfirmed_account_is_asked_for_its_code(api: Api, aws: Any, settings: Settings) -> None:
+    email = f"unconfirmed-{uuid.uuid4().hex[:8]}@example.com"
+    # Signed up the way Cognito does on AWS: not confirmed until the emailed code comes back.
+    aws.cognito_idp.sign_up(ClientId=settings.user_pool_client_id, Username=email, Password=PASSWORD)
+    status, body = api.call("POST", "/auth/login", {"email": email, "password": PASSWORD})
+    assert_error(status, body, 403, "not_confirmed")
+
+    assert api.call("POST", "/auth/confirm", {"email": email, "code": "123456"})[0] == 200
+    assert api.call("POST", "/auth/login", {"email": email, "password": PASSWORD})[0] == 200
+
+
 def test_emails_are_not_case_sensitive(api: Api) -> None:
     name = uuid.uuid4().hex[:8]
     status, body = api.call(

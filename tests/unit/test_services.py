@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from chalicelib import schemas
-from chalicelib.domain import InvalidRequest, NotFound, Principal, VideoStatus
+from chalicelib.domain import UPLOAD_EXPIRED_REASON, InvalidRequest, NotFound, Principal, VideoStatus
 from chalicelib.services import VideoService, parse
 from chalicelib.settings import Settings
 from tests.fakes import FakeBlobStore, FakeVideoRepository
@@ -85,3 +87,19 @@ def test_delete_removes_the_record_and_every_object(service: VideoService, setti
 def test_outputs_are_shown_only_when_ready(service: VideoService, settings: Settings) -> None:
     video, _ = service.create(ALICE, create_request(settings))
     assert service.present(video).outputs is None
+
+
+def test_a_video_whose_upload_can_no_longer_arrive_is_shown_as_failed(
+    service: VideoService, settings: Settings
+) -> None:
+    video, _ = service.create(ALICE, create_request(settings))
+    waiting = service.present(video)
+    assert (waiting.status, waiting.error) == ("awaiting_upload", None)
+
+    # The POST expired (300 s) and the grace for its event passed too.
+    def created_ago(seconds: int) -> schemas.VideoOut:
+        return service.present(video.with_changes(created_at=video.created_at - timedelta(seconds=seconds)))
+
+    abandoned = created_ago(300 + 121)
+    assert abandoned.status == "failed" and abandoned.error == UPLOAD_EXPIRED_REASON
+    assert created_ago(300 + 60).status == "awaiting_upload"
