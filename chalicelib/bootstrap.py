@@ -43,8 +43,11 @@ class Container:
 
     @cached_property
     def _s3(self) -> Any:
-        # SigV4 for presigned POSTs; path-style addressing for a local endpoint.
-        addressing = "path" if self.settings.aws_endpoint_url else "auto"
+        # SigV4 for presigned POSTs. Path-style addressing for a local
+        # endpoint; on AWS the bucket's regional virtual host, because the
+        # global one answers a new bucket outside us-east-1 with redirects
+        # for up to a day, and a browser's CORS preflight does not follow them.
+        addressing = "path" if self.settings.aws_endpoint_url else "virtual"
         return self.client("s3", signature_version="s3v4", s3={"addressing_style": addressing})
 
     @cached_property

@@ -76,7 +76,11 @@ def assets_hash(source_dir: Path = FRONTEND_DIR) -> str:
 
 
 def build_site(config: Mapping[str, Any], out_dir: Path, source_dir: Path = FRONTEND_DIR) -> list[SiteFile]:
-    """Build the site from `source_dir` into `out_dir` (emptied first); its files, index.html first."""
+    """Build the site from `source_dir` into `out_dir` (emptied first); its files.
+
+    The assets come first and index.html and config.json last, so a deploy
+    that uploads them in this order never serves HTML naming missing assets.
+    """
     index = source_dir / "index.html"
     if not index.is_file():
         raise FileNotFoundError(f"no front end at {index}")
@@ -88,13 +92,12 @@ def build_site(config: Mapping[str, Any], out_dir: Path, source_dir: Path = FRON
     html = index.read_text(encoding="utf-8")
     for prefix in _ASSET_PREFIXES:
         html = html.replace(prefix, f"{prefix[0]}/assets/{version}/")
-    files = [
-        _write(out_dir, "index.html", html.encode(), REVALIDATE),
-        _write(out_dir, "config.json", json.dumps(dict(config), indent=2).encode(), REVALIDATE),
-    ]
+    files = []
     for path in _asset_files(source_dir):
         relative = path.relative_to(source_dir / "assets").as_posix()
         files.append(_write(out_dir, f"assets/{version}/{relative}", path.read_bytes(), IMMUTABLE))
+    files.append(_write(out_dir, "config.json", json.dumps(dict(config), indent=2).encode(), REVALIDATE))
+    files.append(_write(out_dir, "index.html", html.encode(), REVALIDATE))
     return files
 
 

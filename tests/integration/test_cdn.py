@@ -78,7 +78,10 @@ def signed(base: str, key: str, signing_key: bytes, ttl_s: int = 600, clock: Any
 
 def test_the_build_names_assets_by_content_and_writes_the_config(frontend: Path, tmp_path: Path) -> None:
     config = {"apiUrl": "https://api.example.com"}
-    files = {f.key: f for f in build_site(config, tmp_path / "one", frontend)}
+    built = build_site(config, tmp_path / "one", frontend)
+    files = {f.key: f for f in built}
+    # Uploaded in this order, the HTML never names an asset not there yet.
+    assert [f.key for f in built][-2:] == ["config.json", "index.html"]
 
     html = files["index.html"].path.read_text()
     (css,) = [key for key in files if key.endswith("app.css")]
