@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from botocore.exceptions import ClientError
 from botocore.signers import CloudFrontSigner
@@ -39,6 +39,7 @@ from devstack.http_server import BackgroundHTTPServer
 log = logging.getLogger(__name__)
 
 MEDIA_PREFIX = "/media/"
+_SIGNING_PARAMS = frozenset({"Expires", "Signature", "Key-Pair-Id"})
 _CHUNK = 256 * 1024
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -65,21 +66,24 @@ class SignedUrlVerifier:
 
     def problem(self, path: str, query: str) -> str | None:
         """Why the signed URL for `path` + `query` is refused, or None if it is good."""
-        params = {name: values[-1] for name, values in parse_qs(query).items()}
-        if not {"Expires", "Signature", "Key-Pair-Id"} <= params.keys():
+        pairs = parse_qsl(query, keep_blank_values=True)
+        params = dict(pairs)
+        if not params.keys() >= _SIGNING_PARAMS:
             return "Missing Key-Pair-Id query parameter or cookie value"
         if params["Key-Pair-Id"] != self._key_pair_id:
             return "Unknown Key"
         try:
-            expires = int(params["Expires"])
-            signature = base64.b64decode(params["Signature"].translate(str.maketrans("-_~", "+=/")))
-        except ValueError:
+            expires = datetime.fromtimestamp(int(params["Expires"]), tz=UTC)
+            encoded = params["Signature"].translate(str.maketrans("-_~", "+=/"))
+            signature = base64.b64decode(encoded, validate=True)
+        except (ValueError, OverflowError, OSError):
             return "Invalid signature"
-        if expires <= self._clock():
+        if expires.timestamp() <= self._clock():
             return "Access denied: the URL has expired"
-        policy = CloudFrontSigner(self._key_pair_id, _no_signer).build_policy(
-            f"{self._base_url}{path}", datetime.fromtimestamp(expires, tz=UTC)
-        )
+        # The signed resource is the URL with any other query parameters.
+        others = urlencode([(name, value) for name, value in pairs if name not in _SIGNING_PARAMS])
+        resource = f"{self._base_url}{path}" + (f"?{others}" if others else "")
+        policy = CloudFrontSigner(self._key_pair_id, _no_signer).build_policy(resource, expires)
         try:
             self._public_key.verify(signature, policy.encode(), padding.PKCS1v15(), hashes.SHA1())
         except InvalidSignature:
@@ -143,6 +147,9 @@ class _CdnHandler(BaseHTTPRequestHandler):
                 self._serve_site(url.path, with_body=with_body)
         except _DISCONNECTS:
             pass  # the browser moved on (a <video> does this all the time)
+        except Exception:  # any other failure is the origin's, as CloudFront would say
+            log.exception("cdn: failed to serve %s", url.path)
+            self._send_text(HTTPStatus.BAD_GATEWAY, "The origin failed", with_body=with_body)
 
     def _serve_site(self, path: str, *, with_body: bool) -> None:
         key = unquote(path).lstrip("/") or "index.html"
@@ -151,8 +158,8 @@ class _CdnHandler(BaseHTTPRequestHandler):
             self._send_text(HTTPStatus.NOT_FOUND, "Not found", with_body=with_body)
             return
         headers = {"Content-Type": page.content_type, "Cache-Control": page.cache_control, "ETag": page.etag}
-        if self.headers.get("If-None-Match") == page.etag:
-            self._send(HTTPStatus.NOT_MODIFIED, headers, b"", with_body=False)
+        if _matches(self.headers.get("If-None-Match"), page.etag):
+            self._send_not_modified(headers)
             return
         self._send(HTTPStatus.OK, headers, page.body, with_body=with_body)
 
@@ -165,14 +172,23 @@ class _CdnHandler(BaseHTTPRequestHandler):
         request: dict[str, Any] = {"Bucket": cdn.media_bucket, "Key": unquote(path).lstrip("/")}
         if self.headers.get("Range"):
             request["Range"] = self.headers["Range"]
+        if self.headers.get("If-None-Match"):
+            request["IfNoneMatch"] = self.headers["If-None-Match"]
         try:
             obj = cdn.s3.get_object(**request)
         except ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code", ""))
+            details = error.response.get("Error", {})
+            code = str(details.get("Code", ""))
             if code in {"NoSuchKey", "404"}:
                 self._send_text(HTTPStatus.NOT_FOUND, "Not found", with_body=with_body)
+            elif code in {"304", "NotModified"}:
+                self._send_not_modified({"ETag": self.headers["If-None-Match"]})
             elif code == "InvalidRange":
-                self._send_text(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "Bad range", with_body=with_body)
+                size = details.get("ActualObjectSize", "*")
+                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             else:
                 log.warning("cdn: S3 error for %s: %s", path, error)
                 self._send_text(HTTPStatus.BAD_GATEWAY, "The origin failed", with_body=with_body)
@@ -201,6 +217,12 @@ class _CdnHandler(BaseHTTPRequestHandler):
         finally:
             body.close()
 
+    def _send_not_modified(self, headers: dict[str, str]) -> None:
+        self.send_response(HTTPStatus.NOT_MODIFIED)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+
     def _send_text(self, status: HTTPStatus, message: str, *, with_body: bool) -> None:
         headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
         self._send(status, headers, (message + "\n").encode(), with_body=with_body)
@@ -213,6 +235,14 @@ class _CdnHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if with_body:
             self.wfile.write(body)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header (a list, maybe weak tags, or *) names `etag`."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def _no_signer(message: bytes) -> bytes:

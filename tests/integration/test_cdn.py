@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 import requests
@@ -155,3 +156,34 @@ def test_signed_urls_are_stable_for_a_while_so_caches_work(signing_key: bytes) -
     assert first == later
     expires = int(parse_qs(urlsplit(first).query)["Expires"][0])
     assert 6 * 3600 <= expires - 1_700_000_000 <= 7 * 3600
+
+
+def test_tampered_or_malformed_signed_urls_are_refused_not_dropped(cdn: str, signing_key: bytes) -> None:
+    url = signed(cdn, MEDIA_KEY, signing_key)
+    path, query = url.split("?")
+    params = dict(parse_qsl(query))
+    far_future = urlencode({**params, "Expires": "9" * 30})
+    garbled = urlencode({**params, "Signature": "%%%" + params["Signature"]})
+    assert requests.get(f"{path}?{far_future}", timeout=5).status_code == 403
+    assert requests.get(f"{path}?{garbled}", timeout=5).status_code == 403
+    # Another query parameter is part of what was signed, as on CloudFront.
+    assert requests.get(f"{url}&download=1", timeout=5).status_code == 403
+    signer = SignedCdnUrls(cdn, KEY_PAIR_ID, lambda: signing_key, 600)._signer
+    expires = datetime.now(tz=UTC) + timedelta(minutes=5)
+    with_parameter = signer.generate_presigned_url(f"{cdn}/{MEDIA_KEY}?download=1", date_less_than=expires)
+    assert requests.get(with_parameter, timeout=5).status_code == 200
+
+
+def test_revalidation_and_bad_ranges_answer_as_http_says(cdn: str, signing_key: bytes) -> None:
+    url = signed(cdn, MEDIA_KEY, signing_key)
+    etag = requests.get(url, timeout=5).headers["ETag"]
+    again = requests.get(url, headers={"If-None-Match": etag}, timeout=5)
+    assert again.status_code == 304 and again.content == b""
+
+    index = requests.get(f"{cdn}/", timeout=5).headers["ETag"]
+    for header in (f"W/{index}", f'"other", {index}', "*"):
+        assert requests.get(f"{cdn}/", headers={"If-None-Match": header}, timeout=5).status_code == 304
+
+    beyond = requests.get(url, headers={"Range": f"bytes={len(VIDEO_BYTES) + 10}-"}, timeout=5)
+    assert beyond.status_code == 416
+    assert beyond.headers["Content-Range"] == f"bytes */{len(VIDEO_BYTES)}"
