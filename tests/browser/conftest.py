@@ -46,13 +46,14 @@ def browser_context_args(browser_context_args: dict[str, Any], stack: StackProce
 
 
 @pytest.fixture
-def expect_http_error() -> set[int]:
-    """Statuses the test provokes on purpose (a wrong password's 401); Chromium logs them."""
-    return set()
+def expect_http_error() -> dict[int, str]:
+    """HTTP errors a test provokes on purpose, as {status: a piece of the URL}
+    (a wrong password: {401: "/auth/login"}); Chromium logs each on the console."""
+    return {}
 
 
 @pytest.fixture(autouse=True)
-def no_console_errors(request: pytest.FixtureRequest, expect_http_error: set[int]) -> Iterator[None]:
+def no_console_errors(request: pytest.FixtureRequest, expect_http_error: dict[int, str]) -> Iterator[None]:
     """Fail the test on any console error or warning, or uncaught exception, in the page."""
     if "page" not in request.fixturenames:
         yield
@@ -64,7 +65,8 @@ def no_console_errors(request: pytest.FixtureRequest, expect_http_error: set[int
         if message.type not in {"error", "warning"}:
             return
         http = _HTTP_ERROR.search(message.text)
-        if http and int(http.group(1)) in expect_http_error:
+        url = message.location.get("url", "")
+        if http and expect_http_error.get(int(http.group(1)), "\0") in url:
             return
         problems.append(f"console {message.type}: {message.text} ({message.location.get('url')})")
 
