@@ -47,3 +47,20 @@ def test_the_readme_fetch_example_uploads_a_video_until_ready(
     assert video["status"] == "ready", video["error"]
     assert video["title"] == "from-readme.mp4"
     assert video["outputs"]["renditions"][0]["url"].startswith(f"{stack.cdn}/media/")
+
+
+@pytest.mark.parametrize("expect_http_error", [{401: "/auth/login"}])
+def test_the_readme_fetch_example_reports_the_apis_message(
+    page: Page, stack: StackProcess, expect_http_error: dict[int, str]
+) -> None:
+    example = readme_example().replace("http://127.0.0.1:8000", stack.api)
+    page.goto("/")
+    message = page.evaluate(
+        f"""async () => {{
+          {example}
+          const file = new File([new Uint8Array(10)], "x.mp4", {{ type: "video/mp4" }});
+          try {{ await uploadVideo("nobody@example.com", "Wrong-Passw0rd!", file); }}
+          catch (error) {{ return error.message; }}
+        }}"""
+    )
+    assert message == "Wrong email or password."
