@@ -14,6 +14,7 @@
  *   const { id_token } = await api.post("/auth/login", { email, password }, { auth: false });
  *   const { items, next_cursor } = await api.get("/videos", { query: { limit: 12 } });
  *   await api.delete(`/videos/${encodeURIComponent(id)}`);
+ *   await api.delete(path, { token: savedToken });  // with a token saved earlier
  *
  *   try { ... } catch (error) {
  *     if (error instanceof ApiError) show(error.message);  // written for people
@@ -84,9 +85,13 @@ export class ApiClient {
    * @param {object} [options.body]   sent as JSON
    * @param {object} [options.query]  added as ?key=value; null/undefined values are skipped
    * @param {boolean} [options.auth=true] send the bearer token (false for /auth/*)
+   * @param {string} [options.token]  send this token rather than getToken()'s, e.g. to
+   *   finish a clean-up that began before signing out. A 401 for it does not call
+   *   onUnauthorized: it is not the current session's token.
    * @param {AbortSignal} [options.signal]
    */
-  async request(method, path, { body, query, auth = true, signal } = {}) {
+  async request(method, path, options = {}) {
+    const { body, query, auth = true, signal } = options;
     const url = new URL(this.baseUrl + path);
     for (const [key, value] of Object.entries(query ?? {})) {
       if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
@@ -95,7 +100,7 @@ export class ApiClient {
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (auth) {
-      const token = this.getToken();
+      const token = options.token ?? this.getToken();
       if (!token) {
         // No point asking: the API would answer 401. Treat it the same way.
         return this.#unauthorized({
@@ -135,7 +140,7 @@ export class ApiClient {
       message: data?.error?.message ?? `Something went wrong (HTTP ${response.status}). Please try again.`,
       details: data?.error?.details ?? [],
     };
-    if (auth && response.status === 401) return this.#unauthorized(init);
+    if (auth && !options.token && response.status === 401) return this.#unauthorized(init);
     throw new ApiError(init);
   }
 

@@ -13,7 +13,7 @@ import { ApiClient } from "./api.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { UploadQueue } from "./queue.js";
 import { currentSession, endSession, hasExpiredSession, msUntilExpiry, startSession } from "./session.js";
-import { announce, focusHeading, h, icon } from "./ui.js";
+import { announce, confirmDialog, focusHeading, h, icon } from "./ui.js";
 import { mountAuth } from "./views/auth.js";
 import { mountLibrary } from "./views/library.js";
 import { mountWatch } from "./views/watch.js";
@@ -62,7 +62,8 @@ async function boot() {
   document.getElementById("sign-out").addEventListener("click", signOut);
   document.addEventListener("click", followInternalLink);
   window.addEventListener("popstate", () => render({ focus: true }));
-  // Dropping a file outside the drop zone must not navigate away to it.
+  // A file dropped where nothing takes it (the library's upload panel takes
+  // drops) must not make the browser navigate away to it.
   for (const type of ["dragover", "drop"]) {
     window.addEventListener(type, (event) => {
       if (event.dataTransfer?.types?.includes("Files")) event.preventDefault();
@@ -153,12 +154,24 @@ function scheduleExpiry(session) {
 function expireSession() {
   // Several requests can fail at once; the first one ends the session.
   if (!app.signedIn) return;
-  app.queue.clear({ cleanUp: false });
+  // Files already going to S3 finish (that needs no token); the rest wait for nobody.
+  app.queue.clear({ keepSending: true });
   endSession();
   render({ notice: EXPIRED_MESSAGE });
 }
 
-function signOut() {
+async function signOut() {
+  if (app.queue.busy) {
+    const confirmed = await confirmDialog({
+      title: "Sign out?",
+      message: "Uploads in progress will be cancelled.",
+      confirmLabel: "Sign out",
+      cancelLabel: "Keep uploading",
+      signal: app.view.signal, // closes if the session ends meanwhile
+    });
+    if (!confirmed || !app.signedIn) return;
+  }
+  // Cancelled uploads delete their videos with the token they started with.
   app.queue.clear();
   endSession();
   history.pushState(null, "", "/");

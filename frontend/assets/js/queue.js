@@ -11,6 +11,11 @@
  *   "uploaded"  detail: {video} — the file landed; processing starts by itself
  *   "cancelled" detail: {item}
  *   "failed"    detail: {item, error}
+ *
+ * A video whose file never arrives is deleted (on Cancel, a failed transfer
+ * or signing out). When even that cannot get through, the API shows the
+ * video as failed once its upload link has expired, and its owner can
+ * delete it from the library.
  */
 
 import { checkFile, titleFromFilename } from "./files.js";
@@ -81,6 +86,15 @@ export class UploadQueue extends EventTarget {
     this.#changed();
   }
 
+  /** Queue a failed item's file again, and upload it. */
+  retry(id) {
+    const item = this.#find(id);
+    if (item?.state !== "failed") return;
+    Object.assign(item, { state: "pending", loaded: 0, total: 0, speed: 0, error: undefined, video: undefined });
+    this.#changed();
+    this.start();
+  }
+
   /** Upload every pending file, one after another. Files added meanwhile join in. */
   async start() {
     if (this.running) return;
@@ -102,34 +116,44 @@ export class UploadQueue extends EventTarget {
   }
 
   /**
-   * Stop everything (signing out or the session ended). With `cleanUp`, the
-   * video of an interrupted upload is deleted; without (no valid token any
-   * more) the API removes the orphan itself later.
+   * Stop everything, e.g. on signing out. Interrupted uploads still delete
+   * their videos: each kept the token it started with.
+   *
+   * With `keepSending` (the session expired), files already on their way to
+   * S3 carry on, since the presigned POST needs no token; only the items not
+   * sent yet are dropped.
    */
-  clear({ cleanUp = true } = {}) {
+  clear({ keepSending = false } = {}) {
+    const keep = (item) => keepSending && item.state === "sending";
     for (const item of this.items) {
+      if (keep(item)) continue;
       item.cleared = true; // no "cancelled" event: nobody asked to cancel
-      if (!cleanUp) item.skipCleanUp = true;
       item.controller?.abort();
     }
-    this.items = [];
+    this.items = this.items.filter(keep);
     this.#changed();
   }
 
   async #send(item) {
     item.controller = new AbortController();
     const { signal } = item.controller;
+    // Saved now so the clean-up below still works after a sign-out.
+    const token = this.api.getToken();
     item.state = "creating";
     this.#changed();
 
     try {
       const title = item.title.trim() || titleFromFilename(item.file.name);
-      const { video, upload } = await this.api.post(
-        "/videos",
-        { title, filename: item.file.name, content_type: item.contentType, size_bytes: item.file.size },
-        { signal },
-      );
+      // Not given the signal: aborting the request would not undo a create
+      // the API has already done. Cancel takes effect once it answers.
+      const { video, upload } = await this.api.post("/videos", {
+        title,
+        filename: item.file.name,
+        content_type: item.contentType,
+        size_bytes: item.file.size,
+      });
       item.video = video;
+      if (signal.aborted) throw new DOMException("Upload cancelled", "AbortError");
       item.title = title;
       item.state = "sending";
       this.#changed();
@@ -152,22 +176,18 @@ export class UploadQueue extends EventTarget {
       const landed = { ...video, status: video.status === "awaiting_upload" ? "queued" : video.status };
       this.dispatchEvent(new CustomEvent("uploaded", { detail: { video: landed } }));
     } catch (error) {
+      // Cancelled or failed: the video will never get its file, so delete it.
+      if (item.video) {
+        this.api.delete(`/videos/${encodeURIComponent(item.video.id)}`, { token }).catch(() => {});
+      }
       if (error.name === "AbortError") {
         this.#removeItem(item);
-        // Don't leave an "awaiting_upload" video behind.
-        if (item.video && !item.skipCleanUp) {
-          this.api.delete(`/videos/${encodeURIComponent(item.video.id)}`).catch(() => {});
-        }
         if (!item.cleared) this.dispatchEvent(new CustomEvent("cancelled", { detail: { item } }));
         return;
       }
       if (item.cleared) return;
       item.state = "failed";
       item.error = error.message;
-      if (item.video) {
-        // The presigned POST failed; the half-made video is no use to anyone.
-        this.api.delete(`/videos/${encodeURIComponent(item.video.id)}`).catch(() => {});
-      }
       this.#changed();
       this.dispatchEvent(new CustomEvent("failed", { detail: { item, error } }));
     } finally {

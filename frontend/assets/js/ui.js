@@ -57,36 +57,49 @@ export function icon(name, className = "icon") {
   return svg;
 }
 
-let toastTimer;
+// Messages waiting for the live region, and its timers.
+let waiting = [];
+let showTimer = 0;
+let toastTimer = 0;
 
 /**
  * Announce a status change to screen readers through the page's one polite
  * live region, and show it as a toast for a few seconds. The text stays in
  * the region afterwards (just visually hidden again) until the next message.
+ * Messages announced close together are read, and shown, together.
  */
 export function announce(message, { toast = true } = {}) {
   const region = document.getElementById("announcer");
   if (!region) return;
-  // Clearing first makes a repeated message ("Upload complete" twice) be read again.
-  region.textContent = "";
+  waiting.push({ message, toast });
+  if (showTimer) return; // joins the messages already waiting
+  // Clearing first, then filling a moment later, makes a repeated message
+  // ("Upload complete" twice) be read again. A timer, unlike
+  // requestAnimationFrame, also runs in a background tab.
+  region.replaceChildren();
   region.classList.remove("is-shown");
   clearTimeout(toastTimer);
-  requestAnimationFrame(() => {
-    region.textContent = message;
-    if (toast) {
+  showTimer = setTimeout(() => {
+    const messages = waiting;
+    waiting = [];
+    showTimer = 0;
+    region.replaceChildren(...messages.map(({ message }) => h("p", {}, message)));
+    if (messages.some(({ toast }) => toast)) {
       region.classList.add("is-shown");
       toastTimer = setTimeout(() => region.classList.remove("is-shown"), 5000);
     }
-  });
+  }, 50);
 }
 
 /**
  * Ask for confirmation in a modal <dialog>. Resolves true when confirmed.
  * The native modal dialog traps focus, closes on Escape and returns focus to
- * the element that opened it.
+ * the element that opened it. Pass the view's `signal` so the dialog closes
+ * (as cancelled) when the view goes away.
  */
-export function confirmDialog({ title, message, confirmLabel, cancelLabel = "Cancel", danger = false }) {
+export function confirmDialog({ title, message, confirmLabel, cancelLabel = "Cancel", danger = false, signal }) {
   return new Promise((resolve) => {
+    if (signal?.aborted) return resolve(false);
     const cancel = h("button", { type: "button", class: "btn btn-secondary", value: "cancel" }, cancelLabel);
     const confirm = h(
       "button",
@@ -112,7 +125,10 @@ export function confirmDialog({ title, message, confirmLabel, cancelLabel = "Can
     // The announcer stays exposed so status changes are still heard.
     const background = [...document.body.children].filter((el) => el.id !== "announcer");
     background.forEach((el) => el.setAttribute("aria-hidden", "true"));
+    const onAbort = () => dialog.close("cancel");
+    signal?.addEventListener("abort", onAbort, { once: true });
     dialog.addEventListener("close", () => {
+      signal?.removeEventListener("abort", onAbort);
       background.forEach((el) => el.removeAttribute("aria-hidden"));
       dialog.remove();
       resolve(dialog.returnValue === "confirm");
@@ -146,14 +162,14 @@ export function focusHeading(root) {
 export function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
 }

@@ -51,7 +51,10 @@ export function sendToPresignedPost(upload, file, { signal, onProgress } = {}) {
     );
     xhr.addEventListener("timeout", () => reject(new UploadError("The upload timed out. Please try again.")));
     xhr.addEventListener("abort", () => reject(new DOMException("Upload cancelled", "AbortError")));
-    signal?.addEventListener("abort", () => xhr.abort(), { once: true });
+    const onAbort = () => xhr.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    // loadend follows load, error, timeout and abort alike.
+    xhr.addEventListener("loadend", () => signal?.removeEventListener("abort", onAbort));
     xhr.send(form);
   });
 }

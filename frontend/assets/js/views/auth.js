@@ -5,6 +5,9 @@
  *   sign up   POST /auth/signup  {email, password} → 201
  *             then, when config.needsConfirmation, POST /auth/confirm {email, code};
  *             then signs in with the password just typed (kept in memory only)
+ *   confirm   also reached from sign-in: its "Enter a confirmation code" link
+ *             (when config.needsConfirmation), or a sign-in answered 403
+ *             "not_confirmed" (the code was never entered)
  */
 
 import { h, icon } from "../ui.js";
@@ -50,7 +53,7 @@ export function mountAuth(root, ctx) {
   );
 
   show("signin", ctx.notice);
-  if (ctx.autofocus !== false) shell.querySelector("input")?.focus();
+  if (ctx.autofocus !== false) focusFirstField();
 
   function show(mode, notice = "") {
     state.mode = mode;
@@ -60,9 +63,15 @@ export function mountAuth(root, ctx) {
     if (notice) form.alert.textContent = notice;
   }
 
-  function switchTo(mode) {
-    show(mode);
-    shell.querySelector("input")?.focus();
+  function switchTo(mode, notice) {
+    show(mode, notice);
+    focusFirstField();
+  }
+
+  /** Focus the first field still to fill in (the email may be known already). */
+  function focusFirstField() {
+    const inputs = [...shell.querySelectorAll("input")];
+    (inputs.find((input) => !input.value) ?? inputs[0])?.focus();
   }
 
   /** Run a form's request with the button busy; API messages go to the alert. */
@@ -84,7 +93,14 @@ export function mountAuth(root, ctx) {
   }
 
   async function signIn(email, password) {
-    const tokens = await api.post("/auth/login", { email, password }, { auth: false });
+    let tokens;
+    try {
+      tokens = await api.post("/auth/login", { email, password }, { auth: false });
+    } catch (error) {
+      // Signed up but never confirmed: ask for the code, keeping what was typed.
+      if (error.code === "not_confirmed") return switchTo("confirm", error.message);
+      throw error;
+    }
     state.password = "";
     onSignedIn(tokens, email);
   }
@@ -97,6 +113,9 @@ export function mountAuth(root, ctx) {
       f.alert,
       f.submit,
       h("p", { class: "auth-switch" }, "New to Vidline? ", linkButton("Create an account", () => switchTo("signup"))),
+      config.needsConfirmation
+        ? h("p", { class: "auth-switch" }, "Got a code by email? ", linkButton("Enter a confirmation code", () => switchTo("confirm")))
+        : null,
     );
     f.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -126,7 +145,10 @@ export function mountAuth(root, ctx) {
   }
 
   function confirmForm() {
-    const f = formParts("confirm", "Confirm", `We sent a confirmation code to ${state.email}. Enter it below.`, "Check your email");
+    const intro = state.email
+      ? `We sent a confirmation code to ${state.email}. Enter it below.`
+      : "Enter your email and the confirmation code we sent you.";
+    const f = formParts("confirm", "Confirm", intro, "Confirm your account");
     const code = h("input", {
       id: `${f.id}-code`,
       class: "input",
@@ -136,6 +158,8 @@ export function mountAuth(root, ctx) {
       inputmode: "numeric",
     });
     f.form.append(
+      // Asked here too: coming from sign-in, the email may not be known yet.
+      emailField(f.id, state),
       h("div", { class: "field" }, h("label", { for: code.id }, "Confirmation code"), code),
       f.alert,
       f.submit,
@@ -146,7 +170,7 @@ export function mountAuth(root, ctx) {
       submitting(f.form, f.submit, f.alert, async () => {
         await api.post("/auth/confirm", { email: state.email, code: code.value.trim() }, { auth: false });
         if (state.password) await signIn(state.email, state.password);
-        else show("signin", "Your account is confirmed. Sign in to continue.");
+        else switchTo("signin", "Your account is confirmed. Sign in to continue.");
       });
     });
     return f;

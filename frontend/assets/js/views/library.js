@@ -144,39 +144,6 @@ export function mountLibrary(root, ctx) {
   // A finished upload appears at the top at once.
   queue.addEventListener("uploaded", ({ detail }) => addCard(detail.video, { prepend: true }), { signal });
 
-  // Drag files anywhere on the page: highlight the drop zone and take the drop.
-  let dragDepth = 0;
-  const hasFiles = (event) => event.dataTransfer?.types?.includes("Files");
-  window.addEventListener(
-    "dragenter",
-    (event) => {
-      if (!hasFiles(event)) return;
-      dragDepth += 1;
-      uploader.setDragging(true);
-    },
-    { signal },
-  );
-  window.addEventListener(
-    "dragleave",
-    (event) => {
-      if (!hasFiles(event)) return;
-      dragDepth = Math.max(0, dragDepth - 1);
-      if (dragDepth === 0) uploader.setDragging(false);
-    },
-    { signal },
-  );
-  window.addEventListener(
-    "drop",
-    (event) => {
-      if (!hasFiles(event)) return;
-      event.preventDefault();
-      dragDepth = 0;
-      uploader.setDragging(false);
-      uploader.addFiles(event.dataTransfer.files);
-    },
-    { signal },
-  );
-
   const clock = setInterval(() => cards.forEach(({ card }) => refreshCardTime(card)), 60_000);
   signal.addEventListener("abort", () => clearInterval(clock), { once: true });
 

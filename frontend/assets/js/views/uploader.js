@@ -1,6 +1,7 @@
 /**
  * The upload panel: a drop zone with a "Choose video" picker, the queue of
- * chosen files (title, progress, speed, Cancel) and the "Upload" button.
+ * chosen files (title, progress, speed, Cancel; Retry when one failed) and
+ * the "Upload" button. Files dropped anywhere on the page are taken too.
  * The queue itself (queue.js) outlives this panel.
  */
 
@@ -13,7 +14,7 @@ import { h, icon } from "../ui.js";
  * @param {import("../queue.js").UploadQueue} ctx.queue
  * @param {object} ctx.config
  * @param {AbortSignal} ctx.signal  ends the panel's listeners
- * @returns {{element: HTMLElement, addFiles: (files: FileList | File[]) => void, setDragging: (on: boolean) => void}}
+ * @returns {{element: HTMLElement}}
  */
 export function createUploader({ queue, config, signal }) {
   const input = h("input", {
@@ -71,25 +72,55 @@ export function createUploader({ queue, config, signal }) {
     queue.start();
   });
 
-  // Dropping onto the zone itself; the library view also forwards drops
-  // anywhere on the page, so a near miss still works.
+  // Files dragged over the page light up the drop zone, and a drop anywhere
+  // is taken, so a near miss still works. (main.js stops the browser from
+  // opening a file dropped on the page.) The window sees every drop, so the
+  // highlight always goes off.
+  let dragDepth = 0; // dragenter/dragleave pairs: child elements fire them too
+  const hasFiles = (event) => event.dataTransfer?.types?.includes("Files");
+  const setDragging = (on) => element.classList.toggle("is-dragging", on);
+  const endDrag = () => {
+    dragDepth = 0;
+    setDragging(false);
+  };
   dropzone.addEventListener("dragover", (event) => {
-    event.preventDefault();
+    if (!hasFiles(event)) return;
+    event.preventDefault(); // "this is a drop target"
     event.dataTransfer.dropEffect = "copy";
   });
-  dropzone.addEventListener("drop", (event) => {
-    event.preventDefault();
-    event.stopPropagation();
-    setDragging(false);
-    addFiles(event.dataTransfer.files);
-  });
-
-  function setDragging(on) {
-    element.classList.toggle("is-dragging", on);
-  }
+  window.addEventListener(
+    "dragenter",
+    (event) => {
+      if (!hasFiles(event)) return;
+      dragDepth += 1;
+      setDragging(true);
+    },
+    { signal },
+  );
+  window.addEventListener(
+    "dragleave",
+    (event) => {
+      if (!hasFiles(event)) return;
+      dragDepth = Math.max(0, dragDepth - 1);
+      if (dragDepth === 0) setDragging(false);
+    },
+    { signal },
+  );
+  window.addEventListener(
+    "drop",
+    (event) => {
+      endDrag();
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      addFiles(event.dataTransfer.files);
+    },
+    { signal },
+  );
+  window.addEventListener("dragend", endDrag, { signal });
 
   // One row per queue item, updated in place so typing in a title field or
-  // focusing Cancel is not disturbed by progress events.
+  // focusing Cancel is not disturbed by progress events. A row is rebuilt
+  // only when its kind changes (creating → sending is one "active" row).
   const rows = new Map();
   function render() {
     const ids = new Set(queue.items.map((item) => item.id));
@@ -101,17 +132,27 @@ export function createUploader({ queue, config, signal }) {
     }
     for (const item of queue.items) {
       let row = rows.get(item.id);
-      if (!row || row.state !== item.state) {
+      if (!row || row.kind !== rowKind(item)) {
         const fresh = renderRow(item, queue);
-        if (row) row.element.replaceWith(fresh.element);
-        else list.append(fresh.element);
+        if (row) {
+          const hadFocus = row.element.contains(document.activeElement);
+          row.element.replaceWith(fresh.element);
+          // e.g. Retry → Cancel: keep keyboard users on the row's button.
+          if (hadFocus) fresh.element.querySelector("button")?.focus();
+        } else {
+          list.append(fresh.element);
+        }
         row = fresh;
         rows.set(item.id, row);
       }
       row.update?.(item);
     }
-    // Keep the DOM order the queue's order.
-    for (const item of queue.items) list.append(rows.get(item.id).element);
+    // Keep the DOM order the queue's order, moving only rows out of place:
+    // moving an element takes the focus away from it.
+    queue.items.forEach((item, index) => {
+      const element = rows.get(item.id).element;
+      if (list.children[index] !== element) list.insertBefore(element, list.children[index] ?? null);
+    });
 
     const pending = queue.pendingCount;
     uploadButton.disabled = pending === 0;
@@ -129,11 +170,17 @@ export function createUploader({ queue, config, signal }) {
   queue.addEventListener("cancelled", () => input.focus(), { signal });
   render();
 
-  return { element, addFiles, setDragging };
+  return { element };
 }
 
-/** A queue row for the item's current state: {element, state, update?}. */
+/** Items being created or sent share one row, so focus on Cancel survives. */
+function rowKind(item) {
+  return item.state === "creating" || item.state === "sending" ? "active" : item.state;
+}
+
+/** A queue row for the item's current state: {element, kind, update?}. */
 function renderRow(item, queue) {
+  const kind = rowKind(item);
   const meta = `${item.file.name} · ${formatBytes(item.file.size)}`;
 
   if (item.state === "pending") {
@@ -169,7 +216,7 @@ function renderRow(item, queue) {
         icon("x"),
       ),
     );
-    return { element, state: item.state };
+    return { element, kind };
   }
 
   if (item.state === "failed") {
@@ -183,22 +230,31 @@ function renderRow(item, queue) {
         h("p", { class: "queue-title" }, item.title),
         h("p", { class: "queue-error" }, item.error),
       ),
-      h("button", { type: "button", class: "btn btn-ghost btn-sm", onClick: () => queue.remove(item.id) }, "Dismiss"),
+      h(
+        "div",
+        { class: "queue-buttons" },
+        h("button", { type: "button", class: "btn btn-secondary btn-sm", onClick: () => queue.retry(item.id) }, "Retry"),
+        h("button", { type: "button", class: "btn btn-ghost btn-sm", onClick: () => queue.remove(item.id) }, "Dismiss"),
+      ),
     );
-    return { element, state: item.state };
+    return { element, kind };
   }
 
   // "creating" (asking the API for an upload link) or "sending".
-  const progress = h("progress", { class: "progress", max: 100, "aria-label": `Uploading “${item.title}”` });
+  const title = h("p", { class: "queue-title" });
+  const progress = h("progress", { class: "progress", max: 100 });
   const numbers = h("p", { class: "queue-meta" });
   const element = h(
     "li",
     { class: "queue-item is-active" },
     h("span", { class: "queue-icon" }, icon("upload")),
-    h("div", { class: "queue-main" }, h("p", { class: "queue-title" }, item.title), progress, numbers),
+    h("div", { class: "queue-main" }, title, progress, numbers),
     h("button", { type: "button", class: "btn btn-secondary btn-sm", onClick: () => queue.cancel(item.id) }, "Cancel"),
   );
   const update = (current) => {
+    // The title is final (trimmed) once the video exists.
+    title.textContent = current.title;
+    progress.setAttribute("aria-label", `Uploading “${current.title}”`);
     if (current.state === "creating") {
       // An indeterminate bar (no value) until bytes start moving.
       progress.removeAttribute("value");
@@ -213,5 +269,5 @@ function renderRow(item, queue) {
       .filter(Boolean)
       .join(" · ");
   };
-  return { element, state: item.state, update };
+  return { element, kind, update };
 }

@@ -68,6 +68,7 @@ export async function mountWatch(root, ctx, id) {
       confirmLabel: "Delete",
       cancelLabel: "Keep",
       danger: true,
+      signal, // Back while it is open closes it
     });
     if (!confirmed || signal.aborted) return;
     button.disabled = true;
