@@ -175,10 +175,12 @@ class CodeWatcher:
     restarts on any new file there.
     """
 
-    SUFFIXES = (".py", ".json")
+    CODE = (".py", ".json")
 
-    def __init__(self, *roots: Path) -> None:
+    def __init__(self, *roots: Path, suffixes: tuple[str, ...] | None = CODE) -> None:
+        """Watch files ending in `suffixes` under `roots`; every file but hidden ones with None."""
         self._roots = roots
+        self._suffixes = suffixes
         self._snapshot = self._scan()
 
     def changed(self) -> bool:
@@ -200,7 +202,7 @@ class CodeWatcher:
             for folder, dirs, files in os.walk(root, followlinks=True):
                 dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
                 for name in files:
-                    if name.endswith(self.SUFFIXES):
+                    if name.endswith(self._suffixes) if self._suffixes else not name.startswith("."):
                         path = os.path.join(folder, name)
                         with contextlib.suppress(OSError):  # deleted meanwhile
                             found[path] = os.stat(path).st_mtime
@@ -288,7 +290,7 @@ class LocalStack:
         self._cdn = CdnServer(
             HOST, self.ports.cdn_port, s3=s3, media_bucket=settings.media_bucket, verifier=verifier
         )
-        self._frontend_watcher = CodeWatcher(self.project_dir / "frontend")
+        self._frontend_watcher = CodeWatcher(self.project_dir / "frontend", suffixes=None)
         self._publish_frontend()
         self._cdn.start()
 

@@ -31,7 +31,7 @@ from devstack.mailbox import MailboxServer
 from devstack.processes import process_table
 from devstack.pump import EventPump
 from devstack.resources import ensure_resources, sender_address
-from devstack.stack import READY_LINE
+from devstack.stack import READY_LINE, CodeWatcher
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # moto's state is shared by the whole test process; a region no other test
@@ -599,3 +599,18 @@ def test_the_stack_refuses_to_start_on_a_taken_port(project_dir: Path) -> None:
     assert exit_code == 1
     assert f"port {taken}" in stack.output and "VIDLINE_MOTO_PORT" in stack.output, stack.output
     assert READY_LINE not in stack.output
+
+
+def test_the_front_end_watcher_sees_every_file_kind_but_code_watchers_only_code(tmp_path: Path) -> None:
+    (tmp_path / "assets").mkdir()
+    style = tmp_path / "assets" / "app.css"
+    style.write_text("body {}")
+    frontend, code = CodeWatcher(tmp_path, suffixes=None), CodeWatcher(tmp_path)
+
+    os.utime(style, (time.time() + 5, time.time() + 5))
+    assert frontend.changed() and not code.changed()
+    assert not frontend.changed()  # once per change
+    (tmp_path / ".app.css.swp").write_text("editor state")
+    assert not frontend.changed()
+    (tmp_path / "module.py").write_text("")
+    assert frontend.changed() and code.changed()
