@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
+from devstack.aws import local_client
 from devstack.client import ApiClient, StackProcess
 from tests.browser.conftest import Throttle
 from tests.media_tools import make_clip
@@ -120,6 +122,10 @@ def test_journey_sign_up_upload_watch_and_delete(
     button(page, "Delete").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("Beach day")
+    button(dialog, "Keep").click()
+    expect(dialog).to_be_hidden()
+    expect(player).to_be_visible()
+    button(page, "Delete").click()
     button(dialog, "Delete").click()
     expect(announcer(page)).to_contain_text("Deleted")
     expect(cards(page)).to_have_count(0)
@@ -254,3 +260,78 @@ def test_the_library_pages_through_the_cursor_with_load_more(page: Page, stack: 
     expect(cards(page)).to_have_count(14)
     expect(cards(page).last).to_contain_text("Video 01")
     expect(button(page, "Load more")).to_be_hidden()
+
+
+def test_cancel_stops_the_upload_and_leaves_no_video_behind(
+    page: Page, stack: StackProcess, tmp_path: Path, throttle_upload: Throttle
+) -> None:
+    user = ApiClient.sign_up(stack.api, password=PASSWORD)
+    sign_in(page, user.email)
+    throttle_upload(100_000)
+    page.get_by_label("Choose video").set_input_files(make_clip(tmp_path / "long.mp4", seconds=4))
+    button(page, "Upload").click()
+    page.wait_for_function(PROGRESS_IN_BETWEEN, timeout=30_000)
+
+    button(page, "Cancel").click()
+    expect(announcer(page)).to_contain_text("Upload cancelled")
+    expect(cards(page)).to_have_count(0)
+    listed = requests.get(f"{stack.api}/videos", headers=user.headers, timeout=10).json()
+    assert listed["items"] == []
+
+
+def test_a_dropped_file_uploads_like_a_chosen_one(page: Page, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "dropped.mp4", seconds=1)
+    sign_up(page)
+    transfer = page.evaluate_handle(
+        """([name, data]) => {
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([bytes], name, { type: "video/mp4" }));
+          return transfer;
+        }""",
+        [clip.name, base64.b64encode(clip.read_bytes()).decode()],
+    )
+    page.dispatch_event(".dropzone", "dragenter", {"dataTransfer": transfer})
+    page.dispatch_event(".dropzone", "drop", {"dataTransfer": transfer})
+    button(page, "Upload").click()
+
+    card = cards(page).first
+    expect(card).to_contain_text("dropped")
+    expect(card).to_have_attribute("data-status", "ready", timeout=PROCESSING_TIMEOUT_MS)
+    expect(page.locator(".is-dragging")).to_have_count(0)
+
+
+def test_a_file_over_the_size_limit_is_refused_before_uploading(page: Page, tmp_path: Path) -> None:
+    # The stage's limit comes from config.json; a small one here stands in for 2 GiB.
+    def small_limit(route: Route) -> None:
+        config = route.fetch().json()
+        route.fulfill(json={**config, "maxUploadBytes": 1000}, headers={"Cache-Control": "no-cache"})
+
+    page.route("**/config.json", small_limit)
+    sign_up(page)
+    page.get_by_label("Choose video").set_input_files(make_clip(tmp_path / "big.mp4", seconds=1))
+    expect(page.get_by_text(re.compile(r"big\.mp4.*too large", re.I)).first).to_be_visible()
+    expect(cards(page)).to_have_count(0)
+
+
+@pytest.mark.parametrize("expect_http_error", [{403: "/auth/login"}])
+def test_an_unconfirmed_account_is_asked_for_its_code_then_signed_in(
+    page: Page, stack: StackProcess, expect_http_error: dict[int, str]
+) -> None:
+    # As on AWS: sign-up needs the emailed code (moto takes any code).
+    def needs_confirmation(route: Route) -> None:
+        route.fulfill(json={**route.fetch().json(), "needsConfirmation": True})
+
+    page.route("**/config.json", needs_confirmation)
+    cognito = local_client("cognito-idp", f"http://127.0.0.1:{stack.ports['MOTO']}", "us-east-1")
+    (pool,) = cognito.list_user_pools(MaxResults=10)["UserPools"]
+    (app_client,) = cognito.list_user_pool_clients(UserPoolId=pool["Id"])["UserPoolClients"]
+    email = f"unconfirmed-{uuid.uuid4().hex[:8]}@example.com"
+    cognito.sign_up(ClientId=app_client["ClientId"], Username=email, Password=PASSWORD)
+
+    sign_in(page, email)
+    expect(page.get_by_label("Confirmation code")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("Confirm your email")
+    page.get_by_label("Confirmation code").fill("123456")
+    button(page, "Confirm").click()
+    expect(button(page, "Sign out")).to_be_visible()
