@@ -10,8 +10,16 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError, WaiterError
 
-# Stack states after which nothing more will happen by itself.
-_STABLE_FAILED = {"CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED"}
+# Stack states an update cannot start from, and what the user can do about each.
+_NOT_UPDATABLE = {
+    "ROLLBACK_FAILED": "it can only be deleted: run the destroy, or delete it in the CloudFormation "
+    "console (keep resources it cannot delete), then deploy again",
+    "DELETE_FAILED": "delete it again in the CloudFormation console (keep what it cannot delete), "
+    "then deploy again",
+    "UPDATE_ROLLBACK_FAILED": "in the CloudFormation console choose Stack actions → Continue update "
+    "rollback (skip the resources that failed), then deploy again",
+    "CREATE_FAILED": "delete it in the CloudFormation console, then deploy again",
+}
 
 
 class DeployError(RuntimeError):
@@ -70,17 +78,29 @@ class Aws:
         if status == "ROLLBACK_COMPLETE":  # a failed first create: it can only be deleted
             self.delete_stack(name, region)
             status = None
-        if status is None:
-            cfn.create_stack(**arguments, OnFailure="ROLLBACK")
-            self._wait(cfn, "stack_create_complete", name)
-        else:
-            try:
-                cfn.update_stack(**arguments)
-            except ClientError as error:
-                if "No updates are to be performed" not in str(error):
-                    raise
+        if status is not None and status.endswith("_IN_PROGRESS"):
+            raise DeployError(
+                f"stack {name} is {status}: another deploy or destroy is running on it (or was "
+                "interrupted and CloudFormation is finishing). Wait until it is done, then deploy again"
+            )
+        if status in _NOT_UPDATABLE:
+            raise DeployError(f"stack {name} is {status}: {_NOT_UPDATABLE[status]}")
+        try:
+            if status is None:
+                cfn.create_stack(**arguments, OnFailure="ROLLBACK")
+                self._wait(cfn, "stack_create_complete", name)
             else:
-                self._wait(cfn, "stack_update_complete", name)
+                try:
+                    cfn.update_stack(**arguments)
+                except ClientError as error:
+                    if "No updates are to be performed" not in str(error):
+                        raise
+                else:
+                    self._wait(cfn, "stack_update_complete", name)
+        except ClientError as error:
+            message = error.response.get("Error", {}).get("Message", str(error))
+            state = status or "new"
+            raise DeployError(f"stack {name} ({state}): CloudFormation refused: {message}") from error
         return self.stack_outputs(name, region)
 
     def stack_outputs(self, name: str, region: str | None = None) -> dict[str, str]:
@@ -250,6 +270,16 @@ class Aws:
                     return
                 apigw.delete_base_path_mapping(domainName=domain, basePath="(none)")
         apigw.create_base_path_mapping(domainName=domain, restApiId=rest_api_id, stage=stage)
+
+    def delete_base_path_mapping(self, domain: str, base_path: str) -> bool:
+        """Delete the mapping of `base_path` on `domain`; False if it (or the domain) is not there."""
+        try:
+            self.client("apigateway").delete_base_path_mapping(domainName=domain, basePath=base_path)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in {"NotFoundException", "404"}:
+                return False
+            raise
+        return True
 
     # ------------------------------------------------------- CloudFront
     def invalidate(self, distribution_id: str, paths: list[str]) -> str:

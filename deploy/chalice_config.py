@@ -18,6 +18,8 @@ from deploy.packaging import FFMPEG_PATH_ENV, LAYER_FFMPEG_PATH
 from deploy.stages import StageConfig
 
 POLICY_FILE = "policy-{stage}.json"
+# The worker app's Lambda handlers (workers/app.py). A test checks this against the app.
+WORKER_HANDLERS = ("process_upload",)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,24 @@ def write_policy(app_dir: Path, stage: str, policy: dict[str, Any]) -> Path:
 def app_name(app_dir: Path) -> str:
     """The Chalice app's name from its config."""
     return str(json.loads((app_dir / ".chalice" / "config.json").read_text(encoding="utf-8"))["app_name"])
+
+
+def api_function_name(api_dir: Path, stage: str) -> str:
+    """The API handler's Lambda name: Chalice names it "<app>-<stage>"."""
+    return f"{app_name(api_dir)}-{stage}"
+
+
+def worker_function_names(workers_dir: Path, stage: str) -> dict[str, str]:
+    """Each worker handler's Lambda name: Chalice names them "<app>-<stage>-<handler>"."""
+    app = app_name(workers_dir)
+    return {handler: f"{app}-{stage}-{handler}" for handler in WORKER_HANDLERS}
+
+
+def stage_environment(app_dir: Path, stage: str) -> dict[str, str]:
+    """The app's environment variables for `stage` as Chalice merges them (app-wide, then stage)."""
+    config = json.loads((app_dir / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    stage_entry = config.get("stages", {}).get(stage, {})
+    return {**config.get("environment_variables", {}), **stage_entry.get("environment_variables", {})}
 
 
 def worker_timeout_s(workers_dir: Path, stage: str) -> int:

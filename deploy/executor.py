@@ -24,14 +24,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deploy import chalice_config, policies
 from deploy.aws import Aws, DeployError
-from deploy.plan import API_GATEWAY_STAGE, SITE_INVALIDATION_PATHS, Action, Step, Target
+from deploy.chalice_config import WORKER_HANDLERS
+from deploy.merge import gateway_responses
+from deploy.plan import API_GATEWAY_STAGE, BASE_PATH, SITE_INVALIDATION_PATHS, Action, Step, Target
 from deploy.stages import StageConfig
-from deploy.template import INFRA_DIR, load_template, specialise, without_types
+from deploy.template import INFRA_DIR, load_template, rename_resource, specialise, without_types
 
 ROOT = Path(__file__).resolve().parent.parent
-# The worker app's Lambda handlers (workers/app.py); Chalice names each
-# function "<app>-<stage>-<handler>". A test checks this against the app.
-WORKER_HANDLERS = ("process_upload",)
+__all__ = ["WORKER_HANDLERS", "Executor", "Outcome", "Project", "gateway_responses", "summary"]
+# The CloudFront public key's logical id in infra/stack.yaml; deployed as
+# this plus the key's fingerprint (see public_key_fingerprint).
+CDN_PUBLIC_KEY = "CdnPublicKey"
 # Where the site's config.json says it is deployed rather than run locally.
 NEEDS_CONFIRMATION = True
 
@@ -71,35 +74,6 @@ class Project:
         return self.root / "workers"
 
 
-def gateway_responses(cors_origin: str) -> dict[str, dict[str, Any]]:
-    """API Gateway's own errors (authorizer, throttling, unknown routes) in our error shape."""
-    headers = {
-        "gatewayresponse.header.Access-Control-Allow-Origin": f"'{cors_origin}'",
-        "gatewayresponse.header.Access-Control-Allow-Headers": "'Authorization,Content-Type'",
-    }
-
-    def response(code: str, message: str, status: str | None = None) -> dict[str, Any]:
-        body = json.dumps({"error": {"code": code, "message": "MESSAGE"}}, separators=(",", ":"))
-        spec: dict[str, Any] = {
-            "responseParameters": headers,
-            "responseTemplates": {"application/json": body.replace('"MESSAGE"', message)},
-        }
-        if status:
-            spec["statusCode"] = status
-        return spec
-
-    return {
-        "UNAUTHORIZED": response(
-            "unauthorized", '"Sign in first: send your IdToken as Authorization: Bearer <token>."', "401"
-        ),
-        "ACCESS_DENIED": response("forbidden", '"This token may not do that: sign in again."', "403"),
-        "THROTTLED": response("rate_limited", '"Too many requests: wait a moment and try again."', "429"),
-        # $context.error.messageString is API Gateway's message as a quoted JSON string.
-        "DEFAULT_4XX": response("invalid_request", "$context.error.messageString"),
-        "DEFAULT_5XX": response("internal_error", "$context.error.messageString"),
-    }
-
-
 def new_signing_key() -> tuple[str, str]:
     """A fresh RSA key pair for CloudFront signed URLs: (private PEM, public PEM)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -107,6 +81,18 @@ def new_signing_key() -> tuple[str, str]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     return private, public_pem(private)
+
+
+def public_key_fingerprint(public_pem_text: str) -> str:
+    """16 hex digits of the public key's SHA-256: a new key gets a new CloudFront public key.
+
+    CloudFront cannot change an existing public key's EncodedKey, and
+    CloudFormation would try to (no property of AWS::CloudFront::PublicKey
+    forces a replacement). So the key's name and the resource's logical id
+    carry this: a regenerated key (the SSM parameter was lost) is created as
+    a new public key and the old one is deleted.
+    """
+    return hashlib.sha256(public_pem_text.strip().encode()).hexdigest()[:16]
 
 
 def public_pem(private_pem: str) -> str:
@@ -159,6 +145,7 @@ class Executor:
             Action.CHALICE_DELETE_WORKERS: lambda: self._chalice_delete(self.project.workers_dir),
             Action.CHALICE_DELETE_API: lambda: self._chalice_delete(self.project.api_dir),
             Action.EMPTY_BUCKETS: self._empty_buckets,
+            Action.DELETE_BASE_PATH_MAPPING: self._delete_base_path_mapping,
             Action.DELETE_STACK: self._delete_stack,
             Action.DELETE_CERTIFICATE_STACK: self._delete_certificate_stack,
             Action.DELETE_SIGNING_KEY: self._delete_signing_key,
@@ -208,9 +195,20 @@ class Executor:
         settings = chalice_config.default_settings()
         cdn = self.target.can("cloudfront")
         timeout = chalice_config.worker_timeout_s(self.project.workers_dir, self.stage.name)
+        api_function, worker_functions = self.function_names()
+        if len(worker_functions) != 1:
+            raise DeployError(
+                f"infra/stack.yaml makes the log group of one worker function; the workers have "
+                f"{sorted(worker_functions)}: add a log group per function"
+            )
+        (worker_function,) = worker_functions.values()
         return {
             "Stage": self.stage.name,
             "SenderIdentity": self.stage.identity,
+            "CreateSesIdentity": "true" if self.stage.create_ses_identity else "false",
+            "ApiFunctionName": api_function,
+            "WorkerFunctionName": worker_function,
+            "LogRetentionDays": str(self.stage.log_retention_days),
             "JobMaxReceives": str(settings.job_max_receives),
             # AWS: at least six times the function timeout for an SQS trigger.
             "JobVisibilityTimeoutSeconds": str(max(6 * timeout, 5400)),
@@ -219,6 +217,7 @@ class Executor:
             "EnableCdn": "true" if cdn else "false",
             "AppOriginWithoutCdn": settings.app_url,
             "CdnPublicKeyPem": self.outcome.public_key_pem,
+            "CdnPublicKeyFingerprint": public_key_fingerprint(self.outcome.public_key_pem),
             "CdnPriceClass": self.stage.cdn_price_class,
             "HostedZoneId": self.stage.hosted_zone_id,
             "CdnDomainName": self.stage.cdn_domain if cdn else "",
@@ -228,9 +227,15 @@ class Executor:
             "CognitoFromAddress": self.stage.mail_sender if self.stage.cognito_email_via_ses else "",
         }
 
-    def _deploy_stack(self) -> None:
+    def stack_template(self, parameters: dict[str, str]) -> dict[str, Any]:
+        """infra/stack.yaml with the CDN public key's logical id carrying its fingerprint."""
         template = load_template(INFRA_DIR / "stack.yaml")
+        fingerprint = parameters["CdnPublicKeyFingerprint"]
+        return rename_resource(template, CDN_PUBLIC_KEY, f"{CDN_PUBLIC_KEY}{fingerprint}")
+
+    def _deploy_stack(self) -> None:
         parameters = self.stack_parameters()
+        template = self.stack_template(parameters)
         if self.target.unmodelled_types:
             reduced = without_types(specialise(template, parameters), self.target.unmodelled_types)
             template = reduced.template
@@ -292,9 +297,8 @@ class Executor:
             self._out(f"    not set: output {name} (the target did not create its resource)")
         values = chalice_config.StackValues.from_outputs(self.outcome.stack_outputs)
         targets = self.policy_targets()
-        api_function = f"{chalice_config.app_name(project.api_dir)}-{stage.name}"
-        workers_app = chalice_config.app_name(project.workers_dir)
-        worker_functions = [f"{workers_app}-{stage.name}-{handler}" for handler in WORKER_HANDLERS]
+        api_function, workers = self.function_names()
+        worker_functions = list(workers.values())
         chalice_config.update_stage(
             project.api_dir / ".chalice" / "config.json",
             stage.name,
@@ -325,7 +329,10 @@ class Executor:
 
         env = dict(os.environ, AWS_DEFAULT_REGION=self.target.region, AWS_REGION=self.target.region)
         if command == "deploy":
-            packaging.prepare_chalice_deploy(app_dir, self.stage.name)
+            try:
+                packaging.prepare_chalice_deploy(app_dir, self.stage.name)
+            except RuntimeError as error:
+                raise DeployError(f"could not build {app_dir.name}'s deployment package: {error}") from error
             env = packaging.chalice_deploy_env(env)
         chalice = Path(sys.executable).with_name("chalice")
         args = [str(chalice), "--project-dir", str(app_dir), command, "--stage", self.stage.name]
@@ -336,8 +343,22 @@ class Executor:
         if result.returncode != 0:
             raise DeployError(f"{' '.join(args)} failed with exit code {result.returncode}")
         if command == "deploy":
-            packaging.check_reused(output)
+            try:
+                packaging.check_reused(output)
+            except RuntimeError as error:
+                raise DeployError(
+                    f"{error}.\nThe functions are deployed and work, but cold-start slower. Deploy "
+                    "again without changing files in between (an editor or a test run writing "
+                    "chalicelib/__pycache__ counts) and Chalice reuses the zip with bytecode."
+                ) from error
         return output
+
+    def function_names(self) -> tuple[str, dict[str, str]]:
+        """The API's Lambda name and each worker handler's, as Chalice names them."""
+        return (
+            chalice_config.api_function_name(self.project.api_dir, self.stage.name),
+            chalice_config.worker_function_names(self.project.workers_dir, self.stage.name),
+        )
 
     def _chalice_delete(self, app_dir: Path) -> None:
         self._chalice(app_dir, "delete")
@@ -371,9 +392,7 @@ class Executor:
     def _configure_workers(self) -> None:
         # Chalice cannot set ephemeral storage. ReportBatchItemFailures is not
         # needed: the batch size is 1, and a raised error retries that one message.
-        workers_app = chalice_config.app_name(self.project.workers_dir)
-        for handler in WORKER_HANDLERS:
-            name = f"{workers_app}-{self.stage.name}-{handler}"
+        for name in self.function_names()[1].values():
             self.aws.set_ephemeral_storage(name, self.stage.worker_ephemeral_storage_mb)
             self._out(f"    {name}: /tmp is {self.stage.worker_ephemeral_storage_mb} MB")
 
@@ -412,6 +431,13 @@ class Executor:
         self._out(f"    invalidation {self.outcome.invalidation_id} on {distribution}")
 
     # ----------------------------------------------------------- destroy
+    def _delete_base_path_mapping(self) -> None:
+        # Made with boto3 by CONFIGURE_API, outside CloudFormation; API Gateway
+        # refuses to delete a REST API that a mapping still points at.
+        domain = self.stage.api_domain
+        deleted = self.aws.delete_base_path_mapping(domain, BASE_PATH)
+        self._out(f"    {'deleted' if deleted else 'no'} base path mapping {domain}/{BASE_PATH}")
+
     def _empty_buckets(self) -> None:
         if self.aws.stack_status(self.stage.stack_name) is None:
             self._out(f"    no stack {self.stage.stack_name}")

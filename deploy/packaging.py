@@ -4,7 +4,8 @@ API (all paths absolute or relative to the caller's working directory)
 ----------------------------------------------------------------------
 ``package_app(project_dir, stage, out_dir, merge_template=None) -> PackagedApp``
     Runs ``chalice package --stage STAGE [--merge-template FILE] OUT_DIR`` and
-    adds bytecode to ``OUT_DIR/deployment.zip``. ``PackagedApp`` holds the zip,
+    adds bytecode to ``OUT_DIR/deployment.zip``; ``merge_template`` is a dict
+    from ``deploy.merge.merge_template``, kept as ``OUT_DIR/merge.json``. ``PackagedApp`` holds the zip,
     the SAM template (``sam.json``) and the zip's packed/unpacked sizes. This is
     the CI/CD path: ``aws cloudformation package`` + ``deploy`` the template.
 ``prepare_chalice_deploy(project_dir, stage="dev") -> Path``
@@ -21,6 +22,9 @@ API (all paths absolute or relative to the caller's working directory)
     layers at ``/opt``, so the binary is ``/opt/bin/ffmpeg``). The zip is over
     50 MB, so it is published from S3 (``AWS::Lambda::LayerVersion`` with
     ``Content.S3Bucket``/``S3Key``, or ``PublishLayerVersion`` with S3 content).
+    The binary is always imageio-ffmpeg's Linux x86_64 build, checked to be
+    an x86-64 ELF, also when the machine packaging is a Mac or arm64 (then
+    ``pip download`` fetches the pinned manylinux wheel for it).
 ``add_bytecode(zip_path) -> None``
     Rewrites a deployment zip in place with ``__pycache__/*.cpython-312.pyc``
     next to every ``.py``, compiled with ``PycInvalidationMode.UNCHECKED_HASH``.
@@ -61,13 +65,16 @@ import importlib.util
 import json
 import marshal
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,10 +93,21 @@ LAYER_ZIP_NAME = "ffmpeg-layer.zip"
 # What `chalice deploy` prints when it uses the zip we prepared.
 CHALICE_REUSE_MARKER = "Reusing existing deployment package."
 
-# The apps, their project directories and their merge templates (CI/CD path).
-# The API needs nothing Chalice cannot set, so it has no merge template.
+# The apps and their project directories. Each app's merge template (CI/CD
+# path) is made per stage by deploy.merge.merge_template(name, dir, stage).
 APPS = {"api": ROOT, "workers": ROOT / "workers"}
-MERGE_TEMPLATES: dict[str, Path | None] = {"api": None, "workers": ROOT / "infra" / "merge" / "workers.json"}
+
+# Lambda runs our functions on x86_64 Linux, so the layer's ffmpeg is
+# imageio-ffmpeg's Linux x86_64 build whatever machine builds the layer:
+# the wheel for this platform tag, at the version requirements-dev.txt pins.
+FFMPEG_WHEEL_PLATFORM = "manylinux_2_28_x86_64"
+FFMPEG_WHEEL_BINARY_PREFIX = "imageio_ffmpeg/binaries/ffmpeg-linux-x86_64"
+REQUIREMENTS_DEV = ROOT / "requirements-dev.txt"
+# ELF header: magic, EI_CLASS 2 (64-bit), EI_DATA 1 (little-endian); e_machine at offset 18.
+_ELF_MAGIC = b"\x7fELF"
+_ELFCLASS64 = 2
+_ELFDATA2LSB = 1
+_EM_X86_64 = 0x3E
 
 # Zip entries get this timestamp when nothing better is known, so builds are reproducible.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -118,12 +136,13 @@ def require_lambda_python() -> None:
 
 
 def package_app(
-    project_dir: Path, stage: str, out_dir: Path, merge_template: Path | None = None
+    project_dir: Path, stage: str, out_dir: Path, merge_template: Mapping[str, Any] | None = None
 ) -> PackagedApp:
     """Run ``chalice package`` for one app into ``out_dir`` and add bytecode to its zip.
 
     ``out_dir`` is replaced. The template is SAM JSON (``sam.json``) whose
     ``CodeUri`` is ``./deployment.zip``, ready for ``aws cloudformation package``.
+    ``merge_template`` (deploy.merge) is merged into it and kept as ``merge.json``.
     """
     require_lambda_python()
     _require_policy_file(Path(project_dir), stage)
@@ -131,9 +150,14 @@ def package_app(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     command = [_chalice(), "--project-dir", str(Path(project_dir).resolve()), "package", "--stage", stage]
-    if merge_template is not None:
-        command += ["--merge-template", str(Path(merge_template).resolve())]
-    subprocess.run([*command, str(out_dir)], check=True, env=_chalice_env(), stdout=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory(prefix="vidline-merge-") as scratch:
+        merge_path = Path(scratch) / "merge.json"
+        if merge_template is not None:
+            merge_path.write_text(json.dumps(merge_template, indent=2) + "\n", encoding="utf-8")
+            command += ["--merge-template", str(merge_path)]
+        subprocess.run([*command, str(out_dir)], check=True, env=_chalice_env(), stdout=subprocess.DEVNULL)
+        if merge_template is not None:
+            shutil.copyfile(merge_path, out_dir / "merge.json")
     zip_path = out_dir / "deployment.zip"
     add_bytecode(zip_path)
     return PackagedApp(
@@ -259,12 +283,11 @@ def add_bytecode(zip_path: Path) -> None:
 def build_ffmpeg_layer(out_dir: Path) -> Path:
     """Write ``out_dir/ffmpeg-layer.zip`` holding ``bin/ffmpeg``, deterministically.
 
-    The binary is the one the tests run (``imageio_ffmpeg.get_ffmpeg_exe()``),
-    stored with a fixed timestamp and mode 0755, so the same ffmpeg always
-    gives the same zip and Lambda unpacks it executable.
+    The binary is imageio-ffmpeg's Linux x86_64 build (:func:`linux_ffmpeg`),
+    checked to be an x86-64 ELF, stored with a fixed timestamp and mode
+    0755, so the same ffmpeg always gives the same zip and Lambda unpacks it
+    executable.
     """
-    import imageio_ffmpeg
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     layer = out_dir / LAYER_ZIP_NAME
@@ -273,14 +296,96 @@ def build_ffmpeg_layer(out_dir: Path) -> Path:
     info.create_system = 3  # Unix, so the mode bits below are honoured
     info.external_attr = 0o100755 << 16
     info.compress_type = zipfile.ZIP_DEFLATED
-    with (
-        open(imageio_ffmpeg.get_ffmpeg_exe(), "rb") as binary,
-        zipfile.ZipFile(tmp, "w") as zf,
-        zf.open(info, "w") as entry,
-    ):
-        shutil.copyfileobj(binary, entry, 1024 * 1024)
+    with tempfile.TemporaryDirectory(prefix="vidline-ffmpeg-") as scratch:
+        binary_path = linux_ffmpeg(Path(scratch))
+        require_linux_x86_64_elf(binary_path)
+        with (
+            open(binary_path, "rb") as binary,
+            zipfile.ZipFile(tmp, "w") as zf,
+            zf.open(info, "w") as entry,
+        ):
+            shutil.copyfileobj(binary, entry, 1024 * 1024)
     tmp.replace(layer)
     return layer
+
+
+def is_linux_x86_64_elf(path: Path) -> bool:
+    """Whether `path` starts with the ELF header of a 64-bit little-endian x86-64 file."""
+    with open(path, "rb") as binary:
+        header = binary.read(20)
+    return (
+        len(header) == 20
+        and header[:4] == _ELF_MAGIC
+        and header[4] == _ELFCLASS64
+        and header[5] == _ELFDATA2LSB
+        and int.from_bytes(header[18:20], "little") == _EM_X86_64
+    )
+
+
+def require_linux_x86_64_elf(path: Path) -> None:
+    """Raise unless `path` is an x86-64 ELF, the only ffmpeg Lambda's x86_64 runtime can run."""
+    if not is_linux_x86_64_elf(path):
+        raise RuntimeError(f"{path} is not a Linux x86-64 (ELF, EM_X86_64) binary: Lambda could not run it")
+
+
+def linux_ffmpeg(scratch: Path) -> Path:
+    """imageio-ffmpeg's Linux x86_64 ffmpeg: the installed one if it is that build, else from its wheel.
+
+    On a Linux x86_64 machine the installed wheel already holds it (the file
+    the wheel ships, whatever ``IMAGEIO_FFMPEG_EXE`` says). Elsewhere
+    (macOS, arm64) ``pip download`` fetches the pinned version's
+    manylinux x86_64 wheel into `scratch` and the binary is taken out of it.
+    """
+    for local in installed_ffmpeg_binaries():
+        if is_linux_x86_64_elf(local):
+            return local
+    version = pinned_version("imageio-ffmpeg")
+    wheels = scratch / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            f"imageio-ffmpeg=={version}",
+            "--platform",
+            FFMPEG_WHEEL_PLATFORM,
+            "--only-binary=:all:",
+            "--no-deps",
+            "--quiet",
+            "-d",
+            str(wheels),
+        ],
+        check=True,
+    )
+    (wheel,) = wheels.glob("imageio_ffmpeg-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        (member,) = [n for n in zf.namelist() if n.startswith(FFMPEG_WHEEL_BINARY_PREFIX)]
+        target = scratch / "ffmpeg"
+        with zf.open(member) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out, 1024 * 1024)
+    return target
+
+
+def installed_ffmpeg_binaries() -> list[Path]:
+    """The ffmpeg binaries the installed imageio-ffmpeg wheel ships (none if it is not installed).
+
+    The wheel's own files, not ``get_ffmpeg_exe()``: ``IMAGEIO_FFMPEG_EXE``
+    may point that at a system ffmpeg built for other libraries.
+    """
+    spec = importlib.util.find_spec("imageio_ffmpeg")
+    if spec is None or not spec.origin:
+        return []
+    return sorted((Path(spec.origin).parent / "binaries").glob("ffmpeg-*"))
+
+
+def pinned_version(package: str, requirements: Path = REQUIREMENTS_DEV) -> str:
+    """The version `requirements` pins `package` to (``package==X``)."""
+    pattern = re.compile(rf"^\s*{re.escape(package)}\s*==\s*([^\s;#]+)", re.IGNORECASE | re.MULTILINE)
+    match = pattern.search(requirements.read_text(encoding="utf-8"))
+    if match is None:
+        raise RuntimeError(f"{requirements} does not pin {package}==<version>")
+    return match.group(1)
 
 
 def unzipped_size(zip_path: Path) -> int:
@@ -333,8 +438,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"layer    {layer}: {layer.stat().st_size / mb:.1f} MiB zipped, "
         f"{unzipped_size(layer) / mb:.1f} MiB unzipped"
     )
+    from deploy.merge import merge_template
+    from deploy.stages import load_stage
+
+    stage = load_stage(args.stage)
     for name, project_dir in APPS.items():
-        app = package_app(project_dir, args.stage, args.out / name, MERGE_TEMPLATES[name])
+        template = merge_template(name, project_dir, stage)
+        app = package_app(project_dir, args.stage, args.out / name, template)
         print(
             f"{name:8} {app.zip_path}: {app.zip_bytes / mb:.1f} MiB zipped, "
             f"{app.unzipped_bytes / mb:.1f} MiB unzipped; template {app.template_path}"

@@ -37,6 +37,8 @@ MOTO_UNMODELLED_TYPES = frozenset(
 )
 
 API_GATEWAY_STAGE = "api"
+# The custom domain maps its root to the API: API Gateway calls that base path "(none)".
+BASE_PATH = "(none)"
 # Invalidated after each upload of the site: the files that are not content-hashed.
 SITE_INVALIDATION_PATHS = ("/", "/index.html", "/config.json")
 
@@ -92,6 +94,7 @@ class Action(Enum):
     INVALIDATE_CDN = "invalidate the CDN"
     # destroy
     CHALICE_DELETE_WORKERS = "chalice delete the workers"
+    DELETE_BASE_PATH_MAPPING = "delete the API domain's base path mapping"
     CHALICE_DELETE_API = "chalice delete the API"
     EMPTY_BUCKETS = "empty the stage's buckets"
     DELETE_STACK = "delete the infrastructure stack"
@@ -144,7 +147,14 @@ def plan_deploy(stage: StageConfig, target: Target) -> list[Step]:
             Action.DEPLOY_STACK,
             f"stack {stage.stack_name} in {target.region} from infra/stack.yaml",
             "buckets (uploads, media, front end, artifacts), jobs queue + DLQ + alarm, tables, "
-            f"user pool, SES identity {stage.identity}" + (", CloudFront" if cdn else ""),
+            "user pool, "
+            + (
+                f"SES identity {stage.identity}"
+                if stage.create_ses_identity
+                else f"no SES identity ({stage.identity} exists: create_ses_identity = false)"
+            )
+            + (", CloudFront" if cdn else ""),
+            f"the Lambdas' log groups, events kept {stage.log_retention_days} days",
             *domains,
             *(
                 [f"without {', '.join(sorted(target.unmodelled_types))} (the target cannot create them)"]
@@ -210,6 +220,18 @@ def plan_destroy(stage: StageConfig, target: Target) -> list[Step]:
             f"chalice --project-dir workers delete --stage {stage.name}",
             skipped=None if target.can("lambda") else target.why_not("lambda"),
         ),
+    ]
+    if stage.api_domain:
+        # Made by the deploy with boto3, outside the stack; while it exists
+        # API Gateway refuses to delete the REST API.
+        steps.append(
+            _step(
+                Action.DELETE_BASE_PATH_MAPPING,
+                f"{stage.api_domain} base path {BASE_PATH} (none there: nothing to do)",
+                skipped=None if target.can("rest_api") else target.why_not("rest_api"),
+            )
+        )
+    steps += [
         _step(
             Action.CHALICE_DELETE_API,
             f"chalice delete --stage {stage.name}",

@@ -57,9 +57,10 @@ def _statement(sid: str, actions: list[str], resources: list[str]) -> dict[str, 
 
 
 def _logs(t: PolicyTargets, function_names: list[str]) -> list[dict[str, Any]]:
+    # The infrastructure stack makes each function's log group (with its
+    # retention) before the function exists, so no logs:CreateLogGroup.
     groups = [t.log_group_arn(name) for name in function_names]
     return [
-        _statement("OwnLogGroup", ["logs:CreateLogGroup"], groups),
         _statement(
             "OwnLogStreams",
             ["logs:CreateLogStream", "logs:PutLogEvents"],

@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 STAGES_FILE = Path(__file__).resolve().parent.parent / "infra" / "stages.toml"
+# The values CloudWatch Logs accepts for a log group's retention.
+LOG_RETENTION_DAYS = (
+    *(1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365),
+    *(400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653),
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,9 @@ class StageConfig:
     # The SES identity to create and send from: the sender's address by
     # default, or its domain.
     ses_identity: str = ""
+    # False when the identity already exists in SES (verified by hand or by
+    # another stack): the stack then only uses it and does not create it.
+    create_ses_identity: bool = True
     ses_sandbox_recipients: tuple[str, ...] = ()
     # Cognito sends its confirmation codes through SES once the identity is verified.
     cognito_email_via_ses: bool = False
@@ -35,6 +43,8 @@ class StageConfig:
     upload_retention_days: int = 14
     # Uploads up to 2 GiB plus the encoded outputs need more than /tmp's 512 MB.
     worker_ephemeral_storage_mb: int = 10240
+    # Days the Lambdas' CloudWatch log groups keep their events.
+    log_retention_days: int = 30
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", self.name):
@@ -47,6 +57,8 @@ class StageConfig:
             raise ValueError(f"stage {self.name}: API throttling must be positive")
         if not 512 <= self.worker_ephemeral_storage_mb <= 10240:
             raise ValueError(f"stage {self.name}: worker_ephemeral_storage_mb must be 512-10240")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(f"stage {self.name}: log_retention_days must be one of {LOG_RETENTION_DAYS}")
 
     @property
     def sender_address(self) -> str:

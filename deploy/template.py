@@ -214,3 +214,52 @@ def _references(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _references(item)
+
+
+def rename_resource(template: Mapping[str, Any], old: str, new: str) -> dict[str, Any]:
+    """`template` with resource `old` under the logical id `new`, and every reference to it too.
+
+    References are Ref, Fn::GetAtt, ``${old}``/``${old.Attr}`` in Fn::Sub, and
+    DependsOn. A template without `old` (e.g. its condition was false) is
+    returned unchanged.
+    """
+    result = copy.deepcopy(dict(template))
+    resources: dict[str, Any] = result["Resources"]
+    if old not in resources:
+        return result
+    if new in resources:
+        raise ValueError(f"the template already has a resource {new}")
+    result["Resources"] = {(new if name == old else name): body for name, body in resources.items()}
+
+    def rename(value: Any, key: str | None = None) -> Any:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for item_key, item in value.items():
+                if item_key == "Ref" and item == old:
+                    out[item_key] = new
+                elif item_key == "Fn::GetAtt":
+                    parts = item if isinstance(item, list) else str(item).split(".", 1)
+                    out[item_key] = [new if parts[0] == old else parts[0], *parts[1:]]
+                elif item_key == "Fn::Sub":
+                    out[item_key] = _rename_in_sub(item, old, new, rename)
+                else:
+                    out[item_key] = rename(item, item_key)
+            return out
+        if isinstance(value, list):
+            return [rename(item, key) for item in value]
+        if key == "DependsOn" and value == old:
+            return new
+        return value
+
+    for section in ("Resources", "Outputs"):
+        result[section] = {name: rename(body) for name, body in result.get(section, {}).items()}
+    return result
+
+
+def _rename_in_sub(item: Any, old: str, new: str, rename: Any) -> Any:
+    def text(value: str) -> str:
+        return value.replace("${" + old + "}", "${" + new + "}").replace("${" + old + ".", "${" + new + ".")
+
+    if isinstance(item, list):
+        return [text(item[0]), rename(item[1])]
+    return text(str(item))

@@ -20,8 +20,10 @@ import boto3
 import pytest
 
 from deploy.aws import Aws
-from deploy.plan import MOTO_UNMODELLED_TYPES
-from deploy.template import INFRA_DIR, load_template, specialise, without_types
+from deploy.executor import Executor, Project, new_signing_key, public_key_fingerprint
+from deploy.plan import MOTO_UNMODELLED_TYPES, Target
+from deploy.stages import LOG_RETENTION_DAYS, load_stage
+from deploy.template import INFRA_DIR, load_template, rename_resource, specialise, without_types
 
 TEMPLATES = sorted(INFRA_DIR.glob("*.yaml"))
 BUCKETS = ("UploadsBucket", "MediaBucket", "FrontendBucket", "ArtifactsBucket")
@@ -41,7 +43,21 @@ MOTO_PARAMETERS = {
     "SenderIdentity": "no-reply@vidline.test",
     "EnableCdn": "false",
     "CdnCertificateArn": "",
+    "ApiFunctionName": "vidline-api-tmpl",
+    "WorkerFunctionName": "vidline-workers-tmpl-process_upload",
+    "LogRetentionDays": "14",
 }
+# What every template needs to lint, and then to specialise, with a CDN.
+AWS_PARAMETERS = {"Stage": "x", "SenderIdentity": "a@b.c", "CdnCertificateArn": ""}
+
+
+def lint(template: dict[str, Any], tmp_path: Path, *ignore: str) -> None:
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template))
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    flags = [f"--ignore-checks={check}" for check in ignore]
+    result = subprocess.run([str(cfn_lint), *flags, str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_template_is_lint_clean() -> None:
@@ -73,7 +89,7 @@ def test_uploads_bucket_takes_browser_posts_from_the_cdn_and_queues_each_upload(
     uploads = stack_template["Resources"]["UploadsBucket"]
     (cors,) = uploads["Properties"]["CorsConfiguration"]["CorsRules"]
     assert cors["AllowedMethods"] == ["POST"]
-    cdn = specialise(stack_template, {"Stage": "x", "SenderIdentity": "a@b.c", "CdnDomainName": "app.x.com"})
+    cdn = specialise(stack_template, {**AWS_PARAMETERS, "CdnDomainName": "app.x.com"})
     origins = cdn["Resources"]["UploadsBucket"]["Properties"]["CorsConfiguration"]["CorsRules"][0]
     assert origins["AllowedOrigins"] == [
         {"Fn::Sub": "https://${CdnDomainName}"},
@@ -185,6 +201,98 @@ def test_stack_deploys_into_moto_with_buckets_queues_and_tables(
         idempotency = dynamodb.describe_table(TableName=outputs["IdempotencyTableName"])["Table"]
         assert idempotency["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
         assert outputs["SenderIdentityArn"].endswith(":identity/no-reply@vidline.test")
+        groups = client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/vidline-")["logGroups"]
+        assert {(g["logGroupName"], g.get("retentionInDays")) for g in groups} == {
+            ("/aws/lambda/vidline-api-tmpl", 14),
+            ("/aws/lambda/vidline-workers-tmpl-process_upload", 14),
+        }
     finally:
         assert aws.delete_stack("vidline-tmpl")
     assert "vidline-tmpl-videos" not in client("dynamodb").list_tables()["TableNames"]
+
+
+def test_an_existing_ses_identity_is_used_not_created(stack_template: dict[str, Any], tmp_path: Path) -> None:
+    existing = specialise(stack_template, {**AWS_PARAMETERS, "CreateSesIdentity": "false"})
+    assert "SenderEmailIdentity" not in existing["Resources"]
+    assert existing["Outputs"]["SenderIdentityArn"] == stack_template["Outputs"]["SenderIdentityArn"]
+    # Resolving the conditions leaves parameters that only they used (W2001).
+    lint(existing, tmp_path, "W2001")
+    created = specialise(stack_template, AWS_PARAMETERS)  # the default: create it
+    assert created["Resources"]["SenderEmailIdentity"]["Properties"] == {
+        "EmailIdentity": {"Ref": "SenderIdentity"}
+    }
+
+
+def test_the_lambdas_log_groups_are_the_stacks_with_a_retention(stack_template: dict[str, Any]) -> None:
+    resources = stack_template["Resources"]
+    groups = {
+        r["Properties"]["LogGroupName"]["Fn::Sub"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Logs::LogGroup"
+    }
+    assert groups == {"/aws/lambda/${ApiFunctionName}", "/aws/lambda/${WorkerFunctionName}"}
+    for name in ("ApiLogGroup", "WorkerLogGroup"):
+        assert resources[name]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert "Condition" not in resources[name]
+    assert stack_template["Parameters"]["LogRetentionDays"]["AllowedValues"] == list(LOG_RETENTION_DAYS)
+
+
+def test_a_new_signing_key_is_a_new_cloudfront_public_key(
+    stack_template: dict[str, Any], tmp_path: Path
+) -> None:
+    """CloudFront cannot change a public key's EncodedKey: a new key needs a new resource and name."""
+    project = Project()
+    templates = {}
+    for _ in range(2):
+        _, public = new_signing_key()
+        fingerprint = public_key_fingerprint(public)
+        executor = Executor(load_stage("dev"), Target.aws("us-east-1"), Aws("us-east-1"), project)
+        executor.outcome.public_key_pem = public
+        parameters = executor.stack_parameters()
+        assert parameters["CdnPublicKeyFingerprint"] == fingerprint
+        template = executor.stack_template(parameters)
+        templates[fingerprint] = template
+        key_id = f"CdnPublicKey{fingerprint}"
+        assert "CdnPublicKey" not in template["Resources"]
+        config = template["Resources"][key_id]["Properties"]["PublicKeyConfig"]
+        assert "${CdnPublicKeyFingerprint}" in config["Name"]["Fn::Sub"]
+        assert "${CdnPublicKeyFingerprint}" in config["CallerReference"]["Fn::Sub"]
+        assert template["Resources"]["CdnKeyGroup"]["Properties"]["KeyGroupConfig"]["Items"] == [
+            {"Ref": key_id}
+        ]
+        assert template["Outputs"]["CdnKeyPairId"]["Value"] == {"Ref": key_id}
+        lint(template, tmp_path)
+    assert len(templates) == 2
+    # The same key gives the same template, so a redeploy changes nothing.
+    assert public_key_fingerprint(public + "\n") == fingerprint
+
+
+def test_rename_resource_follows_every_kind_of_reference() -> None:
+    template = {
+        "Resources": {
+            "A": {"Type": "T"},
+            "B": {
+                "Type": "T",
+                "DependsOn": ["A"],
+                "Properties": {
+                    "R": {"Ref": "A"},
+                    "G": {"Fn::GetAtt": ["A", "Arn"]},
+                    "S": {"Fn::Sub": "${A}/${A.Arn}/${AB}"},
+                    "L": {"Fn::Sub": ["${X}", {"X": {"Ref": "A"}}]},
+                },
+            },
+        },
+        "Outputs": {"O": {"Value": {"Ref": "A"}}},
+    }
+    renamed = rename_resource(template, "A", "A2")
+    assert set(renamed["Resources"]) == {"A2", "B"}
+    b = renamed["Resources"]["B"]
+    assert b["DependsOn"] == ["A2"]
+    assert b["Properties"] == {
+        "R": {"Ref": "A2"},
+        "G": {"Fn::GetAtt": ["A2", "Arn"]},
+        "S": {"Fn::Sub": "${A2}/${A2.Arn}/${AB}"},
+        "L": {"Fn::Sub": ["${X}", {"X": {"Ref": "A2"}}]},
+    }
+    assert renamed["Outputs"]["O"]["Value"] == {"Ref": "A2"}
+    assert rename_resource(template, "Missing", "M") == template

@@ -1,14 +1,16 @@
 """Both Lambda packages as the deploy ships them: sizes, contents, bytecode, templates.
 
-Builds the API and worker zips once with ``chalice package`` (the worker with
-its merge template) plus the ffmpeg layer, then checks them against Lambda's
+Builds the API and worker zips once with ``chalice package`` (each with its
+stage's merge template, deploy/merge.py) plus the ffmpeg layer, then checks them against Lambda's
 limits, unpacks them read-only and imports them the way the runtime does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import zipfile
@@ -17,26 +19,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import imageio_ffmpeg
 import pytest
 
 from bench.cold_start import lambda_env, make_writable, runtime_dir, unpack
 from deploy.chalice_config import write_policy
+from deploy.merge import gateway_responses, merge_template
 from deploy.packaging import (
     CHALICE_REUSE_MARKER,
     LAMBDA_DIRECT_ZIP_LIMIT,
     LAMBDA_UNZIPPED_LIMIT,
     LAYER_FFMPEG_PATH,
-    MERGE_TEMPLATES,
     PackagedApp,
     build_ffmpeg_layer,
     chalice_deploy_env,
     check_reused,
     copy_apps,
+    is_linux_x86_64_elf,
+    linux_ffmpeg,
     package_app,
+    pinned_version,
     prepare_chalice_deploy,
+    require_linux_x86_64_elf,
     unzipped_size,
 )
 from deploy.policies import api_policy, workers_policy
+from deploy.stages import load_stage
 from tests.deploy.examples import TARGETS
 
 STAGE = "dev"
@@ -66,9 +74,12 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory, apps: dict[str, Path]) -> Build:
     out = tmp_path_factory.mktemp("build")
+    stage = load_stage(STAGE)
     return Build(
-        api=package_app(apps["api"], STAGE, out / "api", MERGE_TEMPLATES["api"]),
-        workers=package_app(apps["workers"], STAGE, out / "workers", MERGE_TEMPLATES["workers"]),
+        api=package_app(apps["api"], STAGE, out / "api", merge_template("api", apps["api"], stage)),
+        workers=package_app(
+            apps["workers"], STAGE, out / "workers", merge_template("workers", apps["workers"], stage)
+        ),
         layer=build_ffmpeg_layer(out / "layer"),
         runtime=runtime_dir(out / "runtime"),
     )
@@ -81,6 +92,11 @@ def unpacked(tmp_path: Path) -> Iterator[list[Path]]:
     yield folders
     for folder in folders:
         make_writable(folder)
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as binary:
+        return hashlib.file_digest(binary, "sha256").hexdigest()
 
 
 def names(zip_path: Path) -> list[str]:
@@ -207,6 +223,99 @@ def test_worker_template_sets_what_chalice_deploy_cannot(build: Build) -> None:
     assert function["Layers"] == [{"Ref": "FfmpegLayerArn"}]
     assert function["Environment"]["Variables"]["VIDLINE_FFMPEG_PATH"] == LAYER_FFMPEG_PATH
     assert set(worker["Parameters"]) == {"JobsQueueArn", "FfmpegLayerArn"}
+    # The name chalice deploy gives it, which its policy's log grant and the stack's log group use.
+    assert function["FunctionName"] == "vidline-workers-dev-process_upload"
+
+
+def test_api_template_sets_what_make_deploy_configures_after_chalice_deploy(build: Build) -> None:
+    api = template(build.api)
+    functions = [name for name, r in api["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+    assert functions == ["APIHandler"]
+    assert api["Resources"]["APIHandler"]["Properties"]["FunctionName"] == "vidline-api-dev"
+    rest_api = api["Resources"]["RestAPI"]["Properties"]
+    assert rest_api["EndpointConfiguration"] == "REGIONAL"
+    stage = load_stage(STAGE)
+    assert rest_api["MethodSettings"] == [
+        {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            "ThrottlingRateLimit": stage.api_throttle_rate,
+            "ThrottlingBurstLimit": stage.api_throttle_burst,
+        }
+    ]
+    # The same gateway responses make deploy puts, for the stage's origin, in the API definition.
+    assert rest_api["DefinitionBody"]["x-amazon-apigateway-gateway-responses"] == gateway_responses(
+        "https://example.com"
+    )
+    assert rest_api["DefinitionBody"]["paths"]  # chalice's own definition is still there
+
+
+def test_every_function_logs_where_its_policy_allows(build: Build) -> None:
+    for app, policy in ((build.api, API_POLICY), (build.workers, WORKERS_POLICY)):
+        (logs,) = [s for s in policy["Statement"] if s["Sid"] == "OwnLogStreams"]
+        for resource in template(app)["Resources"].values():
+            if resource["Type"] == "AWS::Serverless::Function":
+                name = resource["Properties"]["FunctionName"]
+                assert TARGETS.log_group_arn(name) + ":log-stream:*" in logs["Resource"], name
+
+
+def test_elf_check_takes_only_x86_64_linux_binaries(tmp_path: Path) -> None:
+    def fake(name: str, header: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(header.ljust(64, b"\0"))
+        return path
+
+    def elf(ei_class: int, ei_data: int, machine: int) -> bytes:
+        return (
+            b"\x7fELF"
+            + bytes([ei_class, ei_data, 1])
+            + bytes(9)  # the rest of e_ident
+            + (2).to_bytes(2, "little")
+            + machine.to_bytes(2, "little")
+        )
+
+    x86_64 = fake("x86_64", elf(2, 1, 0x3E))
+    assert is_linux_x86_64_elf(x86_64)
+    require_linux_x86_64_elf(x86_64)
+    for wrong in (
+        fake("macho-arm64", bytes.fromhex("cffaedfe0c000001")),  # Mach-O 64-bit, arm64
+        fake("aarch64", elf(2, 1, 0xB7)),
+        fake("i386", elf(1, 1, 0x03)),
+        fake("big-endian", elf(2, 2, 0x3E)),
+        fake("script", b"#!/bin/sh\necho ffmpeg\n"),
+    ):
+        assert not is_linux_x86_64_elf(wrong), wrong.name
+        with pytest.raises(RuntimeError, match="not a Linux x86-64"):
+            require_linux_x86_64_elf(wrong)
+    (tmp_path / "short").write_bytes(b"\x7fELF")
+    assert not is_linux_x86_64_elf(tmp_path / "short")
+
+
+def test_the_layers_ffmpeg_is_an_x86_64_linux_binary(build: Build) -> None:
+    with zipfile.ZipFile(build.layer) as zf, zf.open("bin/ffmpeg") as binary:
+        header = binary.read(64)
+    (build.layer.parent / "header").write_bytes(header)
+    assert is_linux_x86_64_elf(build.layer.parent / "header")
+
+
+def test_a_machine_without_the_linux_build_downloads_the_pinned_wheels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a Mac: the installed imageio-ffmpeg ships a Mach-O binary, so the layer's comes from PyPI."""
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+    except OSError:
+        pytest.skip("PyPI is not reachable")
+    macho = tmp_path / "ffmpeg-macos-aarch64-v7.1"
+    macho.write_bytes(bytes.fromhex("cffaedfe0c000001").ljust(64, b"\0"))
+    monkeypatch.setattr("deploy.packaging.installed_ffmpeg_binaries", lambda: [macho])
+    assert pinned_version("imageio-ffmpeg") == "0.8.1"
+
+    downloaded = linux_ffmpeg(tmp_path / "scratch")
+
+    assert is_linux_x86_64_elf(downloaded)
+    installed = Path(imageio_ffmpeg.get_ffmpeg_exe())
+    assert file_digest(downloaded) == file_digest(installed)  # the same build: the same layer zip
 
 
 def test_chalice_reuses_the_zip_prepared_for_deploy(

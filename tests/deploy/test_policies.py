@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -94,17 +96,138 @@ def test_sandbox_recipients_are_added_to_send_email() -> None:
     assert sends_to == {TARGETS.sender_identity_arn, recipient}
 
 
-def test_every_call_the_adapters_make_is_authorized_by_a_policy() -> None:
-    """A new boto3 call in an adapter fails this test until its IAM action is granted."""
-    source = "\n".join(path.read_text() for path in (ROOT / "chalicelib" / "adapters").glob("*.py"))
-    calls = set(re.findall(r"self\._(?:s3|ses|idp)\.(\w+)\(", source))
-    calls |= set(re.findall(r"\bssm\.(\w+)\(", source))
+@dataclass(frozen=True)
+class Use:
+    """One app uses `methods` of adapter `adapter`, on `resource` (a table or a bucket's keys)."""
+
+    adapter: str
+    methods: frozenset[str]
+    resources: tuple[str, ...]
+
+
+def _objects(bucket: str, prefix: str) -> tuple[str, ...]:
+    return (f"arn:aws:s3:::{bucket}/{prefix}*", f"arn:aws:s3:::{bucket}")
+
+
+UPLOADS = _objects(TARGETS.uploads_bucket, "uploads/")
+MEDIA = _objects(TARGETS.media_bucket, "media/")
+
+# What each app calls, adapter method by adapter method (chalicelib/services.py
+# for the API, chalicelib/processing.py for the worker, wired in chalicelib/bootstrap.py).
+API_USES = (
+    Use("S3BlobStore", frozenset({"presign_upload", "delete_prefix", "check"}), UPLOADS),
+    Use("S3BlobStore", frozenset({"delete_prefix", "check"}), MEDIA),
+    Use("CognitoIdentity", frozenset({"sign_up", "confirm", "log_in", "check"}), (TARGETS.user_pool_arn,)),
+    Use("SesMailer", frozenset({"check"}), ("*",)),
+    Use("ssm_secret", frozenset({"read"}), (TARGETS.parameter_arn(TARGETS.cdn_private_key_parameter),)),
+)
+WORKER_USES = (
+    Use("S3BlobStore", frozenset({"head", "download", "delete_prefix"}), UPLOADS),
+    Use("S3BlobStore", frozenset({"upload", "delete_prefix"}), MEDIA),
+    Use("SesMailer", frozenset({"send"}), (TARGETS.sender_identity_arn,)),
+)
+# pynamodb and Powertools make these calls; DynamoVideoRepository's methods by app.
+API_DYNAMO = {
+    TARGETS.videos_table_arn: {
+        "dynamodb:PutItem",  # add
+        "dynamodb:GetItem",  # get
+        "dynamodb:Query",  # list_for_owner
+        "dynamodb:DeleteItem",  # delete
+        "dynamodb:DescribeTable",  # check
+    }
+}
+WORKER_DYNAMO = {
+    # get; update, claim_notification, release_notification
+    TARGETS.videos_table_arn: {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+    # Powertools DynamoDBPersistenceLayer: save_inprogress, get, update, delete_record
+    TARGETS.idempotency_table_arn: {
+        "dynamodb:PutItem",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    },
+}
+
+
+def adapter_calls() -> dict[tuple[str, str], set[str]]:
+    """(class or function, method) -> the boto3 client calls it makes, read from the adapters' source."""
+    calls: dict[tuple[str, str], set[str]] = {}
+    for path in (ROOT / "chalicelib" / "adapters").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        owners: list[tuple[str, ast.AST]] = []
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                owners += [(node.name, item) for item in node.body if isinstance(item, ast.FunctionDef)]
+            elif isinstance(node, ast.FunctionDef):
+                # A factory such as ssm_secret: its inner functions are its methods.
+                owners += [(node.name, item) for item in ast.walk(node) if isinstance(item, ast.FunctionDef)]
+        for owner, function in owners:
+            assert isinstance(function, ast.FunctionDef)
+            for node in ast.walk(function):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                client = node.func.value
+                name = client.attr if isinstance(client, ast.Attribute) else getattr(client, "id", "")
+                if name in {"_s3", "_ses", "_idp", "ssm"}:
+                    calls.setdefault((owner, function.name), set()).add(node.func.attr)
+    return calls
+
+
+def test_the_adapter_call_map_is_current() -> None:
+    """A new boto3 call in an adapter fails this test until its IAM action is mapped."""
+    calls = adapter_calls()
     assert calls, "found no boto3 calls: the pattern is stale"
-    unknown = calls - set(IAM_ACTION_OF_CALL)
-    assert not unknown, f"map these calls to IAM actions: {sorted(unknown)}"
-    everything = set(granted(API)) | set(granted(WORKERS))
-    needed = {IAM_ACTION_OF_CALL[call] for call in calls} - {None}
-    assert needed <= everything, needed - everything
+    made = set().union(*calls.values())
+    assert not made - set(IAM_ACTION_OF_CALL), (
+        f"map these calls to IAM actions: {sorted(made - set(IAM_ACTION_OF_CALL))}"
+    )
+    used = {(use.adapter, method) for use in API_USES + WORKER_USES for method in use.methods}
+    assert not used - set(calls) - {("CognitoIdentity", "verify")}, sorted(used - set(calls))
+
+
+def required(uses: tuple[Use, ...], dynamo: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(IAM action, resource) pairs the app's calls need."""
+    calls = adapter_calls()
+    needed: set[tuple[str, str]] = set()
+    for use in uses:
+        for method in use.methods:
+            for call in calls.get((use.adapter, method), set()):
+                action = IAM_ACTION_OF_CALL[call]
+                if action is None:
+                    continue
+                objects, *bucket = use.resources
+                resource = bucket[0] if action == "s3:ListBucket" and bucket else objects
+                needed.add((action, resource))
+    needed |= {(action, table) for table, actions in dynamo.items() for action in actions}
+    return needed
+
+
+@pytest.mark.parametrize(
+    ("policy", "uses", "dynamo"),
+    [(API, API_USES, API_DYNAMO), (WORKERS, WORKER_USES, WORKER_DYNAMO)],
+    ids=["api", "workers"],
+)
+def test_each_app_is_granted_every_call_its_own_code_makes(
+    policy: dict[str, Any], uses: tuple[Use, ...], dynamo: dict[str, set[str]]
+) -> None:
+    grants = granted(policy)
+    missing = {(a, r) for a, r in required(uses, dynamo) if r not in grants.get(a, set())}
+    assert not missing, sorted(missing)
+
+
+def test_neither_app_is_granted_the_others_calls() -> None:
+    api, workers = granted(API), granted(WORKERS)
+    assert "ses:SendEmail" not in api and "ssm:GetParameter" not in workers
+    assert not any(TARGETS.idempotency_table_arn in resources for resources in api.values())
+    assert MEDIA[0] not in workers.get("s3:GetObject", set()) | api.get("s3:PutObject", set())
+
+
+def test_log_groups_are_the_stacks_so_no_policy_creates_one() -> None:
+    for policy in (API, WORKERS):
+        assert "logs:CreateLogGroup" not in granted(policy)
+    assert granted(API)["logs:CreateLogStream"] == {
+        "arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/vidline-api-prod:log-stream:*"
+    }
 
 
 def test_workers_handler_names_match_the_worker_app() -> None:
