@@ -65,8 +65,8 @@ bench: $(BIN)/.installed
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .vidline test-artifacts
 
-# Lambda packages as the CI/CD path ships them: both apps (`chalice package`,
-# bytecode added, the worker's merge template) and the ffmpeg layer in build/.
+# Lambda packages as the CI/CD path ships them: both apps (`chalice package`
+# with the stage's merge templates, bytecode added) and the ffmpeg layer in build/.
 .PHONY: package bench-cold-start
 STAGE ?= dev
 package: $(BIN)/.installed
