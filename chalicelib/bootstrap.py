@@ -98,7 +98,9 @@ class Container:
 
     @cached_property
     def health(self) -> HealthService:
-        return HealthService(self.videos, self.uploads, self.media, self.identity, self.mailer)
+        return HealthService(
+            self.videos, self.uploads, self.media, self.identity, self.mailer, self.media_urls
+        )
 
     @cached_property
     def processor(self) -> UploadProcessor:

@@ -23,12 +23,12 @@ class VideoStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({VideoStatus.READY, VideoStatus.FAILED})
-# States a worker may pick a video up from. PROCESSING is included so that a
-# retry after a crash mid-encode carries on.
 # S3's event for an upload that began just before its POST expired can take
 # a moment; only after this long past the expiry is the upload given up.
 UPLOAD_EVENT_GRACE_S = 120
 UPLOAD_EXPIRED_REASON = "The upload did not finish before its link expired. Upload the file again."
+# States a worker may pick a video up from. PROCESSING is included so that a
+# retry after a crash mid-encode carries on.
 PROCESSABLE_STATUSES = frozenset({VideoStatus.AWAITING_UPLOAD, VideoStatus.QUEUED, VideoStatus.PROCESSING})
 
 

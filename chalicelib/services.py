@@ -182,6 +182,7 @@ class HealthService:
     media: BlobStore
     identity: Identity
     mailer: Mailer
+    media_urls: MediaUrls
 
     def run(self) -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -191,6 +192,7 @@ class HealthService:
             ("media_bucket", self.media.check),
             ("identity", self.identity.check),
             ("email", self.mailer.check),
+            ("cdn_signing_key", self.media_urls.check),
         ):
             try:
                 check()

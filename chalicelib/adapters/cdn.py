@@ -9,6 +9,7 @@ once per process, on the first URL asked for.
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -16,9 +17,14 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
+from botocore.exceptions import ClientError
 from botocore.signers import CloudFrontSigner
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from chalicelib.domain import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
 
 # URLs stay the same within this window, so browsers and the CDN can cache
 # what they point at; each is valid for at least the configured TTL.
@@ -47,6 +53,10 @@ class SignedCdnUrls:
         signed: str = self._signer.generate_presigned_url(url, date_less_than=self._expiry())
         return signed
 
+    def check(self) -> None:
+        """Raise unless the signing key can be read and used."""
+        self._signer.generate_presigned_url(f"{self._base_url}/health", date_less_than=self._expiry())
+
     def _expiry(self) -> datetime.datetime:
         # Rounded up to the window so the same object gets the same URL for a while.
         window = min(STABLE_WINDOW_S, self._ttl_s)
@@ -55,9 +65,14 @@ class SignedCdnUrls:
 
     @cached_property
     def _signer(self) -> CloudFrontSigner:
-        key = serialization.load_pem_private_key(self._private_key_pem(), password=None)
+        try:
+            key = serialization.load_pem_private_key(self._private_key_pem(), password=None)
+        except (ClientError, ValueError, TypeError) as error:
+            # Misconfiguration, not the caller's fault: logged, and a 503 for the client.
+            logger.error("cannot load the CDN signing key: %s", error)
+            raise ServiceUnavailable("Media links cannot be made right now; try again later.") from error
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError("the CDN signing key must be an RSA private key")
+            raise ServiceUnavailable("Media links cannot be made right now; try again later.")
 
         def sign(message: bytes) -> bytes:
             # CloudFront's signed URLs use RSA-SHA1 with PKCS#1 v1.5 padding.

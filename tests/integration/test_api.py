@@ -18,7 +18,9 @@ import pytest
 from chalice.test import Client
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from chalicelib.adapters.cdn import SignedCdnUrls, ssm_secret
 from chalicelib.adapters.s3 import S3BlobStore
+from chalicelib.domain import Outputs, Rendition, VideoStatus
 from chalicelib.settings import Settings
 from devstack.client import ROOT
 
@@ -310,7 +312,35 @@ def test_health_reports_every_check(api: Api) -> None:
     status, body = api.call("GET", "/health")
     assert status == 200, body
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "uploads_bucket", "media_bucket", "identity", "email"}
+    assert set(body["checks"]) == {
+        "database",
+        "uploads_bucket",
+        "media_bucket",
+        "identity",
+        "email",
+        "cdn_signing_key",
+    }
+
+
+def test_without_its_signing_key_the_api_says_so_instead_of_failing(
+    api: Api, token: str, api_module: ModuleType, monkeypatch: pytest.MonkeyPatch, aws: Any
+) -> None:
+    container = api_module.container
+    lost = SignedCdnUrls("http://cdn.test", "K", ssm_secret(aws.ssm, "/vidline/missing-key"), 3600)
+    monkeypatch.setattr(container.health, "media_urls", lost)
+    status, body = api.call("GET", "/health")
+    assert status == 503 and body["checks"]["cdn_signing_key"] == "failing"
+
+    # A ready video needs signed links: its listing is a 503 with a reason, not a 500.
+    monkeypatch.setattr(container.video_service, "media_urls", lost)
+    video_id = api.create_video(token)[1]["video"]["id"]
+    record = container.videos.get(container.identity.verify(token).user_id, video_id)
+    outputs = Outputs(
+        renditions=(Rendition("720p", 1280, 720, "media/x/720p.mp4"),), thumbnail_key="media/x/t.jpg"
+    )
+    container.videos.update(record, status=VideoStatus.READY, outputs=outputs)
+    status, body = api.call("GET", "/videos", token=token)
+    assert_error(status, body, 503, "service_unavailable")
 
 
 def test_health_names_the_failing_check(
