@@ -193,6 +193,20 @@ def confirm() -> dict[str, Any]:
 
 
 @endpoint(
+    "/auth/resend",
+    "POST",
+    summary="Email a new confirmation code",
+    request=schemas.ResendCodeRequest,
+    response=None,
+    auth=False,
+    errors=(409,),
+)
+def resend_code() -> dict[str, Any]:
+    container.accounts.resend_code(parse(schemas.ResendCodeRequest, json_body(), settings))
+    return {"sent": True}
+
+
+@endpoint(
     "/auth/login",
     "POST",
     summary="Sign in; returns Cognito tokens",

@@ -23,8 +23,10 @@ class VideoStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({VideoStatus.READY, VideoStatus.FAILED})
-# S3's event for an upload that began just before its POST expired can take
-# a moment; only after this long past the expiry is the upload given up.
+# S3 checks a presigned POST's expiry when the upload starts, so one begun
+# just in time may still take as long as its size needs at a slow 1 Mbit/s,
+# and its event a little longer; only then is the upload given up.
+SLOWEST_UPLOAD_BYTES_PER_S = 125_000
 UPLOAD_EVENT_GRACE_S = 120
 UPLOAD_EXPIRED_REASON = "The upload did not finish before its link expired. Upload the file again."
 # States a worker may pick a video up from. PROCESSING is included so that a
@@ -94,7 +96,8 @@ class Video:
 
     def upload_expired(self, now: datetime, upload_ttl_s: int) -> bool:
         """True when the video still waits for an upload its presigned POST can no longer send."""
-        deadline = self.created_at + timedelta(seconds=upload_ttl_s + UPLOAD_EVENT_GRACE_S)
+        transfer_s = self.source.size_bytes / SLOWEST_UPLOAD_BYTES_PER_S
+        deadline = self.created_at + timedelta(seconds=upload_ttl_s + transfer_s + UPLOAD_EVENT_GRACE_S)
         return self.status is VideoStatus.AWAITING_UPLOAD and now > deadline
 
     def with_changes(self, **changes: Any) -> Video:

@@ -90,6 +90,10 @@ class Identity(Protocol):
 
     def confirm(self, email: str, code: str) -> None: ...
 
+    def resend_code(self, email: str) -> None:
+        """Email a new confirmation code to an account not confirmed yet."""
+        ...
+
     def log_in(self, email: str, password: str) -> Tokens: ...
 
     def verify(self, id_token: str) -> Principal:

@@ -59,6 +59,10 @@ class LoginRequest(AccountRequest):
     password: str = Field(min_length=1, max_length=256)
 
 
+class ResendCodeRequest(AccountRequest):
+    pass
+
+
 class ConfirmRequest(AccountRequest):
     code: str = Field(min_length=1, max_length=64)
 

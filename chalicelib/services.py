@@ -68,6 +68,10 @@ class AccountService:
     def confirm(self, request: schemas.ConfirmRequest) -> None:
         self.identity.confirm(request.email, request.code)
 
+    def resend_code(self, request: schemas.ResendCodeRequest) -> None:
+        """Email a new confirmation code (the first may be lost or expired)."""
+        self.identity.resend_code(request.email)
+
     def log_in(self, request: schemas.LoginRequest) -> Tokens:
         return self.identity.log_in(request.email, request.password)
 

@@ -38,6 +38,9 @@ _CONFIRM_ERRORS = {
     "UserNotFoundException": (InvalidRequest, "That confirmation code is not right."),
     "NotAuthorizedException": (Conflict, "This account is already confirmed."),
 }
+_RESEND_ERRORS = {
+    "InvalidParameterException": (Conflict, "This account is already confirmed."),
+}
 _LOGIN_ERRORS = {
     "NotAuthorizedException": (NotAuthenticated, "Wrong email or password."),
     "UserNotFoundException": (NotAuthenticated, "Wrong email or password."),
@@ -110,6 +113,14 @@ class CognitoIdentity:
             self._idp.confirm_sign_up(ClientId=self._client_id, Username=email, ConfirmationCode=code)
         except ClientError as exc:
             raise _translate(exc, _CONFIRM_ERRORS) from None
+
+    def resend_code(self, email: str) -> None:
+        try:
+            self._idp.resend_confirmation_code(ClientId=self._client_id, Username=email)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "UserNotFoundException":
+                return  # as if sent: whether an account exists stays unknown
+            raise _translate(exc, _RESEND_ERRORS) from None
 
     def log_in(self, email: str, password: str) -> Tokens:
         try:

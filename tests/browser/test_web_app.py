@@ -329,9 +329,14 @@ def test_an_unconfirmed_account_is_asked_for_its_code_then_signed_in(
     email = f"unconfirmed-{uuid.uuid4().hex[:8]}@example.com"
     cognito.sign_up(ClientId=app_client["ClientId"], Username=email, Password=PASSWORD)
 
+    # moto has no ResendConfirmationCode; the API's answer on AWS is a 200.
+    page.route("**/auth/resend", lambda route: route.fulfill(json={"sent": True}))
+
     sign_in(page, email)
     expect(page.get_by_label("Confirmation code")).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("Confirm your email")
+    button(page, "Send a new code").click()
+    expect(page.get_by_role("status").filter(has_text="We sent a new code")).to_contain_text(email)
     page.get_by_label("Confirmation code").fill("123456")
     button(page, "Confirm").click()
     expect(button(page, "Sign out")).to_be_visible()

@@ -32,6 +32,7 @@ IAM_ACTION_OF_CALL = {
     # Cognito's public, unsigned calls: no IAM.
     "sign_up": None,
     "confirm_sign_up": None,
+    "resend_confirmation_code": None,
     "initiate_auth": None,
     "admin_confirm_sign_up": None,  # local mode only (auto_confirm_signups)
 }
@@ -117,7 +118,11 @@ MEDIA = _objects(TARGETS.media_bucket, "media/")
 API_USES = (
     Use("S3BlobStore", frozenset({"presign_upload", "delete_prefix", "check"}), UPLOADS),
     Use("S3BlobStore", frozenset({"delete_prefix", "check"}), MEDIA),
-    Use("CognitoIdentity", frozenset({"sign_up", "confirm", "log_in", "check"}), (TARGETS.user_pool_arn,)),
+    Use(
+        "CognitoIdentity",
+        frozenset({"sign_up", "confirm", "resend_code", "log_in", "check"}),
+        (TARGETS.user_pool_arn,),
+    ),
     Use("SesMailer", frozenset({"check"}), ("*",)),
     Use("ssm_secret", frozenset({"read"}), (TARGETS.parameter_arn(TARGETS.cdn_private_key_parameter),)),
 )

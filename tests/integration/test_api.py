@@ -363,7 +363,7 @@ def test_openapi_document_describes_the_routes(api: Api, settings: Settings) -> 
     assert doc["openapi"].startswith("3.")
     assert {"post", "get"} <= set(doc["paths"]["/videos"])
     assert {"get", "delete"} <= set(doc["paths"]["/videos/{video_id}"])
-    for path in ("/auth/signup", "/auth/confirm", "/auth/login", "/health", "/openapi.json"):
+    for path in ("/auth/signup", "/auth/confirm", "/auth/resend", "/auth/login", "/health", "/openapi.json"):
         assert path in doc["paths"]
     create = doc["components"]["schemas"]["CreateVideoRequest"]
     assert create["properties"]["content_type"]["enum"] == list(settings.allowed_content_types)
@@ -390,6 +390,7 @@ def test_deployed_routes_use_the_cognito_authorizer_except_the_public_ones() -> 
     public = {
         "POST /auth/signup",
         "POST /auth/confirm",
+        "POST /auth/resend",
         "POST /auth/login",
         "GET /health",
         "GET /openapi.json",

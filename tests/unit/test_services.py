@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -103,3 +104,10 @@ def test_a_video_whose_upload_can_no_longer_arrive_is_shown_as_failed(
     abandoned = created_ago(300 + 121)
     assert abandoned.status == "failed" and abandoned.error == UPLOAD_EXPIRED_REASON
     assert created_ago(300 + 60).status == "awaiting_upload"
+
+    # A big file begun just before its link expired still has time to arrive at 1 Mbit/s.
+    big = video.with_changes(source=replace(video.source, size_bytes=2 * 1024**3))
+    still_arriving = big.with_changes(created_at=video.created_at - timedelta(hours=3))
+    assert service.present(still_arriving).status == "awaiting_upload"
+    given_up = big.with_changes(created_at=video.created_at - timedelta(hours=5))
+    assert service.present(given_up).status == "failed"

@@ -27,6 +27,9 @@ const app = {
   view: null, // the current view's AbortController
   expiryTimer: 0,
   signedIn: false,
+  // Whose uploads the queue holds: uploads that outlived an expired session
+  // must not carry over to someone else signing in on this tab.
+  queueOwner: null,
 };
 
 const viewRoot = document.getElementById("view");
@@ -105,7 +108,9 @@ function render({ focus = false, notice = "" } = {}) {
       config: app.config,
       notice,
       onSignedIn: (tokens, email) => {
-        startSession(tokens, email);
+        const session = startSession(tokens, email);
+        if (app.queueOwner !== session.email) app.queue.clear();
+        app.queueOwner = session.email;
         // Stay on the same URL: a /?video=… link opens once signed in.
         render({ focus: true });
       },

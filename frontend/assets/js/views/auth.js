@@ -157,12 +157,26 @@ export function mountAuth(root, ctx) {
       autocomplete: "one-time-code",
       inputmode: "numeric",
     });
+    // Codes get lost and expire (after a day): the API emails a new one.
+    const sent = h("p", { class: "auth-hint", role: "status" });
+    const resend = linkButton("Send a new code", async () => {
+      if (!state.email) return f.form.reportValidity();
+      f.alert.textContent = sent.textContent = "";
+      try {
+        await api.post("/auth/resend", { email: state.email }, { auth: false });
+        sent.textContent = `We sent a new code to ${state.email}.`;
+      } catch (error) {
+        f.alert.textContent = error.name === "ApiError" ? error.message : "Something went wrong. Please try again.";
+      }
+    });
     f.form.append(
       // Asked here too: coming from sign-in, the email may not be known yet.
       emailField(f.id, state),
       h("div", { class: "field" }, h("label", { for: code.id }, "Confirmation code"), code),
       f.alert,
+      sent,
       f.submit,
+      h("p", { class: "auth-switch" }, "Lost the code? ", resend),
       h("p", { class: "auth-switch" }, linkButton("I already have an account", () => switchTo("signin"))),
     );
     f.form.addEventListener("submit", (event) => {

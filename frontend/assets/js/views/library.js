@@ -142,7 +142,15 @@ export function mountLibrary(root, ctx) {
   });
 
   // A finished upload appears at the top at once.
-  queue.addEventListener("uploaded", ({ detail }) => addCard(detail.video, { prepend: true }), { signal });
+  queue.addEventListener(
+    "uploaded",
+    ({ detail }) => {
+      // A card may show it already (say, as failed while a slow upload was still on its way): start over.
+      removeCard(detail.video.id);
+      addCard(detail.video, { prepend: true });
+    },
+    { signal },
+  );
 
   const clock = setInterval(() => cards.forEach(({ card }) => refreshCardTime(card)), 60_000);
   signal.addEventListener("abort", () => clearInterval(clock), { once: true });
