@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from botocore.exceptions import ClientError
 from botocore.signers import CloudFrontSigner
@@ -66,8 +66,7 @@ class SignedUrlVerifier:
 
     def problem(self, path: str, query: str) -> str | None:
         """Why the signed URL for `path` + `query` is refused, or None if it is good."""
-        pairs = parse_qsl(query, keep_blank_values=True)
-        params = dict(pairs)
+        params = dict(parse_qsl(query, keep_blank_values=True))
         if not params.keys() >= _SIGNING_PARAMS:
             return "Missing Key-Pair-Id query parameter or cookie value"
         if params["Key-Pair-Id"] != self._key_pair_id:
@@ -80,8 +79,8 @@ class SignedUrlVerifier:
             return "Invalid signature"
         if expires.timestamp() <= self._clock():
             return "Access denied: the URL has expired"
-        # The signed resource is the URL with any other query parameters.
-        others = urlencode([(name, value) for name, value in pairs if name not in _SIGNING_PARAMS])
+        # The signed resource is the URL with any other query parameters, as sent.
+        others = "&".join(p for p in query.split("&") if p.split("=", 1)[0] not in _SIGNING_PARAMS)
         resource = f"{self._base_url}{path}" + (f"?{others}" if others else "")
         policy = CloudFrontSigner(self._key_pair_id, _no_signer).build_policy(resource, expires)
         try:
@@ -128,6 +127,7 @@ class CdnServer(BackgroundHTTPServer):
 class _CdnHandler(BaseHTTPRequestHandler):
     server_cdn: CdnServer
     protocol_version = "HTTP/1.1"
+    _headers_sent = False
 
     def do_GET(self) -> None:
         self._serve(with_body=True)
@@ -135,10 +135,15 @@ class _CdnHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve(with_body=False)
 
+    def end_headers(self) -> None:
+        self._headers_sent = True
+        super().end_headers()
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("cdn: " + format, *args)
 
     def _serve(self, *, with_body: bool) -> None:
+        self._headers_sent = False
         url = urlsplit(self.path)
         try:
             if url.path.startswith(MEDIA_PREFIX):
@@ -149,7 +154,10 @@ class _CdnHandler(BaseHTTPRequestHandler):
             pass  # the browser moved on (a <video> does this all the time)
         except Exception:  # any other failure is the origin's, as CloudFront would say
             log.exception("cdn: failed to serve %s", url.path)
-            self._send_text(HTTPStatus.BAD_GATEWAY, "The origin failed", with_body=with_body)
+            if self._headers_sent:
+                self.close_connection = True  # a response is under way: cut it off, don't garble it
+            else:
+                self._send_text(HTTPStatus.BAD_GATEWAY, "The origin failed", with_body=with_body)
 
     def _serve_site(self, path: str, *, with_body: bool) -> None:
         key = unquote(path).lstrip("/") or "index.html"
@@ -182,7 +190,8 @@ class _CdnHandler(BaseHTTPRequestHandler):
             if code in {"NoSuchKey", "404"}:
                 self._send_text(HTTPStatus.NOT_FOUND, "Not found", with_body=with_body)
             elif code in {"304", "NotModified"}:
-                self._send_not_modified({"ETag": self.headers["If-None-Match"]})
+                head = cdn.s3.head_object(Bucket=request["Bucket"], Key=request["Key"])
+                self._send_not_modified({"ETag": head["ETag"], "Cache-Control": head.get("CacheControl", "")})
             elif code == "InvalidRange":
                 size = details.get("ActualObjectSize", "*")
                 self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)

@@ -202,11 +202,16 @@ class CodeWatcher:
             for folder, dirs, files in os.walk(root, followlinks=True):
                 dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
                 for name in files:
-                    if name.endswith(self._suffixes) if self._suffixes else not name.startswith("."):
+                    if name.endswith(self._suffixes) if self._suffixes else not _is_scratch(name):
                         path = os.path.join(folder, name)
                         with contextlib.suppress(OSError):  # deleted meanwhile
                             found[path] = os.stat(path).st_mtime
         return found
+
+
+def _is_scratch(name: str) -> bool:
+    # Editors' temporary files: .x.swp, x~, #x#, and vim's numbered write test.
+    return name.startswith((".", "#")) or name.endswith("~") or name.isdigit()
 
 
 class LocalStack:

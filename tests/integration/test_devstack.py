@@ -610,7 +610,8 @@ def test_the_front_end_watcher_sees_every_file_kind_but_code_watchers_only_code(
     os.utime(style, (time.time() + 5, time.time() + 5))
     assert frontend.changed() and not code.changed()
     assert not frontend.changed()  # once per change
-    (tmp_path / ".app.css.swp").write_text("editor state")
+    for scratch in (".app.css.swp", "app.css~", "#app.css#", "4913"):
+        (tmp_path / scratch).write_text("editor state")
     assert not frontend.changed()
     (tmp_path / "module.py").write_text("")
     assert frontend.changed() and code.changed()

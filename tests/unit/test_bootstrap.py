@@ -33,6 +33,7 @@ def test_a_local_stand_in_gets_path_style_urls(monkeypatch: pytest.MonkeyPatch) 
     for key, value in LOCAL_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     local = "http://127.0.0.1:5000"
+    monkeypatch.delenv("VIDLINE_AWS_ENDPOINT_URL", raising=False)  # it would win over AWS_ENDPOINT_URL
     monkeypatch.setenv("AWS_ENDPOINT_URL", local)
     settings = Settings(uploads_bucket="uploads-b")
 
