@@ -232,6 +232,18 @@ class Aws:
                 raise
         return deleted
 
+    def report_batch_item_failures(self, function_name: str) -> None:
+        """Turn on ReportBatchItemFailures for the function's SQS triggers (Chalice has no setting)."""
+        lam = self.client("lambda")
+        wanted = ["ReportBatchItemFailures"]
+        for page in lam.get_paginator("list_event_source_mappings").paginate(FunctionName=function_name):
+            for mapping in page["EventSourceMappings"]:
+                if (
+                    ":sqs:" in mapping.get("EventSourceArn", "")
+                    and mapping.get("FunctionResponseTypes") != wanted
+                ):
+                    lam.update_event_source_mapping(UUID=mapping["UUID"], FunctionResponseTypes=wanted)
+
     def set_ephemeral_storage(self, function_name: str, size_mb: int) -> None:
         lam = self.client("lambda")
         current = lam.get_function_configuration(FunctionName=function_name)

@@ -24,14 +24,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deploy import chalice_config, policies
 from deploy.aws import Aws, DeployError
-from deploy.chalice_config import WORKER_HANDLERS
 from deploy.merge import gateway_responses
 from deploy.plan import API_GATEWAY_STAGE, BASE_PATH, SITE_INVALIDATION_PATHS, Action, Step, Target
 from deploy.stages import StageConfig
 from deploy.template import INFRA_DIR, load_template, rename_resource, specialise, without_types
 
 ROOT = Path(__file__).resolve().parent.parent
-__all__ = ["WORKER_HANDLERS", "Executor", "Outcome", "Project", "gateway_responses", "summary"]
 # The CloudFront public key's logical id in infra/stack.yaml; deployed as
 # this plus the key's fingerprint (see public_key_fingerprint).
 CDN_PUBLIC_KEY = "CdnPublicKey"
@@ -390,11 +388,15 @@ class Executor:
         self._chalice(self.project.workers_dir, "deploy")
 
     def _configure_workers(self) -> None:
-        # Chalice cannot set ephemeral storage. ReportBatchItemFailures is not
-        # needed: the batch size is 1, and a raised error retries that one message.
+        # Ephemeral storage and ReportBatchItemFailures: Chalice can set neither.
+        # ReportBatchItemFailures as in the CI/CD
+        # template (deploy/merge.py), so both paths deploy the same trigger;
+        # with one message per batch a raised error retries just that message.
         for name in self.function_names()[1].values():
             self.aws.set_ephemeral_storage(name, self.stage.worker_ephemeral_storage_mb)
-            self._out(f"    {name}: /tmp is {self.stage.worker_ephemeral_storage_mb} MB")
+            self.aws.report_batch_item_failures(name)
+            storage = self.stage.worker_ephemeral_storage_mb
+            self._out(f"    {name}: /tmp is {storage} MB; the SQS trigger reports batch item failures")
 
     def site_config(self) -> dict[str, Any]:
         """The front end's config.json for this deploy."""

@@ -195,7 +195,8 @@ def plan_deploy(stage: StageConfig, target: Target) -> list[Step]:
         ),
         _step(
             Action.CONFIGURE_WORKERS,
-            f"ephemeral storage {stage.worker_ephemeral_storage_mb} MB (Chalice has no setting for it)",
+            f"ephemeral storage {stage.worker_ephemeral_storage_mb} MB and ReportBatchItemFailures"
+            " on the SQS trigger (Chalice has no setting for either)",
             skipped=None if target.can("lambda") else "needs the functions chalice deploy creates",
         ),
         _step(

@@ -143,6 +143,13 @@ class ApiClient:
         video_id: str = created["video"]["id"]
         return video_id
 
+    def list_videos(self) -> list[dict[str, Any]]:
+        """The first page of this user's videos, newest first."""
+        response = requests.get(f"{self.base_url}/videos", headers=self.headers, timeout=30)
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
     def video(self, video_id: str) -> dict[str, Any]:
         response = requests.get(f"{self.base_url}/videos/{video_id}", headers=self.headers, timeout=30)
         response.raise_for_status()

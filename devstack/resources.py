@@ -233,20 +233,10 @@ def ensure_signing_key(ssm: BaseClient, parameter: str) -> None:
     except ClientError as error:
         if _error_code(error) != "ParameterNotFound":
             raise
-    ssm.put_parameter(Name=parameter, Type="SecureString", Value=new_signing_key_pem().decode())
+    from deploy.executor import new_signing_key  # the same kind of key a deploy makes
 
-
-def new_signing_key_pem() -> bytes:
-    """A fresh 2048-bit RSA private key in PEM, the kind CloudFront key groups take."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    private_pem, _ = new_signing_key()
+    ssm.put_parameter(Name=parameter, Type="SecureString", Value=private_pem)
 
 
 def _table_names(dynamodb: BaseClient) -> set[str]:

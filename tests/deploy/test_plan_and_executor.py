@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
+import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +139,32 @@ def test_a_chalice_deploy_that_built_its_own_zip_is_a_deploy_error(
     )
     with pytest.raises(DeployError, match="Deploy again without changing files"):
         executor._chalice(project.api_dir, "deploy")
+
+
+def test_the_workers_sqs_trigger_reports_batch_item_failures_like_the_cicd_template(moto_env: str) -> None:
+    aws = Aws("us-east-1", moto_env)
+    iam, lam, sqs = aws.client("iam"), aws.client("lambda"), aws.client("sqs")
+    name = f"vidline-workers-test-{uuid.uuid4().hex[:8]}"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as zf:
+        zf.writestr("app.py", "def handler(event, context):\n    return None\n")
+    lam.create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=role,
+        Handler="app.handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    trigger = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=name, BatchSize=1)["UUID"]
+    try:
+        aws.report_batch_item_failures(name)
+
+        (mapping,) = lam.list_event_source_mappings(FunctionName=name)["EventSourceMappings"]
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    finally:  # no Lambda left in the shared stand-in
+        lam.delete_event_source_mapping(UUID=trigger)
+        lam.delete_function(FunctionName=name)
+        sqs.delete_queue(QueueUrl=queue)

@@ -236,7 +236,7 @@ def test_log_groups_are_the_stacks_so_no_policy_creates_one() -> None:
 
 
 def test_workers_handler_names_match_the_worker_app() -> None:
-    from deploy.executor import WORKER_HANDLERS
+    from deploy.chalice_config import WORKER_HANDLERS
 
     source = (ROOT / "workers" / "app.py").read_text()
     assert set(re.findall(r'on_sqs_message\([^)]*name="(\w+)"', source)) == set(WORKER_HANDLERS)

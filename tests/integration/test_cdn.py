@@ -13,10 +13,10 @@ import requests
 
 from chalicelib.adapters.cdn import SignedCdnUrls
 from chalicelib.settings import Settings
+from deploy.executor import new_signing_key
 from deploy.frontend import IMMUTABLE, REVALIDATE, build_site, frontend_config
 from devstack.cdn import CdnServer, SignedUrlVerifier
 from devstack.client import free_port
-from devstack.resources import new_signing_key_pem
 
 KEY_PAIR_ID = "K2TESTKEY"
 VIDEO_BYTES = bytes(range(256)) * 400  # 100 KiB
@@ -25,7 +25,7 @@ MEDIA_KEY = "media/user-1/01J0000000000000000000000/720p.mp4"
 
 @pytest.fixture(scope="module")
 def signing_key() -> bytes:
-    return new_signing_key_pem()
+    return new_signing_key()[0].encode()
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_media_is_served_only_for_a_valid_signed_url(cdn: str, signing_key: byte
     assert requests.get(f"{cdn}/{other}?{query}", timeout=5).status_code == 403  # signed for another key
     expired = signed(cdn, MEDIA_KEY, signing_key, ttl_s=60, clock=lambda: 1_000_000_000.0)
     assert requests.get(expired, timeout=5).status_code == 403
-    forged = signed(cdn, MEDIA_KEY, new_signing_key_pem())
+    forged = signed(cdn, MEDIA_KEY, new_signing_key()[0].encode())
     assert requests.get(forged, timeout=5).status_code == 403
 
 
