@@ -19,7 +19,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -167,7 +167,7 @@ class _CdnHandler(BaseHTTPRequestHandler):
             return
         headers = {"Content-Type": page.content_type, "Cache-Control": page.cache_control, "ETag": page.etag}
         if _matches(self.headers.get("If-None-Match"), page.etag):
-            self._send_not_modified(headers)
+            self._start(HTTPStatus.NOT_MODIFIED, headers)  # no Content-Length: it would be the page's
             return
         self._send(HTTPStatus.OK, headers, page.body, with_body=with_body)
 
@@ -191,13 +191,13 @@ class _CdnHandler(BaseHTTPRequestHandler):
                 self._send_text(HTTPStatus.NOT_FOUND, "Not found", with_body=with_body)
             elif code in {"304", "NotModified"}:
                 head = cdn.s3.head_object(Bucket=request["Bucket"], Key=request["Key"])
-                self._send_not_modified({"ETag": head["ETag"], "Cache-Control": head.get("CacheControl", "")})
+                self._start(
+                    HTTPStatus.NOT_MODIFIED, {"ETag": head["ETag"], "Cache-Control": head.get("CacheControl")}
+                )
             elif code == "InvalidRange":
                 size = details.get("ActualObjectSize", "*")
-                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                range_headers = {"Content-Range": f"bytes */{size}"}
+                self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, range_headers, b"", with_body=False)
             else:
                 log.warning("cdn: S3 error for %s: %s", path, error)
                 self._send_text(HTTPStatus.BAD_GATEWAY, "The origin failed", with_body=with_body)
@@ -214,10 +214,7 @@ class _CdnHandler(BaseHTTPRequestHandler):
         if obj.get("ContentRange"):
             status = HTTPStatus.PARTIAL_CONTENT
             headers["Content-Range"] = obj["ContentRange"]
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
+        self._start(status, headers)
         body = obj["Body"]
         try:
             if with_body:
@@ -226,10 +223,12 @@ class _CdnHandler(BaseHTTPRequestHandler):
         finally:
             body.close()
 
-    def _send_not_modified(self, headers: dict[str, str]) -> None:
-        self.send_response(HTTPStatus.NOT_MODIFIED)
+    def _start(self, status: HTTPStatus, headers: Mapping[str, str | None]) -> None:
+        """Send the status line and the headers that have a value."""
+        self.send_response(status)
         for name, value in headers.items():
-            self.send_header(name, value)
+            if value is not None:
+                self.send_header(name, value)
         self.end_headers()
 
     def _send_text(self, status: HTTPStatus, message: str, *, with_body: bool) -> None:
@@ -237,11 +236,7 @@ class _CdnHandler(BaseHTTPRequestHandler):
         self._send(status, headers, (message + "\n").encode(), with_body=with_body)
 
     def _send(self, status: HTTPStatus, headers: dict[str, str], body: bytes, *, with_body: bool) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        self._start(status, {**headers, "Content-Length": str(len(body))})
         if with_body:
             self.wfile.write(body)
 
