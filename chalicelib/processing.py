@@ -46,6 +46,13 @@ PROGRESS_ENCODED = 90
 PROGRESS_STORED = 100
 
 
+class JobInterrupted(Exception):
+    """The worker's host is stopping while a job runs (the local pump on Ctrl-C or
+    a code reload). Not the job's fault: the job gives its message back without
+    failing the video, and the attempt does not count. An Exception, not
+    SystemExit, so that Powertools releases the job's idempotency record."""
+
+
 @dataclass(frozen=True)
 class UploadedObject:
     bucket: str
