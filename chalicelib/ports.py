@@ -18,13 +18,24 @@ class StaleUpdate(Exception):
 
 
 class VideoRepository(Protocol):
-    def add(self, video: Video) -> None: ...
+    """Videos, keyed by owner and id. No method but `add` ever creates one.
 
-    def get(self, owner_id: str, video_id: str) -> Video | None: ...
+    tests/contract/test_video_repository.py holds every implementation
+    (DynamoDB and the tests' in-memory fake) to the behaviour described here.
+    """
+
+    def add(self, video: Video) -> None:
+        """Store a new video with every field; RuntimeError if its id is taken."""
+        ...
+
+    def get(self, owner_id: str, video_id: str) -> Video | None:
+        """The owner's video, or None (also for another owner's video id)."""
+        ...
 
     def list_for_owner(self, owner_id: str, limit: int, cursor: str | None) -> Page:
-        """One owner's videos, newest first. `cursor` is opaque; a bad one
-        raises InvalidRequest."""
+        """One owner's videos, newest first, at most `limit`; `next_cursor`
+        is None on the last page. `cursor` is opaque; one this repository did
+        not issue raises InvalidRequest."""
         ...
 
     def update(
@@ -34,8 +45,9 @@ class VideoRepository(Protocol):
         expected: Iterable[VideoStatus] | None = None,
         **changes: Any,
     ) -> Video:
-        """Apply `changes` if the video still exists (and, with `expected`,
-        is in one of those states); else raise StaleUpdate."""
+        """Apply `changes` (None removes a field) and bump `updated_at` if the
+        video still exists and, with `expected`, is in one of those states;
+        return the stored video. Else raise StaleUpdate and change nothing."""
         ...
 
     def claim_notification(self, video: Video) -> bool:
@@ -44,10 +56,13 @@ class VideoRepository(Protocol):
         ...
 
     def release_notification(self, video: Video) -> None:
-        """Undo `claim_notification` after the email could not be sent."""
+        """Undo `claim_notification` after the email could not be sent, so a
+        retry can claim it again. Nothing happens if the video is gone."""
         ...
 
-    def delete(self, owner_id: str, video_id: str) -> None: ...
+    def delete(self, owner_id: str, video_id: str) -> None:
+        """Remove the video; deleting one that is not there is not an error."""
+        ...
 
     def check(self) -> None:
         """Raise if the store cannot be reached (health check)."""

@@ -9,16 +9,21 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from chalicelib.domain import InvalidRequest, Page, UploadTicket, Video, VideoStatus, is_video_id, utcnow
+from chalicelib.adapters.dynamo import decode_cursor, encode_cursor
+from chalicelib.domain import Page, UploadTicket, Video, VideoStatus, utcnow
 from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
 from chalicelib.ports import StaleUpdate, StoredObject
 
 
 class FakeVideoRepository:
+    """Behaves as DynamoVideoRepository does: tests/contract holds both to one suite."""
+
     def __init__(self) -> None:
         self.videos: dict[tuple[str, str], Video] = {}
 
     def add(self, video: Video) -> None:
+        if (video.owner_id, video.id) in self.videos:
+            raise RuntimeError(f"could not store video {video.id}")
         self.videos[(video.owner_id, video.id)] = video
 
     def get(self, owner_id: str, video_id: str) -> Video | None:
@@ -29,11 +34,10 @@ class FakeVideoRepository:
             (v for (o, _), v in self.videos.items() if o == owner_id), key=lambda v: v.id, reverse=True
         )
         if cursor:
-            if not is_video_id(cursor):
-                raise InvalidRequest("bad cursor")
-            mine = [v for v in mine if v.id < cursor]
+            after = decode_cursor(cursor)
+            mine = [v for v in mine if v.id < after]
         page = mine[:limit]
-        return Page(items=page, next_cursor=page[-1].id if len(mine) > limit else None)
+        return Page(items=page, next_cursor=encode_cursor(page[-1].id) if len(mine) > limit else None)
 
     def update(self, video: Video, *, expected: Iterable[VideoStatus] | None = None, **changes: Any) -> Video:
         current = self.videos.get((video.owner_id, video.id))
@@ -51,8 +55,9 @@ class FakeVideoRepository:
         return True
 
     def release_notification(self, video: Video) -> None:
-        current = self.videos[(video.owner_id, video.id)]
-        self.videos[(video.owner_id, video.id)] = current.with_changes(notified_at=None)
+        current = self.videos.get((video.owner_id, video.id))
+        if current is not None:
+            self.videos[(video.owner_id, video.id)] = current.with_changes(notified_at=None)
 
     def delete(self, owner_id: str, video_id: str) -> None:
         self.videos.pop((owner_id, video_id), None)

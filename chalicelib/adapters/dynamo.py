@@ -183,6 +183,8 @@ class DynamoVideoRepository:
             created_at=video.created_at,
             updated_at=video.updated_at,
             source=_source_map(video.source),
+            outputs=_outputs_map(video.outputs) if video.outputs is not None else None,
+            notified_at=video.notified_at,
         )
         try:
             record.save(condition=self._record.video_id.does_not_exist())
@@ -237,7 +239,11 @@ class DynamoVideoRepository:
                 actions.append(attribute.set(value))
         condition = model.video_id.exists()
         if expected is not None:
-            condition &= model.status.is_in(*(VideoStatus(s).value for s in expected))
+            states = [VideoStatus(s).value for s in expected]
+            if not states:
+                # No state can match, and DynamoDB refuses an empty IN ().
+                raise StaleUpdate(f"video {video.id} is expected in no state")
+            condition &= model.status.is_in(*states)
         record = model(video.owner_id, video.id)
         try:
             record.update(actions=actions, condition=condition)
@@ -262,7 +268,15 @@ class DynamoVideoRepository:
 
     def release_notification(self, video: Video) -> None:
         model = self._record
-        model(video.owner_id, video.id).update(actions=[model.notified_at.remove()])
+        # Without the condition an update creates the item: a video deleted
+        # while its email was failing would come back as a keys-only record.
+        try:
+            model(video.owner_id, video.id).update(
+                actions=[model.notified_at.remove()], condition=model.video_id.exists()
+            )
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise
 
     def delete(self, owner_id: str, video_id: str) -> None:
         try:

@@ -1,0 +1,297 @@
+"""One behaviour suite for the VideoRepository port.
+
+Every test runs against the in-memory fake the unit tests use AND the
+DynamoDB repository on moto, so the fake cannot drift from what production
+does. Where they differ, the fake is what gets fixed.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from chalicelib.adapters.dynamo import DynamoVideoRepository, bind_video_record, encode_cursor
+from chalicelib.domain import (
+    InvalidRequest,
+    Outputs,
+    Rendition,
+    SourceInfo,
+    Video,
+    VideoStatus,
+    new_video_id,
+    utcnow,
+)
+from chalicelib.ports import StaleUpdate, VideoRepository
+from chalicelib.settings import Settings
+from tests.fakes import FakeVideoRepository
+
+ALICE = "alice"
+BOB = "bob"
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def videos(request: pytest.FixtureRequest) -> Iterator[VideoRepository]:
+    """The repository under test, empty. DynamoDB gets a fresh table on the
+    session's moto server; the fake needs no server at all."""
+    if request.param == "fake":
+        yield FakeVideoRepository()
+        return
+    settings: Settings = request.getfixturevalue("settings")
+    record = bind_video_record(settings.model_copy(update={"videos_table": f"contract-{uuid.uuid4().hex}"}))
+    record.create_table(wait=True)
+    yield DynamoVideoRepository(record)
+    record.delete_table()
+
+
+def a_video(owner_id: str = ALICE, *, age_s: int = 0, **changes: object) -> Video:
+    """A video waiting for its upload; `age_s` makes it older than the rest."""
+    created = utcnow() - timedelta(seconds=age_s)
+    video = Video(
+        id=new_video_id(int(created.timestamp() * 1000)),
+        owner_id=owner_id,
+        owner_email=f"{owner_id}@example.com",
+        title="Trip",
+        status=VideoStatus.AWAITING_UPLOAD,
+        progress=0,
+        created_at=created,
+        updated_at=created,
+        source=SourceInfo(filename="trip.mp4", size_bytes=1000, content_type="video/mp4"),
+    )
+    return video.with_changes(**changes)
+
+
+def stored(videos: VideoRepository, video: Video) -> Video:
+    found = videos.get(video.owner_id, video.id)
+    assert found is not None
+    return found
+
+
+def nothing_stored_for(videos: VideoRepository, owner_id: str) -> bool:
+    return videos.list_for_owner(owner_id, 10, None).items == []
+
+
+def every_id(videos: VideoRepository, owner_id: str, limit: int) -> list[list[str]]:
+    """The ids of each page, following next_cursor to the end."""
+    pages, cursor = [], None
+    while True:
+        page = videos.list_for_owner(owner_id, limit, cursor)
+        pages.append([v.id for v in page.items])
+        if page.next_cursor is None:
+            return pages
+        cursor = page.next_cursor
+
+
+# add and get
+
+
+def test_an_added_video_reads_back_as_it_was(videos: VideoRepository) -> None:
+    video = a_video()
+    videos.add(video)
+    assert videos.get(ALICE, video.id) == video
+
+
+def test_every_field_of_an_added_video_is_stored(videos: VideoRepository) -> None:
+    outputs = Outputs(renditions=(Rendition("720p", 1280, 720, "media/a/v/720p.mp4"),), thumbnail_key="t.jpg")
+    source = SourceInfo("trip.mp4", 900, "video/mp4", duration_s=4.5, width=1920, height=1080)
+    video = a_video(
+        status=VideoStatus.READY,
+        progress=100,
+        error="a note",
+        source=source,
+        outputs=outputs,
+        notified_at=utcnow(),
+    )
+    videos.add(video)
+    assert videos.get(ALICE, video.id) == video
+
+
+def test_adding_a_taken_id_is_refused_and_keeps_the_first(videos: VideoRepository) -> None:
+    video = a_video()
+    videos.add(video)
+    with pytest.raises(RuntimeError):
+        videos.add(video.with_changes(title="Impostor"))
+    assert stored(videos, video).title == "Trip"
+
+
+def test_a_missing_video_reads_as_none(videos: VideoRepository) -> None:
+    videos.add(a_video())
+    assert videos.get(ALICE, new_video_id()) is None
+    assert videos.get("nobody", new_video_id()) is None
+
+
+# list_for_owner
+
+
+def test_an_owner_lists_their_videos_newest_first(videos: VideoRepository) -> None:
+    ages = [30, 10, 20]
+    added = [a_video(age_s=age) for age in ages]
+    for video in added:
+        videos.add(video)
+    page = videos.list_for_owner(ALICE, 10, None)
+    assert [v.id for v in page.items] == [added[1].id, added[2].id, added[0].id]
+    assert page.items == [added[1], added[2], added[0]]
+    assert page.next_cursor is None
+
+
+@pytest.mark.parametrize("count", [5, 4])
+def test_cursors_page_through_to_the_end_without_an_empty_last_page(
+    videos: VideoRepository, count: int
+) -> None:
+    added = [a_video(age_s=age) for age in range(count)]
+    for video in added:
+        videos.add(video)
+    ids = [v.id for v in added]
+    expected = [ids[i : i + 2] for i in range(0, count, 2)]
+    assert every_id(videos, ALICE, limit=2) == expected
+
+
+def test_other_owners_videos_are_invisible(videos: VideoRepository) -> None:
+    mine, theirs = a_video(ALICE), a_video(BOB)
+    videos.add(mine)
+    videos.add(theirs)
+    assert [v.id for v in videos.list_for_owner(ALICE, 10, None).items] == [mine.id]
+    assert [v.id for v in videos.list_for_owner(BOB, 10, None).items] == [theirs.id]
+    assert videos.get(ALICE, theirs.id) is None
+    assert nothing_stored_for(videos, "carol")
+
+
+def test_a_cursor_naming_another_owners_video_still_lists_only_ones_own(videos: VideoRepository) -> None:
+    old, new = a_video(ALICE, age_s=20), a_video(BOB, age_s=10)
+    videos.add(old)
+    videos.add(new)
+    page = videos.list_for_owner(ALICE, 10, encode_cursor(a_video(BOB).id))
+    assert [v.id for v in page.items] == [old.id]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage!",
+        "not a cursor",
+        new_video_id(),  # an id, but not a cursor this API issued
+        base64.urlsafe_b64encode(b"../../etc").decode(),
+        base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode(),
+        "%%%",
+    ],
+)
+def test_a_forged_or_garbage_cursor_is_an_invalid_request(videos: VideoRepository, cursor: str) -> None:
+    videos.add(a_video())
+    with pytest.raises(InvalidRequest):
+        videos.list_for_owner(ALICE, 10, cursor)
+
+
+# update
+
+
+def test_an_update_applies_the_changes_and_returns_what_is_stored(videos: VideoRepository) -> None:
+    video = a_video(error="old reason")
+    videos.add(video)
+    outputs = Outputs(renditions=(Rendition("720p", 1280, 720, "media/a/v/720p.mp4"),), thumbnail_key="t.jpg")
+    source = SourceInfo("trip.mp4", 900, "video/mp4", duration_s=4.5, width=1920, height=1080)
+
+    updated = videos.update(
+        video, status=VideoStatus.READY, progress=100, outputs=outputs, source=source, error=None
+    )
+
+    assert updated == stored(videos, video)
+    assert (updated.status, updated.progress, updated.outputs, updated.source) == (
+        VideoStatus.READY,
+        100,
+        outputs,
+        source,
+    )
+    assert updated.error is None
+    assert updated.updated_at > video.updated_at
+    assert (updated.title, updated.created_at) == (video.title, video.created_at)
+
+
+def test_an_update_with_expected_states_applies_only_in_them(videos: VideoRepository) -> None:
+    video = a_video()
+    videos.add(video)
+    moved = videos.update(video, expected=[VideoStatus.AWAITING_UPLOAD], status=VideoStatus.QUEUED)
+    assert moved.status is VideoStatus.QUEUED
+
+    with pytest.raises(StaleUpdate):
+        videos.update(video, expected=[VideoStatus.AWAITING_UPLOAD], status=VideoStatus.PROCESSING)
+    with pytest.raises(StaleUpdate):
+        videos.update(video, expected=[], progress=50)
+    assert stored(videos, video) == moved
+
+
+def test_updating_a_missing_video_is_stale_and_creates_nothing(videos: VideoRepository) -> None:
+    gone = a_video()
+    videos.add(gone)
+    videos.delete(ALICE, gone.id)
+    never = a_video(BOB)
+
+    for video in (gone, never):
+        with pytest.raises(StaleUpdate):
+            videos.update(video, status=VideoStatus.FAILED, error="lost")
+        with pytest.raises(StaleUpdate):
+            videos.update(video, expected=[VideoStatus.AWAITING_UPLOAD], progress=10)
+        assert videos.get(video.owner_id, video.id) is None
+        assert nothing_stored_for(videos, video.owner_id)
+
+
+# claim_notification and release_notification
+
+
+def test_a_notification_is_claimed_once(videos: VideoRepository) -> None:
+    video = a_video(status=VideoStatus.READY)
+    videos.add(video)
+    assert videos.claim_notification(video) is True
+    assert stored(videos, video).notified_at is not None
+    assert videos.claim_notification(video) is False
+    assert videos.claim_notification(stored(videos, video)) is False
+
+
+def test_claiming_for_a_missing_video_is_refused_and_creates_nothing(videos: VideoRepository) -> None:
+    video = a_video()
+    assert videos.claim_notification(video) is False
+    assert videos.get(ALICE, video.id) is None
+    assert nothing_stored_for(videos, ALICE)
+
+
+def test_a_released_claim_can_be_made_again(videos: VideoRepository) -> None:
+    video = a_video(status=VideoStatus.FAILED, error="bad file")
+    videos.add(video)
+    assert videos.claim_notification(video)
+    videos.release_notification(video)
+    assert stored(videos, video).notified_at is None
+    assert stored(videos, video).error == "bad file"
+    assert videos.claim_notification(video) is True
+
+
+def test_releasing_for_a_deleted_video_does_nothing_and_creates_nothing(videos: VideoRepository) -> None:
+    # The owner deletes the video while its email is failing.
+    video = a_video(status=VideoStatus.READY)
+    videos.add(video)
+    assert videos.claim_notification(video)
+    videos.delete(ALICE, video.id)
+
+    videos.release_notification(video)
+
+    assert videos.get(ALICE, video.id) is None
+    assert nothing_stored_for(videos, ALICE)
+
+
+# delete and check
+
+
+def test_delete_removes_only_that_video_and_a_missing_one_is_fine(videos: VideoRepository) -> None:
+    kept, removed = a_video(age_s=1), a_video()
+    videos.add(kept)
+    videos.add(removed)
+    videos.delete(ALICE, removed.id)
+    assert videos.get(ALICE, removed.id) is None
+    assert videos.list_for_owner(ALICE, 10, None).items == [kept]
+    videos.delete(ALICE, removed.id)
+    videos.delete("nobody", new_video_id())
+
+
+def test_a_reachable_store_passes_its_check(videos: VideoRepository) -> None:
+    videos.check()
