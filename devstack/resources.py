@@ -221,6 +221,8 @@ def ensure_user_pool_client(cognito: BaseClient, pool_id: str, name: str) -> str
         ClientName=name,
         GenerateSecret=False,
         ExplicitAuthFlows=AUTH_FLOWS,
+        # As infra/stack.yaml's client: sign-in and confirmation do not reveal who has an account.
+        PreventUserExistenceErrors="ENABLED",
     )
     return str(created["UserPoolClient"]["ClientId"])
 
