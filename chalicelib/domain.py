@@ -81,6 +81,10 @@ class Video:
     outputs: Outputs | None = None
     # Set once the owner has been emailed about the final status.
     notified_at: datetime | None = None
+    # The ETag of the one upload the worker took for this video, recorded when
+    # it left awaiting_upload. Any other object later stored under the upload
+    # key is refused (one upload per ticket).
+    upload_etag: str | None = None
 
     @property
     def upload_key(self) -> str:
@@ -93,6 +97,24 @@ class Video:
     @property
     def media_prefix(self) -> str:
         return media_prefix(self.owner_id, self.id)
+
+    def refuses_upload(self, etag: str) -> bool:
+        """True when the video already took another upload than the one with `etag`
+        (an empty `etag` is unknown and not refused here)."""
+        return self.upload_etag is not None and bool(etag) and etag != self.upload_etag
+
+    def outputs_prefix(self, run_id: str) -> str:
+        """Where one processing run stores its outputs. Each run writes under its
+        own prefix, so a run that lost its video to another can remove what it
+        wrote without touching anything the video uses."""
+        return f"{self.media_prefix}{run_id}/"
+
+    def uses_outputs_under(self, prefix: str) -> bool:
+        """True when the video's recorded outputs include a key under `prefix`."""
+        if self.outputs is None:
+            return False
+        keys = [r.key for r in self.outputs.renditions] + [self.outputs.thumbnail_key]
+        return any(key.startswith(prefix) for key in keys)
 
     def upload_expired(self, now: datetime, upload_ttl_s: int) -> bool:
         """True when the video still waits for an upload its presigned POST can no longer send."""

@@ -17,6 +17,10 @@ class StaleUpdate(Exception):
     """A conditional update found the video gone or in another state."""
 
 
+class ObjectChanged(Exception):
+    """The object under a key is no longer the version asked for (replaced or removed)."""
+
+
 class VideoRepository(Protocol):
     """Videos, keyed by owner and id. No method but `add` ever creates one.
 
@@ -74,6 +78,8 @@ class StoredObject:
     key: str
     size_bytes: int
     content_type: str | None
+    # Identifies this version of the object (S3's ETag, without quotes).
+    etag: str = ""
 
 
 class BlobStore(Protocol):
@@ -83,7 +89,10 @@ class BlobStore(Protocol):
 
     def head(self, key: str) -> StoredObject | None: ...
 
-    def download(self, key: str, path: str) -> None: ...
+    def download(self, key: str, path: str, *, if_match: str | None = None) -> None:
+        """Write the object to `path`; with `if_match`, only the version with that
+        ETag, else raise ObjectChanged."""
+        ...
 
     def upload(self, path: str, key: str, content_type: str) -> None: ...
 

@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     jobs_queue: str = "vidline-jobs"
     jobs_dlq: str = "vidline-jobs-dlq"
     # How many receives before SQS moves a job to the dead-letter queue; the
-    # worker marks the video failed on the last one.
+    # worker marks the video failed on the last one (unless the host was
+    # stopping), and the dead-letter queue's handler fails what is left.
     job_max_receives: int = Field(default=3, ge=1, le=1000)
 
     # Identity
@@ -88,6 +89,10 @@ class Settings(BaseSettings):
     # A 15-minute Lambda encodes roughly 30 minutes of 1080p at veryfast.
     max_duration_s: float = Field(default=30 * 60, gt=0)
     max_dimension_px: int = Field(default=4096, gt=0)
+    # The most pixels any decoded frame may have (ffmpeg's -max_pixels), checked
+    # on every frame, not only the first one the probe sees. 0: max_dimension_px²
+    # (16.8 MP by default, a 4096×4096 frame; a 8192×8192 stream needs ~1 GB).
+    max_frame_pixels: int = Field(default=0, ge=0)
     upload_url_ttl_s: int = Field(default=900, ge=60, le=900)
     media_url_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
 
@@ -99,6 +104,11 @@ class Settings(BaseSettings):
     # The ffmpeg binary; on Lambda the layer's "/opt/bin/ffmpeg". Empty: the
     # imageio-ffmpeg wheel's (local runs and tests).
     ffmpeg_path: str = ""
+
+    @property
+    def frame_pixel_limit(self) -> int:
+        """`max_frame_pixels`, or `max_dimension_px`² when that is 0."""
+        return self.max_frame_pixels or self.max_dimension_px**2
 
     @field_validator("allowed_content_types", mode="before")
     @classmethod

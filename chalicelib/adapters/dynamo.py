@@ -76,6 +76,7 @@ class VideoRecord(Model):
     source = SourceMap()
     outputs = OutputsMap(null=True)
     notified_at = UTCDateTimeAttribute(null=True)
+    upload_etag = UnicodeAttribute(null=True)
 
 
 def bind_video_record(settings: Settings) -> type[VideoRecord]:
@@ -144,6 +145,7 @@ def _to_video(record: VideoRecord) -> Video:
         ),
         outputs=outputs,
         notified_at=record.notified_at,
+        upload_etag=record.upload_etag,
     )
 
 
@@ -185,6 +187,7 @@ class DynamoVideoRepository:
             source=_source_map(video.source),
             outputs=_outputs_map(video.outputs) if video.outputs is not None else None,
             notified_at=video.notified_at,
+            upload_etag=video.upload_etag,
         )
         try:
             record.save(condition=self._record.video_id.does_not_exist())

@@ -8,9 +8,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.domain import UploadTicket, utcnow
-from chalicelib.ports import StoredObject
+from chalicelib.ports import ObjectChanged, StoredObject
 
 IMMUTABLE = "max-age=31536000, immutable"
+_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class S3BlobStore:
@@ -48,10 +49,24 @@ class S3BlobStore:
             key=key,
             size_bytes=int(response["ContentLength"]),
             content_type=response.get("ContentType"),
+            etag=str(response.get("ETag", "")).strip('"'),
         )
 
-    def download(self, key: str, path: str) -> None:
-        self._s3.download_file(self.bucket, key, path)
+    def download(self, key: str, path: str, *, if_match: str | None = None) -> None:
+        if if_match is None:
+            self._s3.download_file(self.bucket, key, path)
+            return
+        # One conditional GET: S3 answers 412 if the key now holds another
+        # object, so the bytes written are exactly that version's.
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key, IfMatch=f'"{if_match}"')
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in {"PreconditionFailed", "412", "NoSuchKey", "404"}:
+                raise ObjectChanged(f"{key} is no longer the object with ETag {if_match}") from exc
+            raise
+        with open(path, "wb") as file:
+            for chunk in response["Body"].iter_chunks(_CHUNK_BYTES):
+                file.write(chunk)
 
     def upload(self, path: str, key: str, content_type: str) -> None:
         # Stored objects never change under their key, and only signed URLs
