@@ -1,12 +1,12 @@
 """The composition root: the one place that builds adapters from settings.
 
 Both Chalice apps ask here for what they need; nothing else constructs a
-boto3 client or binds a pynamodb model.
+boto3 client or binds a pynamodb model. Tests plug in fakes the same way:
+`Container(settings, videos=FakeVideoRepository(), transcoder=...)`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -18,19 +18,47 @@ from chalicelib.adapters.cognito import CognitoIdentity
 from chalicelib.adapters.dynamo import DynamoVideoRepository, bind_video_record
 from chalicelib.adapters.s3 import S3BlobStore
 from chalicelib.adapters.ses import SesMailer
+from chalicelib.ports import BlobStore, Identity, Mailer, MediaUrls, VideoRepository
 from chalicelib.services import AccountService, HealthService, VideoService
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.adapters.idempotency import IdempotentJobs
-    from chalicelib.processing import UploadProcessor
+    from chalicelib.processing import Transcoder, UploadProcessor
 
 
-@dataclass
 class Container:
-    """Lazily built services for one process; adapters are built on first use."""
+    """The ports and services of one process.
 
-    settings: Settings
+    A port passed in is used as given; every other one is built from
+    `settings` on first use, so a process only builds what it touches.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        videos: VideoRepository | None = None,
+        uploads: BlobStore | None = None,
+        media: BlobStore | None = None,
+        mailer: Mailer | None = None,
+        identity: Identity | None = None,
+        media_urls: MediaUrls | None = None,
+        transcoder: Transcoder | None = None,
+    ) -> None:
+        self.settings = settings
+        given: dict[str, object] = {
+            "videos": videos,
+            "uploads": uploads,
+            "media": media,
+            "mailer": mailer,
+            "identity": identity,
+            "media_urls": media_urls,
+            "transcoder": transcoder,
+        }
+        # A cached_property keeps its value in the instance's __dict__: a port
+        # passed in is one that is already built.
+        self.__dict__.update({name: port for name, port in given.items() if port is not None})
 
     def client(self, service: str, **config: Any) -> Any:
         s = self.settings
@@ -51,19 +79,19 @@ class Container:
         return self.client("s3", signature_version="s3v4", s3={"addressing_style": addressing})
 
     @cached_property
-    def videos(self) -> DynamoVideoRepository:
+    def videos(self) -> VideoRepository:
         return DynamoVideoRepository(bind_video_record(self.settings))
 
     @cached_property
-    def uploads(self) -> S3BlobStore:
+    def uploads(self) -> BlobStore:
         return S3BlobStore(self._s3, self.settings.uploads_bucket)
 
     @cached_property
-    def media(self) -> S3BlobStore:
+    def media(self) -> BlobStore:
         return S3BlobStore(self._s3, self.settings.media_bucket)
 
     @cached_property
-    def media_urls(self) -> SignedCdnUrls:
+    def media_urls(self) -> MediaUrls:
         s = self.settings
         return SignedCdnUrls(
             s.media_base_url,
@@ -73,11 +101,11 @@ class Container:
         )
 
     @cached_property
-    def mailer(self) -> SesMailer:
+    def mailer(self) -> Mailer:
         return SesMailer(self.client("ses"), self.settings.mail_sender)
 
     @cached_property
-    def identity(self) -> CognitoIdentity:
+    def identity(self) -> Identity:
         s = self.settings
         return CognitoIdentity(
             self.client("cognito-idp"),
@@ -103,9 +131,16 @@ class Container:
         )
 
     @cached_property
+    def transcoder(self) -> Transcoder:
+        """ffmpeg: chalicelib.media, imported on first use so the API, which
+        ships without ffmpeg, never loads it."""
+        from chalicelib import media as ffmpeg_transcoder
+
+        return ffmpeg_transcoder
+
+    @cached_property
     def processor(self) -> UploadProcessor:
-        # Imported here so the API, which ships without ffmpeg, never loads it.
-        from chalicelib import media as media_module
+        from chalicelib.media import default_watermark_path
         from chalicelib.processing import UploadProcessor
 
         return UploadProcessor(
@@ -113,9 +148,9 @@ class Container:
             uploads=self.uploads,
             media=self.media,
             mailer=self.mailer,
-            transcoder=media_module,
+            transcoder=self.transcoder,
             settings=self.settings,
-            watermark_path=self.settings.watermark_path or media_module.default_watermark_path(),
+            watermark_path=self.settings.watermark_path or default_watermark_path(),
         )
 
     @cached_property

@@ -10,9 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.adapters.dynamo import decode_cursor, encode_cursor
-from chalicelib.domain import Page, UploadTicket, Video, VideoStatus, utcnow
+from chalicelib.bootstrap import Container
+from chalicelib.domain import (
+    NotAuthenticated,
+    Page,
+    Principal,
+    Tokens,
+    UploadTicket,
+    Video,
+    VideoStatus,
+    utcnow,
+)
 from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
 from chalicelib.ports import StaleUpdate, StoredObject
+from chalicelib.settings import Settings
 
 
 class FakeVideoRepository:
@@ -169,4 +180,67 @@ class FakeTranscoder:
             duration_s=info.duration_s,
             ffmpeg_seconds=0.1,
             ffmpeg_maxrss_kb=None,
+        )
+
+
+class FakeMediaUrls:
+    """Unsigned links on a made-up CDN."""
+
+    def url_for(self, key: str) -> str:
+        return f"https://cdn.example/{key}"
+
+    def check(self) -> None:
+        pass
+
+
+class FakeIdentity:
+    """Accepts every account; an IdToken is 'token:<user id>:<email>'."""
+
+    def sign_up(self, email: str, password: str) -> str:
+        return f"user-{email}"
+
+    def confirm(self, email: str, code: str) -> None:
+        pass
+
+    def resend_code(self, email: str) -> None:
+        pass
+
+    def log_in(self, email: str, password: str) -> Tokens:
+        token = f"token:{self.sign_up(email, password)}:{email}"
+        return Tokens(id_token=token, access_token=token, refresh_token=None, expires_in=3600)
+
+    def verify(self, id_token: str) -> Principal:
+        kind, _, rest = id_token.partition(":")
+        user_id, _, email = rest.partition(":")
+        if kind != "token" or not user_id or not email:
+            raise NotAuthenticated("not a token")
+        return Principal(user_id=user_id, email=email)
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass
+class FakePorts:
+    """One fake of every port, typed, and the composition root built on them
+    the way production builds it on adapters."""
+
+    videos: FakeVideoRepository = field(default_factory=FakeVideoRepository)
+    uploads: FakeBlobStore = field(default_factory=FakeBlobStore)
+    media: FakeBlobStore = field(default_factory=FakeBlobStore)
+    mailer: FakeMailer = field(default_factory=FakeMailer)
+    identity: FakeIdentity = field(default_factory=FakeIdentity)
+    media_urls: FakeMediaUrls = field(default_factory=FakeMediaUrls)
+    transcoder: FakeTranscoder = field(default_factory=FakeTranscoder)
+
+    def container(self, settings: Settings) -> Container:
+        return Container(
+            settings,
+            videos=self.videos,
+            uploads=self.uploads,
+            media=self.media,
+            mailer=self.mailer,
+            identity=self.identity,
+            media_urls=self.media_urls,
+            transcoder=self.transcoder,
         )
