@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any, cast
@@ -21,8 +22,21 @@ from chalicelib.domain import (
     Tokens,
 )
 
+logger = logging.getLogger(__name__)
+
 # Cognito error codes that are the caller's mistake, and how we answer them.
+#
+# The app client has PreventUserExistenceErrors ENABLED (infra/stack.yaml,
+# devstack/resources.py), and these tables keep what Cognito hides hidden:
+# every answer that could tell an unknown email from a known one is the
+# same for both. What still tells them apart is listed in the README
+# ("Accounts and user enumeration").
 _SIGNUP_ERRORS = {
+    # Cognito's SignUp says UsernameExistsException whatever the client's
+    # setting; in a pool whose usernames are emails it cannot do otherwise.
+    # A fake success would not hide it (confirm and sign-in then differ) and
+    # would leave a real owner waiting for a code that never comes, so the
+    # API says so plainly: the one answer that reveals an account.
     "UsernameExistsException": (Conflict, "An account with this email already exists."),
     "InvalidPasswordException": (
         InvalidRequest,
@@ -31,19 +45,37 @@ _SIGNUP_ERRORS = {
     ),
     "InvalidParameterException": (InvalidRequest, "The email or password is not valid."),
 }
+# One answer for a wrong, expired or unknown code, an unknown email and an
+# account that is already confirmed, so confirm does not tell who has an account.
+_NOT_CONFIRMED_BY_CODE = (
+    InvalidRequest,
+    "That code does not confirm an account for this email: it may be mistyped or expired. "
+    "Ask for a new code, or sign in if your account is already confirmed.",
+)
 _CONFIRM_ERRORS = {
-    "CodeMismatchException": (InvalidRequest, "That confirmation code is not right."),
-    "ExpiredCodeException": (InvalidRequest, "That confirmation code has expired."),
-    # Same answer as a wrong code, so confirm does not tell who has an account.
-    "UserNotFoundException": (InvalidRequest, "That confirmation code is not right."),
-    "NotAuthorizedException": (Conflict, "This account is already confirmed."),
+    "CodeMismatchException": _NOT_CONFIRMED_BY_CODE,
+    "ExpiredCodeException": _NOT_CONFIRMED_BY_CODE,
+    "UserNotFoundException": _NOT_CONFIRMED_BY_CODE,
+    # "User cannot be confirmed. Current status is CONFIRMED" (or disabled).
+    "NotAuthorizedException": _NOT_CONFIRMED_BY_CODE,
 }
+# ResendConfirmationCode errors answered as if a code had been sent: an
+# unknown email (LEGACY clients), an account that is already confirmed
+# ("User is already confirmed."), a disabled one, and the
+# InvalidParameterException that an ENABLED client gives some unknown users
+# instead of a simulated delivery.
+_RESEND_AS_IF_SENT = {"UserNotFoundException", "InvalidParameterException", "NotAuthorizedException"}
 _RESEND_ERRORS = {
-    "InvalidParameterException": (Conflict, "This account is already confirmed."),
+    "CodeDeliveryFailureException": (
+        ServiceUnavailable,
+        "We could not send the email just now: try again in a few minutes.",
+    ),
 }
 _LOGIN_ERRORS = {
+    # The same answer for an unknown email and a wrong password.
     "NotAuthorizedException": (NotAuthenticated, "Wrong email or password."),
     "UserNotFoundException": (NotAuthenticated, "Wrong email or password."),
+    # Cognito checks the password first: only its owner learns this.
     "UserNotConfirmedException": (
         NotConfirmed,
         "Confirm your email first: enter the code we sent you.",
@@ -115,11 +147,22 @@ class CognitoIdentity:
             raise _translate(exc, _CONFIRM_ERRORS) from None
 
     def resend_code(self, email: str) -> None:
+        """Email a new confirmation code; answers alike whether or not the account exists.
+
+        Only throttling (RateLimited) and a failed delivery (ServiceUnavailable)
+        are errors. With `auto_confirm` (local mode) every account is confirmed
+        when it signs up, so there is never a code to resend and Cognito is not
+        asked (moto has no ResendConfirmationCode).
+        """
+        if self._auto_confirm:
+            return
         try:
             self._idp.resend_confirmation_code(ClientId=self._client_id, Username=email)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "UserNotFoundException":
-                return  # as if sent: whether an account exists stays unknown
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _RESEND_AS_IF_SENT:
+                logger.info("resend confirmation code: answered as sent (Cognito said %s)", code)
+                return
             raise _translate(exc, _RESEND_ERRORS) from None
 
     def log_in(self, email: str, password: str) -> Tokens:
