@@ -46,6 +46,7 @@ def _error(status: int) -> dict[str, Any]:
             403: "Not allowed",
             404: "Not found",
             409: "Conflict",
+            429: "Too many requests: wait and try again",
             503: "A dependency is failing",
         }.get(status, "Error"),
         "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorOut")}}},

@@ -8,6 +8,7 @@ that are settings (sizes, types, lengths) are checked against the
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import datetime
 from typing import Any, Literal
@@ -35,7 +36,14 @@ def _printable(value: str, what: str) -> str:
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    """A JSON request body.
+
+    Strict: a JSON value must already have the field's type. pydantic's lax
+    mode would read `true` as 1 and `"5"` or `5.0` as 5 for an integer, so a
+    careless client's `size_bytes: true` became a 1-byte upload.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -102,10 +110,26 @@ class CreateVideoRequest(Request):
         return value
 
 
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
 class ListVideosQuery(BaseModel):
     # Other query parameters (cache busters and the like) are ignored.
     limit: int = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=512)
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _digits(cls, value: Any) -> Any:
+        # A query string's values are strings: take plain digits only, not the
+        # "+5", " 5", "5.0" or "1_0" that int() and lax pydantic would accept.
+        if isinstance(value, str):
+            if not _WHOLE_NUMBER.fullmatch(value):
+                raise ValueError("limit must be a whole number from 1 to 100")
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("limit must be a whole number from 1 to 100")
+        return value
 
 
 # --- responses ---

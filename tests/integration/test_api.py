@@ -9,16 +9,20 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
+import boto3
 import jwt
 import pytest
+from botocore.stub import Stubber
 from chalice.test import Client
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib.adapters.cdn import SignedCdnUrls, ssm_secret
+from chalicelib.adapters.cognito import CognitoIdentity
 from chalicelib.adapters.s3 import S3BlobStore
 from chalicelib.domain import Outputs, Rendition, VideoStatus
 from chalicelib.settings import Settings
@@ -200,6 +204,47 @@ def test_invalid_video_bodies_get_400_naming_the_field(
 
 
 @pytest.mark.parametrize(
+    "size",
+    ["true", "false", "1.5", "1.0", '"1"', '"1000"', "1e400", "-1", "0", "null", "[1]", "10" + "0" * 30],
+)
+def test_size_bytes_must_be_a_json_integer_in_range(api: Api, token: str, size: str) -> None:
+    """No lax coercion: `true` is not 1 byte, `"1000"` is not a number."""
+    fields = '"title": "x", "filename": "x.mp4", "content_type": "video/mp4"'
+    raw = f'{{{fields}, "size_bytes": {size}}}'
+    status, body = api.call("POST", "/videos", raw=raw, token=token)
+    assert_error(status, body, 400, "invalid_request")
+    assert [d["field"] for d in body["error"]["details"]] == ["size_bytes"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/videos", {"title": 5}, "title"),
+        ("/videos", {"filename": True}, "filename"),
+        ("/videos", {"content_type": ["video/mp4"]}, "content_type"),
+        ("/auth/signup", {"email": 42, "password": PASSWORD}, "email"),
+        ("/auth/signup", {"email": "a@example.com", "password": 12345678}, "password"),
+        ("/auth/login", {"email": "a@example.com", "password": False}, "password"),
+        ("/auth/confirm", {"email": "a@example.com", "code": 123456}, "code"),
+    ],
+)
+def test_text_fields_take_only_json_strings(
+    api: Api, token: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    if path == "/videos":
+        status, answer = api.create_video(token, **body)
+    else:
+        status, answer = api.call("POST", path, body)
+    assert_error(status, answer, 400, "invalid_request")
+    assert field in [d["field"] for d in answer["error"]["details"]]
+
+
+def test_a_plain_number_in_the_query_string_is_a_limit(api: Api, token: str) -> None:
+    assert api.call("GET", "/videos?limit=20", token=token)[0] == 200
+    assert api.call("GET", "/videos?limit=001", token=token)[0] == 200
+
+
+@pytest.mark.parametrize(
     "raw, headers",
     [
         ("{not json", {}),
@@ -223,7 +268,26 @@ def test_wrong_content_type_gets_415_in_our_error_shape(api: Api, token: str) ->
     assert_error(status, body, 415, "unsupported_media_type")
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=ten", "cursor=garbage!!", "cursor=YWJj"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=101",
+        "limit=ten",
+        "limit=-1",
+        "limit=true",
+        "limit=1.5",
+        "limit=20.0",
+        "limit=%2B5",  # +5
+        "limit=%205",  # " 5"
+        "limit=1_0",
+        "limit=1e1",
+        "limit=" + "9" * 30,
+        "limit=",
+        "cursor=garbage!!",
+        "cursor=YWJj",
+    ],
+)
 def test_bad_list_queries_get_400(api: Api, token: str, query: str) -> None:
     status, body = api.call("GET", f"/videos?{query}", token=token)
     assert_error(status, body, 400, "invalid_request")
@@ -287,6 +351,89 @@ def test_an_unconfirmed_account_is_asked_for_its_code(api: Api, aws: Any, settin
 
     assert api.call("POST", "/auth/confirm", {"email": email, "code": "123456"})[0] == 200
     assert api.call("POST", "/auth/login", {"email": email, "password": PASSWORD})[0] == 200
+
+
+def test_resend_in_local_mode_answers_sent_for_any_account(api: Api, aws: Any, settings: Settings) -> None:
+    """Local accounts are confirmed at sign-up: nothing to resend, and no 500 from moto."""
+    confirmed = f"confirmed-{uuid.uuid4().hex[:8]}@example.com"
+    assert api.call("POST", "/auth/signup", {"email": confirmed, "password": PASSWORD})[0] == 201
+    unconfirmed = f"unconfirmed-{uuid.uuid4().hex[:8]}@example.com"
+    aws.cognito_idp.sign_up(ClientId=settings.user_pool_client_id, Username=unconfirmed, Password=PASSWORD)
+    unknown = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
+    for email in (confirmed, unconfirmed, unknown):
+        assert api.call("POST", "/auth/resend", {"email": email}) == (200, {"sent": True}), email
+
+
+@pytest.fixture
+def aws_cognito(api_module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    """The API's accounts on a stubbed Cognito that answers as AWS does (not auto-confirming)."""
+    client = boto3.client(
+        "cognito-idp", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    identity = CognitoIdentity(
+        client,
+        user_pool_id="us-east-1_p",
+        client_id="app",
+        region="us-east-1",
+        auto_confirm=False,
+        endpoint_url=None,
+    )
+    monkeypatch.setattr(api_module.container.accounts, "identity", identity)
+    with Stubber(client) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+
+
+def test_resend_on_aws_tells_nothing_about_accounts_and_limits_abuse(api: Api, aws_cognito: Stubber) -> None:
+    aws_cognito.add_response("resend_confirmation_code", {"CodeDeliveryDetails": {}})
+    sent = api.call("POST", "/auth/resend", {"email": "waiting@example.com"})
+    assert sent == (200, {"sent": True})
+    for code, message in [
+        ("UserNotFoundException", "Username/client id combination not found."),
+        ("InvalidParameterException", "User is already confirmed."),
+    ]:
+        aws_cognito.add_client_error("resend_confirmation_code", code, message, http_status_code=400)
+        assert api.call("POST", "/auth/resend", {"email": "who@example.com"}) == sent, code
+
+    aws_cognito.add_client_error("resend_confirmation_code", "LimitExceededException", http_status_code=400)
+    status, body = api.call("POST", "/auth/resend", {"email": "waiting@example.com"})
+    assert_error(status, body, 429, "rate_limited")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"email": "not-an-email"}, {"email": 42}, {"email": True}, {}, {"email": "a@b.co", "extra": 1}],
+)
+def test_resend_refuses_a_malformed_request_before_asking_cognito(
+    api: Api, aws_cognito: Stubber, body: dict[str, Any]
+) -> None:
+    status, answer = api.call("POST", "/auth/resend", body)
+    assert_error(status, answer, 400, "invalid_request")
+    assert {"email", "extra"} & {d["field"] for d in answer["error"]["details"]}
+
+
+def test_confirm_on_aws_answers_alike_for_unknown_confirmed_and_wrong(api: Api, aws_cognito: Stubber) -> None:
+    answers = []
+    for code in ("UserNotFoundException", "NotAuthorizedException", "CodeMismatchException"):
+        aws_cognito.add_client_error("confirm_sign_up", code, http_status_code=400)
+        answers.append(api.call("POST", "/auth/confirm", {"email": "who@example.com", "code": "123456"}))
+    assert answers[0] == answers[1] == answers[2]
+    assert_error(*answers[0], 400, "invalid_request")
+
+
+def test_sign_in_does_not_tell_an_unknown_email_from_a_wrong_password(api: Api) -> None:
+    email = f"known-{uuid.uuid4().hex[:8]}@example.com"
+    assert api.call("POST", "/auth/signup", {"email": email, "password": PASSWORD})[0] == 201
+    wrong_password = api.call("POST", "/auth/login", {"email": email, "password": "Wr0ng-password!"})
+    unknown = api.call("POST", "/auth/login", {"email": f"x{email}", "password": "Wr0ng-password!"})
+    assert wrong_password == unknown
+    assert_error(*unknown, 401, "unauthorized")
+
+
+def test_confirming_an_unknown_email_answers_like_a_wrong_code(api: Api) -> None:
+    status, body = api.call("POST", "/auth/confirm", {"email": "nobody@example.com", "code": "123456"})
+    assert_error(status, body, 400, "invalid_request")
+    assert "already confirmed" in body["error"]["message"]
 
 
 def test_emails_are_not_case_sensitive(api: Api) -> None:
