@@ -11,15 +11,10 @@ from chalicelib import schemas
 from chalicelib.domain import UPLOAD_EXPIRED_REASON, InvalidRequest, NotFound, Principal, VideoStatus
 from chalicelib.services import VideoService, parse
 from chalicelib.settings import Settings
-from tests.fakes import FakeBlobStore, FakeVideoRepository
+from tests.fakes import FakePorts
 
 ALICE = Principal(user_id="alice", email="alice@example.com")
 BOB = Principal(user_id="bob", email="bob@example.com")
-
-
-class MediaUrls:
-    def url_for(self, key: str) -> str:
-        return f"https://cdn.example/{key}"
 
 
 @pytest.fixture
@@ -28,8 +23,13 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def service(settings: Settings) -> VideoService:
-    return VideoService(FakeVideoRepository(), FakeBlobStore(), FakeBlobStore(), MediaUrls(), settings)
+def fakes() -> FakePorts:
+    return FakePorts()
+
+
+@pytest.fixture
+def service(fakes: FakePorts, settings: Settings) -> VideoService:
+    return fakes.container(settings).video_service
 
 
 def create_request(settings: Settings, **overrides: object) -> schemas.CreateVideoRequest:
@@ -38,11 +38,11 @@ def create_request(settings: Settings, **overrides: object) -> schemas.CreateVid
 
 
 def test_create_presigns_the_upload_with_the_declared_size_and_type(
-    service: VideoService, settings: Settings
+    service: VideoService, fakes: FakePorts, settings: Settings
 ) -> None:
     video, ticket = service.create(ALICE, create_request(settings))
     assert video.status is VideoStatus.AWAITING_UPLOAD and video.owner_email == ALICE.email
-    assert service.uploads.presigned == [  # type: ignore[attr-defined]
+    assert fakes.uploads.presigned == [
         {"key": video.upload_key, "content_type": "video/quicktime", "max_bytes": 500, "expires_s": 300}
     ]
     assert ticket.max_bytes == 500
@@ -71,10 +71,11 @@ def test_only_the_owner_sees_a_video(service: VideoService, settings: Settings) 
     assert service.list(BOB, schemas.ListVideosQuery()).items == []
 
 
-def test_delete_removes_the_record_and_every_object(service: VideoService, settings: Settings) -> None:
+def test_delete_removes_the_record_and_every_object(
+    service: VideoService, fakes: FakePorts, settings: Settings
+) -> None:
     video, _ = service.create(ALICE, create_request(settings))
-    uploads, media = service.uploads, service.media
-    assert isinstance(uploads, FakeBlobStore) and isinstance(media, FakeBlobStore)
+    uploads, media = fakes.uploads, fakes.media
     uploads.objects[video.upload_key] = (b"data", "video/quicktime")
     media.objects[f"{video.media_prefix}720p.mp4"] = (b"mp4", "video/mp4")
     media.objects["media/alice/other/720p.mp4"] = (b"keep", "video/mp4")
