@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib.adapters.cdn import SignedCdnUrls, ssm_secret
 from chalicelib.adapters.cognito import CognitoIdentity
-from chalicelib.adapters.s3 import S3BlobStore
+from chalicelib.bootstrap import Container
 from chalicelib.domain import Outputs, Rendition, VideoStatus
 from chalicelib.settings import Settings
 from devstack.client import ROOT
@@ -365,7 +365,9 @@ def test_resend_in_local_mode_answers_sent_for_any_account(api: Api, aws: Any, s
 
 
 @pytest.fixture
-def aws_cognito(api_module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+def aws_cognito(
+    api_module: ModuleType, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> Iterator[Stubber]:
     """The API's accounts on a stubbed Cognito that answers as AWS does (not auto-confirming)."""
     client = boto3.client(
         "cognito-idp", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
@@ -378,7 +380,7 @@ def aws_cognito(api_module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iter
         auto_confirm=False,
         endpoint_url=None,
     )
-    monkeypatch.setattr(api_module.container.accounts, "identity", identity)
+    monkeypatch.setattr(api_module, "container", Container(settings, identity=identity))
     with Stubber(client) as stubber:
         yield stubber
         stubber.assert_no_pending_responses()
@@ -470,18 +472,23 @@ def test_health_reports_every_check(api: Api) -> None:
 
 
 def test_without_its_signing_key_the_api_says_so_instead_of_failing(
-    api: Api, token: str, api_module: ModuleType, monkeypatch: pytest.MonkeyPatch, aws: Any
+    api: Api,
+    token: str,
+    api_module: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    aws: Any,
+    settings: Settings,
 ) -> None:
-    container = api_module.container
     lost = SignedCdnUrls("http://cdn.test", "K", ssm_secret(aws.ssm, "/vidline/missing-key"), 3600)
-    monkeypatch.setattr(container.health, "media_urls", lost)
+    container = Container(settings, media_urls=lost)
+    monkeypatch.setattr(api_module, "container", container)
     status, body = api.call("GET", "/health")
     assert status == 503 and body["checks"]["cdn_signing_key"] == "failing"
 
     # A ready video needs signed links: its listing is a 503 with a reason, not a 500.
-    monkeypatch.setattr(container.video_service, "media_urls", lost)
     video_id = api.create_video(token)[1]["video"]["id"]
     record = container.videos.get(container.identity.verify(token).user_id, video_id)
+    assert record is not None
     outputs = Outputs(
         renditions=(Rendition("720p", 1280, 720, "media/x/720p.mp4"),), thumbnail_key="media/x/t.jpg"
     )
@@ -491,12 +498,11 @@ def test_without_its_signing_key_the_api_says_so_instead_of_failing(
 
 
 def test_health_names_the_failing_check(
-    api: Api, api_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+    api: Api, api_module: ModuleType, monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
-    container = api_module.container
-    health = container.health
-    # As if the media bucket were gone: the check runs against one that does not exist.
-    monkeypatch.setattr(health, "media", S3BlobStore(container._s3, "vidline-missing"))
+    # As if the media bucket were gone: the API is wired to one that does not exist.
+    gone = settings.model_copy(update={"media_bucket": "vidline-missing"})
+    monkeypatch.setattr(api_module, "container", Container(gone))
     status, body = api.call("GET", "/health")
     assert status == 503
     assert body["status"] == "failing"
