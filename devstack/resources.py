@@ -16,9 +16,10 @@ from botocore.exceptions import ClientError
 from chalicelib.settings import Settings
 from devstack.aws import local_client
 
-# The local pump extends a running job's visibility every third of this and
-# shortens it after a failure; a job a killed pump held is back in 2 minutes.
-JOB_VISIBILITY_TIMEOUT_S = 120
+# The local pump extends a running job's visibility every third of this (10 s)
+# and shortens it after a failure; a job a killed pump held is back within
+# 30 s even if its successor cannot return it at once.
+JOB_VISIBILITY_TIMEOUT_S = 30
 DLQ_RETENTION_S = 14 * 24 * 3600
 UPLOAD_EVENTS = ["s3:ObjectCreated:*"]
 AUTH_FLOWS = ["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]

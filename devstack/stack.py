@@ -8,13 +8,17 @@
 4. the mailbox, in this process because it reads moto's sent mail;
 5. the CDN stand-in, serving the built front end and the signed media URLs
    (rebuilt when `frontend/` changes);
-6. the event pump for the worker, as a child process (restarted when the
-   worker's code changes);
-7. `chalice local` for the API, as a child process, restarted when the
-   API's code (app.py, chalicelib/, .chalice/) changes.
+6. the event pump for the worker (`devstack.pump`), as a child process
+   (restarted when the worker's code changes);
+7. `chalice local` for the API (`devstack.api`), as a child process,
+   restarted when the API's code (app.py, chalicelib/, .chalice/) changes.
 
 It prints `Vidline local stack is ready` once everything answers, and stops
-all of it on Ctrl-C or SIGTERM.
+all of it on Ctrl-C or SIGTERM. A child that dies unasked is restarted after
+a back-off; a child that cannot load its code waits for the code to change.
+Children die with the stack even when it is killed (`devstack.processes`),
+and a port still held by a leftover of a killed stack of this project is
+freed on the next start (`devstack.leftovers`).
 """
 
 from __future__ import annotations
@@ -26,13 +30,12 @@ import logging
 import os
 import select
 import shlex
-import shutil
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -42,8 +45,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chalicelib.settings import Settings
 from devstack.aws import LOCAL_CREDENTIALS, local_client
-from devstack.processes import ChildProcess, say
-from devstack.pump import DEFAULT_HANDLER
+from devstack.leftovers import PROJECT_MARK, STACK_PID_MARK, PortHolder, port_holders, stop_process_group
+from devstack.processes import ChildProcess, describe_exit, say
+from devstack.pump import DEFAULT_DLQ_HANDLER, DEFAULT_HANDLER
 
 if TYPE_CHECKING:
     from moto.server import ThreadedMotoServer
@@ -56,8 +60,15 @@ HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = Path(".vidline") / "local.env"
 SITE_DIR = Path(".vidline") / "site"
+# Where the pump notes the message of the job it runs, for its successor.
+PUMP_IN_FLIGHT_FILE = Path(".vidline") / "pump-in-flight.json"
 API_START_TIMEOUT_S = 60.0
 PUMP_START_TIMEOUT_S = 60.0
+# How often the stack looks at its children and the code.
+SUPERVISE_TICK_S = 0.2
+# Exit code of devstack.api and devstack.pump when the app's code cannot be
+# loaded: restarting will not help until the code changes.
+CANNOT_LOAD_EXIT = 2
 
 
 class StackError(Exception):
@@ -135,35 +146,94 @@ def write_env_file(path: Path, env: Mapping[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def child_environment(app_env: Mapping[str, str], base_env: Mapping[str, str]) -> dict[str, str]:
-    """A child's full environment: the caller's, minus its AWS_* settings, plus `app_env`."""
+def child_environment(
+    app_env: Mapping[str, str], base_env: Mapping[str, str], project_dir: Path
+) -> dict[str, str]:
+    """A child's full environment: the caller's, minus its AWS_* settings, plus
+    `app_env`, devstack importable, and the marks that tell a leftover of this
+    stack (`devstack.leftovers`)."""
     env = {key: value for key, value in base_env.items() if not key.startswith("AWS_")}
     env.update(app_env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), base_env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"  # their output is relayed line by line
     # Fresh .pyc files under the project would look like code changes to
-    # chalice local's file watcher and restart it for nothing.
+    # the stack's code watchers and restart the children for nothing.
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env[PROJECT_MARK] = str(project_dir)
+    env[STACK_PID_MARK] = str(os.getpid())
     return env
 
 
-def check_ports_free(ports: Mapping[str, int], host: str = HOST) -> None:
-    """Raise StackError naming the first port that is taken (or given twice)."""
+class RestartBackoff:
+    """How long to wait before restarting a child that died: 1, 2, 4 ... 30 s,
+    and 1 s again after a child that had run for a minute."""
+
+    FIRST_S = 1.0
+    MAX_S = 30.0
+    STEADY_S = 60.0
+
+    def __init__(self) -> None:
+        self._next_s = self.FIRST_S
+
+    def delay_s(self, ran_s: float) -> float:
+        """The delay before the next start, for a child that died after `ran_s`."""
+        if ran_s >= self.STEADY_S:
+            self._next_s = self.FIRST_S
+        delay, self._next_s = self._next_s, min(self._next_s * 2, self.MAX_S)
+        return delay
+
+
+def claim_ports(ports: Mapping[str, int], project_dir: Path, host: str = HOST) -> None:
+    """Make sure every port is free, stopping leftovers of a killed stack of this project.
+
+    Raises StackError naming the first port that is taken (or given twice),
+    and what holds it.
+    """
     seen: dict[int, str] = {}
     for name, port in ports.items():
         if port in seen:
             raise StackError(f"{name} and {seen[port]} are both set to port {port}")
         seen[port] = name
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            # Same options as the servers use, so a port in TIME_WAIT is fine.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as error:
-                variable = f"VIDLINE_{name.upper()}_PORT"
-                raise StackError(
-                    f"port {port} on {host} ({name}) is already in use: {error.strerror}. "
-                    f"Stop whatever holds it or set {variable} to another port."
-                ) from None
+        error = _bind_error(host, port)
+        if error is None:
+            continue
+        holders = port_holders(port)
+        leftovers = [holder for holder in holders if holder.leftover_of(project_dir)]
+        for holder in leftovers:
+            say(
+                f"port {port} ({name}) is held by pid {holder.pid} ({holder.command}), left over "
+                "from a local stack of this project that is gone; stopping it"
+            )
+            stop_process_group(holder.pid)
+        if leftovers and (error := _bind_error(host, port)) is None:
+            continue
+        raise StackError(_port_taken(name, port, host, error, [h for h in holders if h not in leftovers]))
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Same options as the servers use, so a port in TIME_WAIT is fine.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error
+    return None
+
+
+def _port_taken(name: str, port: int, host: str, error: OSError, holders: Sequence[PortHolder]) -> str:
+    variable = f"VIDLINE_{name.upper()}_PORT"
+    message = f"port {port} on {host} ({name}) is already in use: {error.strerror}."
+    for holder in holders:
+        message += f" It is held by pid {holder.pid}: {holder.command}."
+        if holder.stack_pid is not None:
+            message += (
+                f" That belongs to the local stack with pid {holder.stack_pid}, which is still running."
+            )
+        elif "devstack" in holder.command.split():
+            message += " That is a local stack: stop it with Ctrl-C in its terminal"
+            message += f" (or `kill {holder.pid}`)."
+    return f"{message} Stop whatever holds it or set {variable} to another port."
 
 
 class CodeWatcher:
@@ -214,6 +284,54 @@ def _is_scratch(name: str) -> bool:
     return name.startswith((".", "#")) or name.endswith("~") or name.isdigit()
 
 
+class Supervised:
+    """One child of the stack: restarted after a back-off when it dies unasked,
+    or when its code changes."""
+
+    def __init__(self, label: str, start: Callable[[], ChildProcess | None], watcher: CodeWatcher) -> None:
+        self.label = label  # for people: "the event pump"
+        self.child: ChildProcess | None = None
+        self._start = start
+        self._watcher = watcher
+        self._backoff = RestartBackoff()
+        self._restart_at: float | None = None
+        self._exit_handled = False
+
+    def start(self) -> None:
+        """Start the child (now, whatever was pending)."""
+        self._restart_at = None
+        self.child = self._start()
+        self._exit_handled = False
+
+    def stop(self) -> None:
+        """Stop the child and forget any pending restart."""
+        self._restart_at = None
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+
+    def check(self, code_changed_message: str) -> None:
+        """Restart the child for changed code, or schedule or carry out a restart after a crash."""
+        if self._watcher.changed():
+            say(code_changed_message)
+            self.stop()
+            self.start()
+            return
+        child = self.child
+        if child is not None and not self._exit_handled and (code := child.poll()) is not None:
+            self._exit_handled = True
+            child.kill_leftovers()  # an ffmpeg its death left running
+            if code == CANNOT_LOAD_EXIT:
+                say(f"{self.label} could not load its code (see above); it restarts when the code changes")
+                return
+            delay = self._backoff.delay_s(time.monotonic() - child.started_at)
+            say(f"{self.label} died ({describe_exit(code)}); restarting it in {delay:.0f} s")
+            self._restart_at = time.monotonic() + delay
+        if self._restart_at is not None and time.monotonic() >= self._restart_at:
+            say(f"restarting {self.label}")
+            self.start()
+
+
 class LocalStack:
     """Starts, supervises and stops the pieces of the local stack."""
 
@@ -238,13 +356,10 @@ class LocalStack:
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._moto: ThreadedMotoServer | None = None
         self._mailbox: MailboxServer | None = None
-        self._pump: ChildProcess | None = None
-        self._pump_exit_reported = False
-        self._api: ChildProcess | None = None
         self._jobs_queue_url = ""
-        self._watcher: CodeWatcher | None = None
-        self._api_watcher: CodeWatcher | None = None
-        self._api_exit_reported = False
+        self._dlq_url = ""
+        self._pump: Supervised | None = None
+        self._api: Supervised | None = None
         self._cdn: CdnServer | None = None
         self._frontend_watcher: CodeWatcher | None = None
 
@@ -257,17 +372,17 @@ class LocalStack:
         from devstack.mailbox import MailboxServer
         from devstack.resources import ensure_resources
 
-        check_ports_free(
+        claim_ports(
             {
                 "moto": self.ports.moto_port,
                 "mailbox": self.ports.mailbox_port,
                 "api": self.ports.api_port,
                 "cdn": self.ports.cdn_port,
-            }
+            },
+            self.project_dir,
         )
         if not (self.project_dir / "app.py").is_file():
             raise StackError(f"no Chalice app at {self.project_dir / 'app.py'} (see --project-dir)")
-        chalice = _chalice_executable()
 
         moto = ThreadedMotoServer(ip_address=HOST, port=self.ports.moto_port, verbose=False)
         moto.start()
@@ -275,6 +390,7 @@ class LocalStack:
         generated = ensure_resources(self.settings, self.endpoint_url)
         sqs = local_client("sqs", self.endpoint_url, self.settings.region)
         self._jobs_queue_url = sqs.get_queue_url(QueueName=self.settings.jobs_queue)["QueueUrl"]
+        self._dlq_url = sqs.get_queue_url(QueueName=self.settings.jobs_dlq)["QueueUrl"]
         self.app_env = app_environment(
             self.settings, self.endpoint_url, generated, self.ports, self._base_env
         )
@@ -299,33 +415,36 @@ class LocalStack:
         self._publish_frontend()
         self._cdn.start()
 
-        self._watcher = CodeWatcher(self.worker_dir)
-        if not self._start_pump():
+        self._pump = Supervised("the event pump", self._start_pump, CodeWatcher(self.worker_dir))
+        self._pump.start()
+        if self._pump.child is not None and self._pump.child.poll() is not None:
             raise StackError("the worker could not be loaded; its error is above")
 
-        self._api_watcher = CodeWatcher(
-            self.project_dir / "app.py", self.project_dir / "chalicelib", self.project_dir / ".chalice"
+        api_code = (
+            self.project_dir / "app.py",
+            self.project_dir / "chalicelib",
+            self.project_dir / ".chalice",
         )
-        self._start_api(chalice)
+        self._api = Supervised("chalice local", self._start_api, CodeWatcher(*api_code))
+        self._api.start()
         self._wait_for_api()
 
-    def _start_api(self, chalice: str) -> None:
-        command = [chalice, "--project-dir", str(self.project_dir), "local", "--stage", "local"]
-        command += ["--host", HOST, "--port", str(self.ports.api_port), "--no-autoreload"]
-        self._api = ChildProcess(
+    def _start_api(self) -> ChildProcess:
+        command = [sys.executable, "-m", "devstack.api", "--project-dir", str(self.project_dir)]
+        command += ["--stage", "local", "--host", HOST, "--port", str(self.ports.api_port)]
+        return ChildProcess(
             "api",
             command,
             cwd=self.project_dir,
-            env=child_environment(self.app_env, self._base_env),
+            env=child_environment(self.app_env, self._base_env, self.project_dir),
         )
-        self._api_exit_reported = False
 
     def summary(self) -> list[str]:
         """Where everything is, for people."""
         settings = self.settings
         worker = (
             f"{_relative(self.worker_dir / 'app.py', self.project_dir)}:{DEFAULT_HANDLER}"
-            if self._pump is not None
+            if self._pump is not None and self._pump.child is not None
             else "not running (no workers/app.py yet)"
         )
         return [
@@ -336,7 +455,8 @@ class LocalStack:
             f"  mailbox               http://{HOST}:{self.ports.mailbox_port}   (JSON: /api/messages)",
             f"  web app (CDN)         http://{HOST}:{self.ports.cdn_port}   (front end; media under /media/)",
             f"  worker (event pump)   {worker} <- {settings.jobs_queue}",
-            f"  dead-letter queue     {settings.jobs_dlq} (after {settings.job_max_receives} receives)",
+            f"  dead-letter queue     {settings.jobs_dlq} (after {settings.job_max_receives} receives)"
+            f" -> {DEFAULT_DLQ_HANDLER}",
             f"  user pool             {self.app_env['VIDLINE_USER_POOL_ID']}",
             f"  app client            {self.app_env['VIDLINE_USER_POOL_CLIENT_ID']}",
             f"  environment           {self.env_file}",
@@ -346,31 +466,18 @@ class LocalStack:
         ]
 
     def supervise(self) -> int:
-        """Watch the children until a stop is requested; the exit code to use."""
-        assert self._api is not None and self._watcher is not None and self._api_watcher is not None
-        while not self._stop_requested.wait(0.5):
-            if self._api_watcher.changed():
-                say("API code changed; restarting chalice local")
-                self._api.stop()
-                self._start_api(_chalice_executable())
-            elif not self._api_exit_reported and (api_exit := self._api.poll()) is not None:
-                self._api_exit_reported = True
-                say(f"chalice local exited (code {api_exit}); it restarts when the API code changes")
+        """Watch the children until a stop is requested; the exit code to use.
+
+        Runs on the main thread, which also (re)starts the children: their
+        parent-death signal is tied to the thread that spawned them.
+        """
+        assert self._api is not None and self._pump is not None
+        while not self._stop_requested.wait(SUPERVISE_TICK_S):
+            self._api.check("API code changed; restarting chalice local")
             if self._frontend_watcher is not None and self._frontend_watcher.changed():
                 say("front end changed; rebuilding it")
                 self._publish_frontend()
-            if self._watcher.changed():
-                say("worker code changed; restarting the event pump")
-                self._stop_pump()
-                self._start_pump()
-            elif self._pump is not None and not self._pump_exit_reported:
-                pump_exit = self._pump.poll()
-                if pump_exit is not None:
-                    self._pump_exit_reported = True
-                    say(
-                        f"the event pump stopped (exit code {pump_exit});"
-                        " it restarts when the worker code changes"
-                    )
+            self._pump.check("worker code changed; restarting the event pump")
         return 0
 
     def stop(self) -> None:
@@ -378,7 +485,9 @@ class LocalStack:
         if self._api is not None:
             self._api.stop()
             self._api = None
-        self._stop_pump()
+        if self._pump is not None:
+            self._pump.stop()
+            self._pump = None
         if self._cdn is not None:
             self._cdn.stop()
             self._cdn = None
@@ -406,63 +515,62 @@ class LocalStack:
         except (OSError, UnicodeDecodeError) as error:
             say(f"the front end could not be built: {error}")
 
-    def _start_pump(self) -> bool:
-        """Start the event pump if there is a worker; False if the worker failed to load."""
+    def _start_pump(self) -> ChildProcess | None:
+        """Start the event pump if there is a worker and wait until it has loaded
+        it (or failed to: then the child has exited)."""
         app_file = self.worker_dir / "app.py"
         if not app_file.is_file():
             say(f"no worker app at {app_file}; the event pump starts when it appears")
-            return True
-        env = child_environment(self.app_env, self._base_env)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), self._base_env.get("PYTHONPATH")]))
+            return None
         read_fd, write_fd = os.pipe()
         command = [sys.executable, "-m", "devstack.pump", "--worker-dir", str(self.worker_dir)]
-        command += [
-            "--queue-url",
-            self._jobs_queue_url,
-            "--handler",
-            DEFAULT_HANDLER,
-            "--ready-fd",
-            str(write_fd),
-        ]
+        command += ["--queue-url", self._jobs_queue_url, "--handler", DEFAULT_HANDLER]
+        command += ["--dlq-url", self._dlq_url, "--dlq-handler", DEFAULT_DLQ_HANDLER]
+        command += ["--idempotency-table", self.settings.idempotency_table]
+        command += ["--in-flight-file", str(self.project_dir / PUMP_IN_FLIGHT_FILE)]
+        command += ["--ready-fd", str(write_fd)]
         try:
-            self._pump = ChildProcess(
+            pump = ChildProcess(
                 "worker",
                 command,
                 cwd=self.worker_dir,
-                env=env,
+                env=child_environment(self.app_env, self._base_env, self.project_dir),
                 pass_fds=[write_fd],
+                # Lets a pump whose stack is gone take its ffmpeg with it.
+                parent_death_signal=signal.SIGTERM,
             )
-            self._pump_exit_reported = False
         finally:
             os.close(write_fd)
         try:
-            return self._wait_until_ready(read_fd, self._pump, PUMP_START_TIMEOUT_S)
+            if not self._wait_until_ready(read_fd, pump, PUMP_START_TIMEOUT_S):
+                pump.wait_for_exit()
         finally:
             os.close(read_fd)
-
-    def _stop_pump(self) -> None:
-        if self._pump is not None:
-            self._pump.stop()
-            self._pump = None
+        return pump
 
     def _wait_until_ready(self, fd: int, child: ChildProcess, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._stop_requested.is_set():
+                child.stop()
                 raise _Interrupted
             readable, _, _ = select.select([fd], [], [], 0.2)
             if readable:
                 return bool(os.read(fd, 64))  # b"" is end of file: the child is gone
+        child.stop()
         raise StackError(f"the {child.name} process did not get ready within {timeout_s:.0f} s")
 
     def _wait_for_api(self) -> None:
-        assert self._api is not None
+        assert self._api is not None and self._api.child is not None
+        api = self._api.child
         deadline = time.monotonic() + API_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._stop_requested.is_set():
                 raise _Interrupted
-            if self._api.poll() is not None:
-                raise StackError(f"chalice local exited with code {self._api.poll()}; its output is above")
+            if api.poll() is not None:
+                raise StackError(
+                    f"chalice local exited ({describe_exit(api.poll() or 0)}); its output is above"
+                )
             if _answers_http(HOST, self.ports.api_port):
                 return
             time.sleep(0.2)
@@ -482,15 +590,6 @@ def _answers_http(host: str, port: int) -> bool:
     finally:
         connection.close()
     return True
-
-
-def _chalice_executable() -> str:
-    # The console script, not `python -m`: chalice's reloader re-runs sys.argv.
-    beside_python = Path(sys.executable).with_name("chalice")
-    found = str(beside_python) if beside_python.is_file() else shutil.which("chalice")
-    if not found:
-        raise StackError("the `chalice` command was not found; install the dev requirements")
-    return found
 
 
 def _relative(path: Path, root: Path) -> str:

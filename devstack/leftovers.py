@@ -1,0 +1,142 @@
+"""Who holds a port, and whether it is a leftover of a crashed local stack.
+
+A stack that was SIGKILLed used to leave `chalice local` holding its port,
+which then blocked the next `make dev`. The stack marks every child it
+starts with two environment variables (its project directory and its own
+pid); a process holding a port that carries this project's mark, and whose
+stack is no longer running, is provably ours and safe to stop. Anything else
+is only named, with what to do.
+
+Linux only (it reads /proc); elsewhere nothing is found and the stack just
+says the port is taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Set on each child of the stack: which project it serves and which stack started it.
+PROJECT_MARK = "DEVSTACK_PROJECT_DIR"
+STACK_PID_MARK = "DEVSTACK_STACK_PID"
+
+_LISTEN = "0A"  # TCP state in /proc/net/tcp
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """A process with a listening socket on a port."""
+
+    pid: int
+    command: str
+    project_dir: str | None  # from its mark; None when it is not a stack's child
+    stack_pid: int | None
+
+    def leftover_of(self, project_dir: Path) -> bool:
+        """Whether this is a child of a stack for `project_dir` that is gone."""
+        if self.project_dir is None or Path(self.project_dir) != project_dir.resolve():
+            return False
+        return self.stack_pid is None or not _is_devstack(self.stack_pid)
+
+
+def listening_inodes(port: int, proc: Path = Path("/proc")) -> set[int]:
+    """The inodes of the TCP sockets listening on `port` (any address, IPv4 or IPv6)."""
+    inodes: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if len(fields) < 10 or fields[3] != _LISTEN:
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def port_holders(port: int, proc: Path = Path("/proc")) -> list[PortHolder]:
+    """The processes (of those whose files we may read) listening on `port`."""
+    wanted = {f"socket:[{inode}]" for inode in listening_inodes(port, proc)}
+    if not wanted:
+        return []
+    holders = []
+    for process_dir in proc.glob("[0-9]*"):
+        try:
+            descriptors = list((process_dir / "fd").iterdir())
+        except OSError:  # another user's process, or gone
+            continue
+        for fd in descriptors:
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in wanted:
+                    holders.append(_holder(int(process_dir.name), proc))
+                    break
+    return holders
+
+
+def stop_process_group(pid: int, grace_s: float = 5.0) -> bool:
+    """SIGTERM `pid`'s process group (the stack started each child as a group
+    leader), SIGKILL it after `grace_s`; True once `pid` is gone."""
+    leads_group = False
+    with contextlib.suppress(OSError):
+        leads_group = os.getpgid(pid) == pid
+    for signum, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if leads_group:  # its ffmpeg too
+                os.killpg(pid, signum)
+            else:
+                os.kill(pid, signum)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not _exists(pid):
+                return True
+            time.sleep(0.05)
+    return not _exists(pid)
+
+
+def _holder(pid: int, proc: Path) -> PortHolder:
+    try:
+        command = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        command = "?"
+    environ = _environ(pid, proc)
+    stack_pid = environ.get(STACK_PID_MARK, "")
+    return PortHolder(
+        pid=pid,
+        command=command.strip(),
+        project_dir=environ.get(PROJECT_MARK),
+        stack_pid=int(stack_pid) if stack_pid.isdigit() else None,
+    )
+
+
+def _environ(pid: int, proc: Path) -> dict[str, str]:
+    try:
+        raw = (proc / str(pid) / "environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
+
+
+def _is_devstack(pid: int) -> bool:
+    # A stack is `python -m devstack`; a pid reused by anything else is not one.
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and b"devstack" in argv
+
+
+def _exists(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
