@@ -19,7 +19,7 @@ import pytest
 from boto3.exceptions import S3UploadFailedError
 from chalice.test import Client
 
-from chalicelib.adapters.s3 import S3BlobStore
+from chalicelib.bootstrap import Container
 from chalicelib.domain import Principal, Video, VideoStatus
 from chalicelib.schemas import CreateVideoRequest
 from chalicelib.settings import Settings
@@ -203,14 +203,18 @@ def test_s3_test_events_and_foreign_keys_are_skipped(worker: Worker, settings: S
 
 
 def test_a_job_that_keeps_failing_lands_in_the_dlq_and_the_video_is_failed(
-    worker: Worker, clip: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    worker: Worker,
+    clip: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    workers_module: ModuleType,
 ) -> None:
     video = worker.new_video()
     worker.upload(video, clip)
     # Storing the outputs fails every time, a fault that is not the input's:
-    # the worker is pointed at a media bucket that does not exist.
-    processor = worker.container.processor
-    monkeypatch.setattr(processor, "media", S3BlobStore(worker.container._s3, "vidline-missing"))
+    # the worker is wired to a media bucket that does not exist.
+    gone = settings.model_copy(update={"media_bucket": "vidline-missing"})
+    monkeypatch.setattr(workers_module, "container", Container(gone))
     for attempt in range(1, settings.job_max_receives + 1):
         message = worker.receive()
         assert message["Attributes"]["ApproximateReceiveCount"] == str(attempt)
