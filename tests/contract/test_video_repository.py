@@ -104,6 +104,7 @@ def test_every_field_of_an_added_video_is_stored(videos: VideoRepository) -> Non
         source=source,
         outputs=outputs,
         notified_at=utcnow(),
+        upload_etag="9e107d9d372bb6826bd81d3542a419d6",
     )
     videos.add(video)
     assert videos.get(ALICE, video.id) == video
@@ -194,7 +195,13 @@ def test_an_update_applies_the_changes_and_returns_what_is_stored(videos: VideoR
     source = SourceInfo("trip.mp4", 900, "video/mp4", duration_s=4.5, width=1920, height=1080)
 
     updated = videos.update(
-        video, status=VideoStatus.READY, progress=100, outputs=outputs, source=source, error=None
+        video,
+        status=VideoStatus.READY,
+        progress=100,
+        outputs=outputs,
+        source=source,
+        error=None,
+        upload_etag="e4d909c290d0fb1ca068ffaddf22cbd0",
     )
 
     assert updated == stored(videos, video)
@@ -204,7 +211,7 @@ def test_an_update_applies_the_changes_and_returns_what_is_stored(videos: VideoR
         outputs,
         source,
     )
-    assert updated.error is None
+    assert updated.error is None and updated.upload_etag == "e4d909c290d0fb1ca068ffaddf22cbd0"
     assert updated.updated_at > video.updated_at
     assert (updated.title, updated.created_at) == (video.title, video.created_at)
 
