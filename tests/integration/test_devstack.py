@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import queue
@@ -13,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,12 +27,13 @@ import pytest
 from botocore.client import BaseClient
 from chalice.app import Chalice, SQSEvent
 
+from chalicelib.processing import JobInterrupted
 from chalicelib.settings import Settings
 from devstack.aws import local_client
 from devstack.client import free_port
 from devstack.mailbox import MailboxServer
 from devstack.processes import process_table
-from devstack.pump import EventPump
+from devstack.pump import EventPump, local_environment
 from devstack.resources import ensure_resources, sender_address
 from devstack.stack import READY_LINE, CodeWatcher
 
@@ -267,6 +271,216 @@ def test_pump_keeps_a_long_job_invisible_while_it_runs(
     assert seen_by_others == [0]
 
 
+def test_an_interrupted_job_goes_back_as_a_new_message_without_using_an_attempt(
+    jobs_queue: str, aws_client: Callable[[str], BaseClient]
+) -> None:
+    url, sqs = jobs_queue, aws_client("sqs")
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody='{"Records": ["the same upload"]}',
+        MessageAttributes={"trace": {"DataType": "String", "StringValue": "abc"}},
+    )
+    deliveries: list[dict[str, Any]] = []
+
+    def interrupted_once(event: SQSEvent) -> None:
+        deliveries.extend(record.to_dict() for record in event)
+        if len(deliveries) == 1:
+            raise JobInterrupted  # what the pump's SIGTERM handler raises mid-job
+
+    pump = EventPump(sqs, url, fake_worker(interrupted_once), "process_upload", wait_time_s=1)
+    with pytest.raises(JobInterrupted):
+        pump.poll_once()
+    assert pump.poll_once() == 1
+
+    first, second = deliveries
+    assert second["body"] == first["body"] and second["messageId"] != first["messageId"]
+    assert second["attributes"]["ApproximateReceiveCount"] == "1"  # the attempt was not used up
+    assert second["messageAttributes"]["trace"]["stringValue"] == "abc"
+    assert messages_in(aws_client, url.rsplit("/", 1)[1]) == 0
+
+
+def test_local_environment_lets_the_stacks_variables_win_over_config_json() -> None:
+    configured = {
+        "VIDLINE_UPLOADS_BUCKET": "vidline-uploads",
+        "VIDLINE_STAGE": "local",
+        "ONLY_IN_CONFIG": "1",
+    }
+    process = {"VIDLINE_UPLOADS_BUCKET": "my-uploads", "VIDLINE_STAGE": "local"}
+
+    assert local_environment(configured, process) == {"ONLY_IN_CONFIG": "1"}
+
+
+STUB_WORKER = """
+    import json
+    import os
+    from pathlib import Path
+
+    from chalice import Chalice
+
+    app = Chalice(app_name="stub-worker")
+    seen = Path(os.environ["STUB_SEEN_DIR"])
+
+    def note(kind, event):
+        for record in event:
+            fields = record.to_dict()
+            name = f"{kind}-{fields['messageId']}-{fields['attributes']['ApproximateReceiveCount']}.json"
+            (seen / name).write_text(json.dumps({
+                "body": record.body,
+                "bucket": os.environ.get("VIDLINE_UPLOADS_BUCKET"),
+                "greeting": os.environ.get("STUB_GREETING"),
+            }))
+
+    @app.on_sqs_message(queue="vidline-jobs", batch_size=1)
+    def process_upload(event):
+        for record in event:
+            if "doomed" in record.body:
+                note("failed", event)
+                raise RuntimeError("this upload always fails")
+        note("done", event)
+"""
+
+STUB_DLQ_HANDLER = """
+    @app.on_sqs_message(queue="vidline-jobs-dlq", batch_size=1)
+    def fail_dead_upload(event):
+        note("dead", event)
+"""
+
+
+def pump_command(
+    worker_dir: Path, settings: Settings, queue_url: Callable[[str], str], *extra: str
+) -> list[str]:
+    return [
+        sys.executable, "-m", "devstack.pump", "--worker-dir", str(worker_dir),
+        "--queue-url", queue_url(settings.jobs_queue), "--dlq-url", queue_url(settings.jobs_dlq),
+        "--idempotency-table", settings.idempotency_table, "--retry-delay-s", "0", *extra,
+    ]  # fmt: skip
+
+
+def pump_environment(moto_endpoint: str, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("VIDLINE_", "AWS_"))}
+    env.update(
+        AWS_ENDPOINT_URL=moto_endpoint,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        PYTHONPATH=str(REPO_ROOT),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def files_in(directory: Path, prefix: str) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(directory.glob(f"{prefix}-*.json"))]
+
+
+@pytest.mark.timeout(90)
+def test_the_pump_process_recovers_from_a_killed_predecessor_and_delivers_dead_letters(
+    jobs_queue: str, devstack_settings: Settings, aws_client: Callable[[str], BaseClient], tmp_path: Path
+) -> None:
+    worker, seen = tmp_path / "worker", tmp_path / "seen"
+    seen.mkdir()
+    chalice_project(
+        worker,
+        "stub-worker",
+        STUB_WORKER + STUB_DLQ_HANDLER,
+        {"STUB_GREETING": "from config", "VIDLINE_UPLOADS_BUCKET": "bucket-in-config"},
+    )
+    sqs, dynamodb = aws_client("sqs"), aws_client("dynamodb")
+    url = functools.partial(jobs_queue_url, aws_client)
+    # What a SIGKILLed pump leaves: a job's message it had received (invisible
+    # for the visibility timeout), noted in the in-flight file, and its lock.
+    sqs.send_message(QueueUrl=jobs_queue, MessageBody="held by a dead pump")
+    [held] = sqs.receive_message(QueueUrl=jobs_queue, WaitTimeSeconds=0)["Messages"]
+    in_flight = tmp_path / "in-flight.json"
+    in_flight.write_text(json.dumps({"queue_url": jobs_queue, "receipt_handle": held["ReceiptHandle"]}))
+    table = devstack_settings.idempotency_table
+    for key, status in (("dead-pumps-job", "INPROGRESS"), ("finished-job", "COMPLETED")):
+        dynamodb.put_item(TableName=table, Item={"id": {"S": key}, "status": {"S": status}})
+    sqs.send_message(QueueUrl=jobs_queue, MessageBody="doomed upload")
+
+    command = pump_command(worker, devstack_settings, url, "--in-flight-file", str(in_flight))
+    env = pump_environment(aws_client("sqs").meta.endpoint_url, VIDLINE_UPLOADS_BUCKET="my-uploads")
+    env["STUB_SEEN_DIR"] = str(seen)
+    started = time.monotonic()
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as pump:
+        try:
+            # The held job is back at once, not after the 30 s visibility timeout.
+            [done] = wait_until(lambda: files_in(seen, "done"), timeout_s=20)
+            assert time.monotonic() - started < 20
+            # The doomed one fails twice, moves to the DLQ and reaches fail_dead_upload.
+            [dead] = wait_until(lambda: files_in(seen, "dead"), timeout_s=30)
+            assert wait_until(lambda: messages_in(aws_client, devstack_settings.jobs_dlq) == 0, 10)
+        finally:
+            pump.send_signal(signal.SIGTERM)
+            output = pump.communicate(timeout=30)[0]
+    assert pump.returncode == 0, output
+
+    assert done == {"body": "held by a dead pump", "bucket": "my-uploads", "greeting": "from config"}
+    assert dead["body"] == "doomed upload" and len(files_in(seen, "failed")) == 2
+    assert "released 1 idempotency lock(s)" in output
+    assert "back on the queue" in output
+    remaining = dynamodb.scan(TableName=table)["Items"]
+    assert [item["id"]["S"] for item in remaining] == ["finished-job"]
+    assert not in_flight.exists()
+
+
+@pytest.mark.timeout(60)
+def test_the_pump_says_once_that_the_stand_in_is_gone_and_exits_with_its_parent(
+    devstack_settings: Settings, tmp_path: Path
+) -> None:
+    from moto.server import ThreadedMotoServer
+
+    worker, seen = tmp_path / "worker", tmp_path / "seen"
+    seen.mkdir()
+    chalice_project(worker, "stub-worker", STUB_WORKER)  # no fail_dead_upload
+    port = free_port()
+    stand_in = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    stand_in.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    ensure_resources(devstack_settings, endpoint)
+    sqs = local_client("sqs", endpoint, REGION)
+
+    def url(name: str) -> str:
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+
+    log = tmp_path / "pump.log"
+    env = pump_environment(endpoint, STUB_SEEN_DIR=str(seen))
+    # A parent that starts the pump and exits, as a killed stack would.
+    launcher = "import subprocess, sys; print(subprocess.Popen(sys.argv[1:]).pid, flush=True); input()"
+    with log.open("w") as out:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", launcher, *pump_command(worker, devstack_settings, url)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            text=True,
+            start_new_session=True,
+        )
+    assert parent.stdout is not None
+    pump_pid = int(parent.stdout.readline())
+    try:
+        assert wait_until(lambda: "delivering" in log.read_text(), timeout_s=30), log.read_text()
+        stand_in.stop()
+        time.sleep(5)
+        output = log.read_text()
+        assert output.count("does not answer") == 1, output
+        assert "Traceback" not in output, output
+        assert "no handler named fail_dead_upload" in output, output
+
+        parent.communicate("bye\n", timeout=10)  # the parent exits
+        assert wait_until(lambda: not running(pump_pid), timeout_s=5), log.read_text()
+        assert "the stack is gone" in log.read_text()
+    finally:
+        if running(pump_pid):
+            os.kill(pump_pid, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+
+
 # --- mailbox --------------------------------------------------------------------
 
 
@@ -283,6 +497,14 @@ def mailbox(moto_endpoint: str) -> Iterator[MailboxServer]:
 def http(method: str, url: str) -> tuple[int, str]:
     with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as response:
         return response.status, response.read().decode()
+
+
+def http_error(method: str, url: str) -> tuple[int, Any]:
+    """The status and JSON body of a request that is expected to fail."""
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        http(method, url)
+    assert failed.value.headers["Content-Type"] == "application/json"
+    return failed.value.code, json.loads(failed.value.read())
 
 
 def test_mailbox_lists_sent_email_newest_first(
@@ -369,6 +591,7 @@ FAKE_API = """
         return {
             "user_pool_id": os.environ.get("VIDLINE_USER_POOL_ID"),
             "endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+            "uploads_bucket": os.environ.get("VIDLINE_UPLOADS_BUCKET"),
         }
 """
 
@@ -410,9 +633,13 @@ def chalice_project(directory: Path, app_name: str, source: str, env: dict[str, 
 def project_dir(tmp_path: Path) -> Path:
     """A project like the repository's: an API app and a worker app in workers/."""
     project = tmp_path / "project"
-    chalice_project(project, "fake-api", FAKE_API)
+    # Like .chalice/config.json, both name the default bucket.
+    chalice_project(project, "fake-api", FAKE_API, {"VIDLINE_UPLOADS_BUCKET": "vidline-uploads"})
     chalice_project(
-        project / "workers", "fake-worker", FAKE_WORKER, {"FAKE_WORKER_GREETING": "hello from config"}
+        project / "workers",
+        "fake-worker",
+        FAKE_WORKER,
+        {"FAKE_WORKER_GREETING": "hello from config", "VIDLINE_UPLOADS_BUCKET": "vidline-uploads"},
     )
     return project
 
@@ -433,10 +660,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 class StackProcess:
     """`python -m devstack` as a subprocess, with its output collected."""
 
-    def __init__(self, project_dir: Path, ports: dict[str, int]) -> None:
+    def __init__(self, project_dir: Path, ports: dict[str, int], **extra_env: str) -> None:
         # As a developer's shell would be: none of the test session's settings.
         env = {key: value for key, value in os.environ.items() if not key.startswith(("VIDLINE_", "AWS_"))}
         env.update({f"VIDLINE_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+        env.update(extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devstack", "--project-dir", str(project_dir)],
@@ -473,6 +701,15 @@ class StackProcess:
             if line == wanted:
                 return True
         return False
+
+    def wait_for_text(self, wanted: str, timeout_s: float) -> bool:
+        """Whether a line containing `wanted` is (or within `timeout_s` gets) in the output."""
+        deadline = time.monotonic() + timeout_s
+        while wanted not in self.output:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                return wanted in self.output
+            time.sleep(0.05)
+        return True
 
     def stop(self) -> int:
         """SIGTERM it, as `make dev`'s Ctrl-C would (SIGKILL after 30 s); its exit code."""
@@ -516,7 +753,9 @@ def wait_until(condition: Callable[[], Any], timeout_s: float) -> Any:
 def test_the_whole_stack_starts_answers_runs_a_job_and_stops_cleanly(project_dir: Path) -> None:
     ports = stack_ports("api", "moto", "mailbox", "cdn")
     api, mailbox = f"http://127.0.0.1:{ports['api']}", f"http://127.0.0.1:{ports['mailbox']}"
-    stack = StackProcess(project_dir, ports)
+    # A developer's override of a resource name reaches both apps, though
+    # their config.json names the default bucket.
+    stack = StackProcess(project_dir, ports, VIDLINE_UPLOADS_BUCKET="my-uploads")
     children: set[int] = set()
     try:
         assert stack.wait_for_line(READY_LINE, timeout_s=90), stack.output
@@ -540,14 +779,25 @@ def test_the_whole_stack_starts_answers_runs_a_job_and_stops_cleanly(project_dir
         # chalice local answers, with the stack's environment.
         status, body = http("GET", f"{api}/")
         assert status == 200
-        assert json.loads(body) == {"user_pool_id": pool["Id"], "endpoint": endpoint}
+        assert json.loads(body) == {
+            "user_pool_id": pool["Id"],
+            "endpoint": endpoint,
+            "uploads_bucket": "my-uploads",
+        }
+        # chalice local's own answers, in the API's error shape.
+        assert http_error("GET", f"{api}/nowhere") == (
+            403,
+            {"error": {"code": "invalid_request", "message": "Missing Authentication Token"}},
+        )
+        status, error = http_error("TRACE", f"{api}/")
+        assert status == 501 and error["error"]["code"] == "method_not_allowed", error
 
         # The mailbox answers.
         assert http("GET", f"{mailbox}/api/messages") == (200, "[]")
 
         # An upload flows S3 -> SQS -> pump -> worker -> SES -> mailbox.
         s3 = local_client("s3", endpoint, env["AWS_REGION"])
-        s3.put_object(Bucket="vidline-uploads", Key="clips/my video.mp4", Body=b"not really a video")
+        s3.put_object(Bucket="my-uploads", Key="clips/my video.mp4", Body=b"not really a video")
 
         def mail() -> list[dict[str, Any]]:
             messages: list[dict[str, Any]] = json.loads(http("GET", f"{mailbox}/api/messages")[1])
@@ -582,6 +832,93 @@ def test_the_whole_stack_starts_answers_runs_a_job_and_stops_cleanly(project_dir
                 os.kill(pid, signal.SIGKILL)
 
 
+def child_running(stack_pid: int, module: str) -> int | None:
+    """The pid of the stack's child running `python -m module`, if any."""
+    for pid in descendants(stack_pid):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if module.encode() in argv and running(pid):
+                return pid
+    return None
+
+
+def answers(url: str) -> bool:
+    try:
+        return http("GET", url)[0] == 200
+    except OSError:
+        return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+SQUATTER = "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); "
+SQUATTER += "s.listen(); print('listening', flush=True); time.sleep(600)"
+
+
+@pytest.mark.timeout(180)
+def test_the_stack_frees_its_leftovers_restarts_crashed_children_and_dies_as_a_whole(
+    project_dir: Path,
+) -> None:
+    ports = stack_ports("api", "moto", "mailbox", "cdn")
+    # What a killed stack of this project used to leave: its API child on the port.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    marks = {"DEVSTACK_PROJECT_DIR": str(project_dir), "DEVSTACK_STACK_PID": str(gone.pid)}
+    leftover = subprocess.Popen(
+        [sys.executable, "-c", SQUATTER, str(ports["api"])],
+        env={**os.environ, **marks},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert leftover.stdout is not None and leftover.stdout.readline() == "listening\n"
+    stack = StackProcess(project_dir, ports)
+    children: set[int] = set()
+    try:
+        assert stack.wait_for_line(READY_LINE, timeout_s=90), stack.output
+        assert f"held by pid {leftover.pid}" in stack.output and "stopping it" in stack.output
+        assert leftover.wait(timeout=5) == -signal.SIGTERM
+
+        # A crashed pump is restarted after a second, and says so.
+        pump = child_running(stack.process.pid, "devstack.pump")
+        assert pump is not None
+        os.kill(pump, signal.SIGKILL)
+        killed = time.monotonic()
+        assert stack.wait_for_text("the event pump died (killed by SIGKILL); restarting it in 1 s", 10)
+        assert stack.wait_for_text("restarting the event pump", 10), stack.output
+        assert wait_until(lambda: child_running(stack.process.pid, "devstack.pump") not in (None, pump), 30)
+        print(f"pump back {time.monotonic() - killed:.1f} s after SIGKILL")
+
+        # So is chalice local.
+        api = child_running(stack.process.pid, "devstack.api")
+        assert api is not None
+        os.kill(api, signal.SIGKILL)
+        assert stack.wait_for_text("chalice local died (killed by SIGKILL); restarting it in 1 s", 10)
+        assert wait_until(lambda: answers(f"http://127.0.0.1:{ports['api']}/"), 30), stack.output
+
+        # SIGKILL the stack: its children go too, and every port is free.
+        children = descendants(stack.process.pid)
+        assert len(children) >= 2
+        stack.process.kill()
+        killed = time.monotonic()
+        assert wait_until(lambda: not [pid for pid in children if running(pid)], timeout_s=10), stack.output
+        print(f"children gone {time.monotonic() - killed:.1f} s after the stack's SIGKILL")
+        assert all(port_free(port) for port in ports.values())
+    finally:
+        stack.stop()
+        for pid in children | {leftover.pid}:  # whatever a failed test left behind
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.timeout(60)
 def test_the_stack_refuses_to_start_on_a_taken_port(project_dir: Path) -> None:
     ports = stack_ports("api", "mailbox", "cdn")
@@ -598,6 +935,8 @@ def test_the_stack_refuses_to_start_on_a_taken_port(project_dir: Path) -> None:
 
     assert exit_code == 1
     assert f"port {taken}" in stack.output and "VIDLINE_MOTO_PORT" in stack.output, stack.output
+    # Not ours: named, and left alone.
+    assert f"held by pid {os.getpid()}" in stack.output, stack.output
     assert READY_LINE not in stack.output
 
 
