@@ -157,13 +157,15 @@ class Container:
     def process_once(self) -> IdempotentJobs:
         """`processor.process` guarded by Powertools idempotency on DynamoDB,
         keyed by the uploaded object, so a duplicate delivery does nothing.
-        Call as `process_once(job={"bucket", "key", "version"}, lambda_context,
+        Call as `process_once(job=UploadedObject.as_job(), lambda_context,
         final_attempt=..., time_left_s=...)`."""
         from chalicelib.adapters.idempotency import IdempotentJobs
+        from chalicelib.processing import UploadedObject
 
         processor = self.processor
 
         def process(job: dict[str, str], final_attempt: bool, time_left_s: float | None) -> str:
-            return processor.process(job["key"], final_attempt=final_attempt, time_left_s=time_left_s)
+            uploaded = UploadedObject.from_job(job)
+            return processor.process(uploaded, final_attempt=final_attempt, time_left_s=time_left_s)
 
         return IdempotentJobs(process, self.client("dynamodb"), self.settings.idempotency_table)

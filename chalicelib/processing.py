@@ -4,17 +4,62 @@
 worker in `workers/app.py`, or the local event pump through it). It is safe
 to call again for the same object: a video already final is not encoded
 again, and its owner is emailed at most once.
+
+One upload per ticket. A video's presigned POST can be used more than once
+while it is valid, so its key may receive a second object while the first is
+being encoded. The first job to claim the video (a conditional update from
+`awaiting_upload`) records the upload's ETag on it (`Video.upload_etag`), and
+from then on the video belongs to that upload:
+
+- an event for an object with another ETag is refused: logged, nothing is
+  reset, nothing is deleted, and the message is done;
+- the same upload delivered again, or retried after a failure, carries on;
+- an event whose object was already replaced when its job looks (the key's
+  ETag is no longer the event's) claims nothing: the newer object's own
+  event will;
+- the job reads exactly the bytes it claimed (a GET with If-Match on the
+  claimed ETag). If another upload replaced them before that, or between a
+  failed attempt and its retry, the claimed upload is gone for good (the
+  bucket keeps one version per key): the video fails with a reason that asks
+  for a new upload, rather than being encoded from a file it never took.
+
+Each run writes its outputs under its own prefix (`Video.outputs_prefix`).
+A run that ends without recording them (its video was deleted or changed
+under it, or an error) removes that prefix unless the video's recorded
+outputs point into it, so it never touches what another run stored.
+
+Failures. `MediaRejected` (the file is bad) fails the video at once with its
+own reason and one email, and the message is done: retrying cannot help.
+Anything else (`MediaProcessingError`, AWS errors) is raised so that SQS
+retries the message. On the last receive the video is failed and its owner
+emailed before raising, for quick feedback (on AWS a failed message reaches
+the dead-letter queue only after the visibility timeout); the dead-letter
+queue's handler (`give_up`) fails whatever a crashed or killed worker left
+behind. `JobInterrupted` (the local pump stopping on Ctrl-C or a code reload)
+is never the video's fault: the job hands its message back untouched, with no
+failure and no email, on any attempt.
+
+Scratch space. Each job works in its own directory under `work_dir`
+(`vidline-job-*`), holding an exclusive `flock` on a lock file inside it for
+its whole life. A process's first job removes the job directories whose lock
+it can take: their owner died (a crash, an out-of-memory kill, a timeout),
+and no live worker sharing the same `/tmp` can be using them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import json
 import logging
 import os
+import secrets
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote_plus
 
@@ -24,14 +69,13 @@ from chalicelib.domain import (
     PROCESSABLE_STATUSES,
     Outputs,
     Rendition,
-    SourceInfo,
     Video,
     VideoStatus,
     parse_upload_key,
     upload_prefix,
 )
 from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
-from chalicelib.ports import BlobStore, Mailer, StaleUpdate, VideoRepository
+from chalicelib.ports import BlobStore, Mailer, ObjectChanged, StaleUpdate, StoredObject, VideoRepository
 from chalicelib.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -45,6 +89,22 @@ PROGRESS_PROBED = 10
 PROGRESS_ENCODED = 90
 PROGRESS_STORED = 100
 
+GAVE_UP_REASON = (
+    "We could not process this video after several attempts. Please try uploading it again later."
+)
+UPLOAD_REPLACED_REASON = (
+    "The uploaded file was replaced or removed before we could process it. "
+    "Please create a new video and upload the file again."
+)
+UPLOAD_MISSING_REASON = "The uploaded file could not be found. Please upload it again."
+
+# Job directories under work_dir, and the lock each one's job holds.
+JOB_DIR_PREFIX = "vidline-job-"
+JOB_LOCK_NAME = ".lock"
+# Held shared while a job directory is made and locked, exclusively while
+# sweeping, so a sweep never sees a directory whose lock is not held yet.
+SWEEP_LOCK_NAME = "vidline-jobs.lock"
+
 
 class JobInterrupted(Exception):
     """The worker's host is stopping while a job runs (the local pump on Ctrl-C or
@@ -55,11 +115,22 @@ class JobInterrupted(Exception):
 
 @dataclass(frozen=True)
 class UploadedObject:
+    """One object S3 says was created: where, and which write of the key it was."""
+
     bucket: str
     key: str
-    # Tells one write of the key from another (S3's event sequencer and the
-    # ETag); the same event delivered twice carries the same value.
-    version: str = ""
+    # S3's ETag of the object, without quotes; it tells one upload to a key
+    # from another. Empty when the event did not say.
+    etag: str = ""
+
+    def as_job(self) -> dict[str, str]:
+        """The job's identity, e.g. as the idempotency key: the same upload
+        delivered twice is one job, another upload to the key another."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_job(cls, job: dict[str, str]) -> UploadedObject:
+        return cls(bucket=job["bucket"], key=job["key"], etag=job.get("etag", ""))
 
 
 def uploaded_objects(body: str) -> list[UploadedObject]:
@@ -78,15 +149,15 @@ def uploaded_objects(body: str) -> list[UploadedObject]:
         return []
     objects = []
     for record in message.get("Records") or []:
-        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+        if not isinstance(record, dict) or not str(record.get("eventName", "")).startswith("ObjectCreated"):
             continue
         s3 = record.get("s3") or {}
         bucket = (s3.get("bucket") or {}).get("name")
-        key = (s3.get("object") or {}).get("key")
+        obj = s3.get("object") or {}
+        key = obj.get("key")
         if bucket and key:
-            obj = s3.get("object") or {}
-            version = f"{obj.get('sequencer', '')}:{obj.get('eTag', '')}"
-            objects.append(UploadedObject(bucket=bucket, key=unquote_plus(key), version=version))
+            etag = str(obj.get("eTag") or "").strip('"')
+            objects.append(UploadedObject(bucket=bucket, key=unquote_plus(key), etag=etag))
     return objects
 
 
@@ -101,9 +172,21 @@ class Transcoder(Protocol):
         *,
         watermark_path: str,
         short_side: int = 720,
+        max_duration_s: float,
+        max_pixels: int,
         on_progress: Callable[[float], None] | None = None,
         timeout_s: float = 780.0,
     ) -> EncodeResult: ...
+
+
+@dataclass
+class _Run:
+    """What one processing run wrote, so that it can take back only that."""
+
+    outputs_prefix: str
+    written: list[str] = field(default_factory=list)
+    # True once the video records these outputs: they are the video's now.
+    kept: bool = False
 
 
 @dataclass
@@ -115,52 +198,151 @@ class UploadProcessor:
     transcoder: Transcoder
     settings: Settings
     watermark_path: str
+    _scratch_swept: bool = field(default=False, init=False, repr=False)
 
-    def process(self, key: str, *, final_attempt: bool, time_left_s: float | None = None) -> str:
-        """Process the upload at `key`; returns what happened, for the logs.
+    def process(
+        self, uploaded: UploadedObject, *, final_attempt: bool, time_left_s: float | None = None
+    ) -> str:
+        """Process the upload `uploaded`; returns what happened, for the logs.
 
         Bad input marks the video failed and emails the owner. Any other
-        error propagates so the message is retried, except on the final
-        attempt, where the video is marked failed (and the owner told)
-        before the error goes on to put the message in the dead-letter queue.
-        `time_left_s` is what the invocation has left (Lambda's remaining
-        time): ffmpeg is stopped early enough to still record the outcome.
+        error propagates so the message is retried; on the final attempt the
+        video is marked failed (and the owner told) first, unless the error is
+        JobInterrupted. `time_left_s` is what the invocation has left
+        (Lambda's remaining time): ffmpeg is stopped early enough to still
+        record the outcome.
         """
-        ids = parse_upload_key(key)
+        if not self._scratch_swept:
+            self._scratch_swept = True
+            remove_abandoned_job_dirs(self.settings.work_dir)
+        ids = parse_upload_key(uploaded.key)
         if ids is None:
-            logger.warning("ignoring an object that is not an upload: %s", key)
+            logger.warning("ignoring an object that is not an upload: %s", uploaded.key)
             return "ignored"
         video = self.videos.get(*ids)
         if video is None:
             # Deleted before its upload landed: drop the orphaned file.
-            logger.info("video for %s is gone; removing the upload", key)
+            logger.info("video for %s is gone; removing the upload", uploaded.key)
             self.uploads.delete_prefix(upload_prefix(*ids))
             return "ignored"
+        if video.refuses_upload(uploaded.etag):
+            logger.warning(
+                "refusing a second upload to video %s (ETag %s; it took %s)",
+                video.id,
+                uploaded.etag,
+                video.upload_etag,
+            )
+            return "refused"
         if video.status in FINAL_STATUSES:
             # A duplicate delivery: the work is done; make sure the owner heard.
             self._notify_once(video)
             return "duplicate"
+        run = _Run(outputs_prefix=video.outputs_prefix(secrets.token_hex(8)))
         try:
-            video = self._encode(video, self._ffmpeg_timeout(time_left_s))
-        except MediaRejected as rejected:
-            video = self._fail(video, rejected.reason)
-        except StaleUpdate:
-            logger.info("video %s was deleted while processing", video.id)
-            self.media.delete_prefix(video.media_prefix)
-            return "ignored"
+            return self._attempt(video, uploaded, run, self._ffmpeg_timeout(time_left_s))
+        except JobInterrupted:
+            logger.warning("the job for video %s was interrupted; its message goes back", video.id)
+            raise
         except Exception:
             if final_attempt:
                 logger.exception("final attempt for video %s failed", video.id)
-                self._notify_once(
-                    self._fail(
-                        video,
-                        "We could not process this video after several attempts. "
-                        "Please try uploading it again later.",
-                    )
-                )
+                self.give_up(uploaded)
             raise
+        finally:
+            self._remove_unkept_outputs(video, run)
+
+    def give_up(self, uploaded: UploadedObject) -> str:
+        """The upload's job failed every attempt (its message is in the dead-letter
+        queue): fail the video with a reason unless it is final already, and
+        make sure its owner is emailed once. Returns what happened, for the logs.
+
+        Does nothing for a deleted video, a key that is not an upload or an
+        upload the video refused; safe to call again for the same message.
+        """
+        ids = parse_upload_key(uploaded.key)
+        video = self.videos.get(*ids) if ids else None
+        if video is None or video.refuses_upload(uploaded.etag):
+            logger.info("nothing to give up for %s", uploaded.key)
+            return "ignored"
+        if video.status not in FINAL_STATUSES:
+            logger.warning("giving up on video %s: its job failed every attempt", video.id)
+            try:
+                video = self._fail(video, GAVE_UP_REASON)
+            except StaleUpdate:  # it became final, or was deleted, meanwhile
+                current = self.videos.get(video.owner_id, video.id)
+                if current is None:
+                    return "ignored"
+                video = current
         self._notify_once(video)
         return video.status.value
+
+    def _attempt(self, video: Video, uploaded: UploadedObject, run: _Run, ffmpeg_timeout_s: float) -> str:
+        try:
+            try:
+                claimed = self._claim(video, uploaded)
+                if claimed is None:
+                    return "refused"
+                video, stored = claimed
+                video = self._encode(video, stored, run, ffmpeg_timeout_s)
+            except MediaRejected as rejected:
+                video = self._fail(video, rejected.reason)
+            except ObjectChanged:
+                logger.warning("the upload video %s took was replaced before it was read", video.id)
+                video = self._fail(video, UPLOAD_REPLACED_REASON)
+        except StaleUpdate:
+            current = self.videos.get(video.owner_id, video.id)
+            if current is None:
+                logger.info("video %s was deleted while processing", video.id)
+                return "ignored"
+            logger.warning("video %s changed while processing (now %s)", video.id, current.status.value)
+            return "stale"
+        self._notify_once(video)
+        return video.status.value
+
+    def _claim(self, video: Video, uploaded: UploadedObject) -> tuple[Video, StoredObject] | None:
+        """The video, taken for this upload (queued, progress reset), and the
+        stored upload; None if the video belongs to another upload. Raises ObjectChanged if the upload it took
+        is no longer stored, MediaRejected if the stored file breaks its ticket."""
+        stored = self.uploads.head(video.upload_key)
+        if stored is None:
+            if video.upload_etag is not None:
+                raise ObjectChanged(video.upload_key)
+            raise MediaRejected(UPLOAD_MISSING_REASON)
+        etag = uploaded.etag or stored.etag
+        if video.upload_etag is None:
+            if stored.etag != etag:
+                logger.info("upload %s of video %s was replaced before it was claimed", etag, video.id)
+                return None
+            try:
+                video = self.videos.update(
+                    video,
+                    expected={VideoStatus.AWAITING_UPLOAD},
+                    status=VideoStatus.QUEUED,
+                    progress=0,
+                    error=None,
+                    upload_etag=etag,
+                )
+                self._check_stored(video, stored)
+                return video, stored
+            except StaleUpdate:
+                # Another job claimed it meanwhile: which upload did it take?
+                current = self.videos.get(video.owner_id, video.id)
+                if current is None:
+                    raise
+                if current.refuses_upload(etag):
+                    return None
+                video = current
+        if stored.etag != video.upload_etag:
+            raise ObjectChanged(video.upload_key)
+        self._check_stored(video, stored)
+        video = self.videos.update(
+            video,
+            expected={VideoStatus.QUEUED, VideoStatus.PROCESSING},
+            status=VideoStatus.QUEUED,
+            progress=0,
+            error=None,
+        )
+        return video, stored
 
     def _ffmpeg_timeout(self, time_left_s: float | None) -> float:
         if time_left_s is None:
@@ -168,17 +350,10 @@ class UploadProcessor:
         budget = time_left_s - RESERVED_AFTER_ENCODE_S
         return max(MIN_FFMPEG_TIMEOUT_S, min(self.settings.ffmpeg_timeout_s, budget))
 
-    def _encode(self, video: Video, ffmpeg_timeout_s: float) -> Video:
-        stored = self.uploads.head(video.upload_key)
-        if stored is None:
-            raise MediaRejected("The uploaded file could not be found. Please upload it again.")
-        self._check_stored(video, stored.size_bytes, stored.content_type)
-        video = self.videos.update(
-            video, expected=PROCESSABLE_STATUSES, status=VideoStatus.QUEUED, progress=0, error=None
-        )
-        with tempfile.TemporaryDirectory(prefix="vidline-", dir=self.settings.work_dir) as work:
+    def _encode(self, video: Video, stored: StoredObject, run: _Run, ffmpeg_timeout_s: float) -> Video:
+        with job_dir(self.settings.work_dir) as work:
             source_path = os.path.join(work, "source")
-            self.uploads.download(video.upload_key, source_path)
+            self.uploads.download(video.upload_key, source_path, if_match=video.upload_etag)
             info = self.transcoder.probe(source_path)
             self._check_media(info)
             video = self.videos.update(
@@ -186,10 +361,9 @@ class UploadProcessor:
                 expected={VideoStatus.QUEUED},
                 status=VideoStatus.PROCESSING,
                 progress=PROGRESS_PROBED,
-                source=SourceInfo(
-                    filename=video.source.filename,
+                source=dataclasses.replace(
+                    video.source,
                     size_bytes=stored.size_bytes,
-                    content_type=video.source.content_type,
                     duration_s=round(info.duration_s, 3),
                     width=info.width,
                     height=info.height,
@@ -202,11 +376,13 @@ class UploadProcessor:
                 work,
                 watermark_path=self.watermark_path,
                 short_side=self.settings.rendition_short_side_px,
+                max_duration_s=self.settings.max_duration_s,
+                max_pixels=self.settings.frame_pixel_limit,
                 on_progress=self._progress_reporter(video),
                 timeout_s=ffmpeg_timeout_s,
             )
             encoded = time.monotonic()
-            outputs = self._store(video, result)
+            outputs = self._store(result, run)
             logger.info(
                 "video %s encoded: ffmpeg %.2fs (maxrss %s KiB), encode step %.2fs, store %.2fs",
                 video.id,
@@ -215,18 +391,23 @@ class UploadProcessor:
                 encoded - started,
                 time.monotonic() - encoded,
             )
-        return self.videos.update(
+        video = self.videos.update(
             video,
             expected={VideoStatus.PROCESSING},
             status=VideoStatus.READY,
             progress=PROGRESS_STORED,
             outputs=outputs,
+            # What decoding found, not what the header said.
+            source=dataclasses.replace(video.source, duration_s=round(result.duration_s, 3)),
         )
+        run.kept = True
+        return video
 
-    def _check_stored(self, video: Video, size_bytes: int, content_type: str | None) -> None:
+    def _check_stored(self, video: Video, stored: StoredObject) -> None:
         # Real S3 enforces the POST policy; checking again keeps local mode
         # (moto does not) and any other path into the bucket honest.
         declared = video.source.size_bytes
+        size_bytes, content_type = stored.size_bytes, stored.content_type
         if size_bytes == 0:
             raise MediaRejected("The uploaded file is empty.")
         if size_bytes > declared or size_bytes > self.settings.max_upload_bytes:
@@ -241,12 +422,10 @@ class UploadProcessor:
             )
 
     def _check_media(self, info: MediaInfo) -> None:
+        # What the header says; encoding checks again what it really decodes.
         limits = self.settings
         if info.duration_s > limits.max_duration_s:
-            raise MediaRejected(
-                f"The video is {info.duration_s / 60:.0f} minutes long; the limit is "
-                f"{limits.max_duration_s / 60:.0f} minutes."
-            )
+            raise MediaRejected(f"This video is longer than the {_minutes(limits.max_duration_s)} allowed.")
         if max(info.width, info.height) > limits.max_dimension_px:
             raise MediaRejected(
                 f"The video is {info.width}×{info.height} pixels; the limit is "
@@ -264,23 +443,44 @@ class UploadProcessor:
                 last = value
                 try:
                     self.videos.update(video, expected={VideoStatus.PROCESSING}, progress=value)
-                except StaleUpdate:
-                    raise  # deleted meanwhile: stop encoding
+                except (StaleUpdate, JobInterrupted):
+                    raise  # changed or deleted meanwhile, or stopping: stop encoding
                 except Exception:
                     logger.warning("could not record progress of video %s", video.id, exc_info=True)
 
         return report
 
-    def _store(self, video: Video, result: EncodeResult) -> Outputs:
+    def _store(self, result: EncodeResult, run: _Run) -> Outputs:
         name = f"{min(result.width, result.height)}p"
-        rendition_key = f"{video.media_prefix}{name}.mp4"
-        thumbnail_key = f"{video.media_prefix}thumbnail.jpg"
-        self.media.upload(result.rendition_path, rendition_key, "video/mp4")
-        self.media.upload(result.thumbnail_path, thumbnail_key, "image/jpeg")
+        rendition_key = f"{run.outputs_prefix}{name}.mp4"
+        thumbnail_key = f"{run.outputs_prefix}thumbnail.jpg"
+        for path, key, content_type in (
+            (result.rendition_path, rendition_key, "video/mp4"),
+            (result.thumbnail_path, thumbnail_key, "image/jpeg"),
+        ):
+            run.written.append(key)
+            self.media.upload(path, key, content_type)
         return Outputs(
             renditions=(Rendition(name=name, width=result.width, height=result.height, key=rendition_key),),
             thumbnail_key=thumbnail_key,
         )
+
+    def _remove_unkept_outputs(self, video: Video, run: _Run) -> None:
+        """Take back what a run that did not finish wrote, and only that."""
+        if run.kept or not run.written:
+            return
+        try:
+            # The READY update may have been applied although its answer was
+            # lost: outputs the video records are never removed.
+            current = self.videos.get(video.owner_id, video.id)
+            if current is not None and current.uses_outputs_under(run.outputs_prefix):
+                return
+            self.media.delete_prefix(run.outputs_prefix)
+            logger.info("removed the unused outputs of video %s under %s", video.id, run.outputs_prefix)
+        except JobInterrupted:
+            raise
+        except Exception:
+            logger.warning("could not remove the outputs under %s", run.outputs_prefix, exc_info=True)
 
     def _fail(self, video: Video, reason: str) -> Video:
         logger.info("video %s failed: %s", video.id, reason)
@@ -307,3 +507,76 @@ class UploadProcessor:
         except Exception:
             self.videos.release_notification(video)
             raise
+
+
+def _minutes(seconds: float) -> str:
+    minutes = round(seconds / 60, 1)
+    return f"{minutes:g} minute" if minutes == 1 else f"{minutes:g} minutes"
+
+
+@contextlib.contextmanager
+def _flock(path: str, operation: int) -> Iterator[None]:
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def job_dir(work_dir: str) -> Iterator[str]:
+    """A fresh directory for one job under `work_dir`, locked for the job's life
+    and removed after it. A process that dies leaves it unlocked, for
+    `remove_abandoned_job_dirs` to find."""
+    with _flock(os.path.join(work_dir, SWEEP_LOCK_NAME), fcntl.LOCK_SH):
+        path = tempfile.mkdtemp(prefix=JOB_DIR_PREFIX, dir=work_dir)
+        lock_fd = os.open(os.path.join(path, JOB_LOCK_NAME), os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(lock_fd)
+
+
+def remove_abandoned_job_dirs(work_dir: str) -> list[str]:
+    """Remove the job directories under `work_dir` that no live job holds, e.g.
+    those a crashed or killed worker left; returns their paths.
+
+    A directory whose lock another process (or thread) holds is in use and
+    kept. One without a lock file is removable too: a job creates and locks
+    its lock file before it lets go of the sweep lock, and keeps the lock
+    until its directory is gone.
+    """
+    removed: list[str] = []
+    try:
+        with _flock(os.path.join(work_dir, SWEEP_LOCK_NAME), fcntl.LOCK_EX):
+            for entry in os.scandir(work_dir):
+                is_job_dir = entry.name.startswith(JOB_DIR_PREFIX) and entry.is_dir(follow_symlinks=False)
+                if is_job_dir and _remove_if_unlocked(entry.path):
+                    removed.append(entry.path)
+    except OSError:
+        logger.warning("could not clean the scratch space in %s", work_dir, exc_info=True)
+    if removed:
+        logger.info("removed %d job directories a stopped worker left: %s", len(removed), removed)
+    return removed
+
+
+def _remove_if_unlocked(path: str) -> bool:
+    try:
+        lock_fd = os.open(os.path.join(path, JOB_LOCK_NAME), os.O_RDWR)
+    except FileNotFoundError:
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    except OSError:
+        return False  # not ours to judge (e.g. another user's)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a live job holds it
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        os.close(lock_fd)
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from chalicelib.domain import (
     utcnow,
 )
 from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
-from chalicelib.ports import StaleUpdate, StoredObject
+from chalicelib.ports import ObjectChanged, StaleUpdate, StoredObject
 from chalicelib.settings import Settings
 
 
@@ -97,9 +98,14 @@ class FakeBlobStore:
         if key not in self.objects:
             return None
         data, content_type = self.objects[key]
-        return StoredObject(key=key, size_bytes=len(data), content_type=content_type)
+        return StoredObject(
+            key=key, size_bytes=len(data), content_type=content_type, etag=hashlib.md5(data).hexdigest()
+        )
 
-    def download(self, key: str, path: str) -> None:
+    def download(self, key: str, path: str, *, if_match: str | None = None) -> None:
+        stored = self.head(key)
+        if if_match is not None and (stored is None or stored.etag != if_match):
+            raise ObjectChanged(key)
         Path(path).write_bytes(self.objects[key][0])
 
     def upload(self, path: str, key: str, content_type: str) -> None:
@@ -143,6 +149,9 @@ class FakeTranscoder:
     timeouts: list[float] = field(default_factory=list)
     # Runs while "encoding", to make things happen meanwhile.
     during_encode: Callable[[], None] | None = None
+    # What decoding "finds" when the header lied; None: the probed duration.
+    decoded_duration_s: float | None = None
+    limits: list[tuple[float, int]] = field(default_factory=list)
 
     def probe(self, path: str) -> MediaInfo:
         if self.reject_probe:
@@ -157,11 +166,14 @@ class FakeTranscoder:
         *,
         watermark_path: str,
         short_side: int = 720,
+        max_duration_s: float,
+        max_pixels: int,
         on_progress: Callable[[float], None] | None = None,
         timeout_s: float = 780.0,
     ) -> EncodeResult:
         self.encodes += 1
         self.timeouts.append(timeout_s)
+        self.limits.append((max_duration_s, max_pixels))
         if self.during_encode:
             self.during_encode()
         if self.encode_error:
@@ -177,7 +189,7 @@ class FakeTranscoder:
             thumbnail_path=str(thumbnail),
             width=1280,
             height=720,
-            duration_s=info.duration_s,
+            duration_s=info.duration_s if self.decoded_duration_s is None else self.decoded_duration_s,
             ffmpeg_seconds=0.1,
             ffmpeg_maxrss_kb=None,
         )

@@ -3,20 +3,24 @@
 S3 puts an ObjectCreated event for each upload on the jobs queue; each
 message is one invocation (batch size 1), so one failing upload never holds
 back another. The handler unpacks the event and hands each uploaded object
-to the service layer. An exception leaves the message on the queue to be
-retried; after `VIDLINE_JOB_MAX_RECEIVES` receives SQS moves it to the
-dead-letter queue, and the last attempt marks the video failed first.
+to the service layer. A bad file fails its video at once; any other
+exception leaves the message on the queue to be retried. After
+`VIDLINE_JOB_MAX_RECEIVES` receives SQS moves it to the dead-letter queue,
+whose handler fails the video (unless the last attempt already did) and
+emails its owner once. Locally the event pump delivers both queues to these
+same handlers.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from chalice import Chalice
 from chalice.app import SQSEvent
 
 from chalicelib.bootstrap import Container
-from chalicelib.processing import uploaded_objects
+from chalicelib.processing import UploadedObject, uploaded_objects
 from chalicelib.settings import get_settings
 
 settings = get_settings()
@@ -26,22 +30,39 @@ logging.getLogger("chalicelib").setLevel(logging.INFO)
 container = Container(settings)
 
 
+def _our_uploads(body: str) -> list[UploadedObject]:
+    uploads = []
+    for uploaded in uploaded_objects(body):
+        if uploaded.bucket != settings.uploads_bucket:
+            app.log.warning("ignoring an object in bucket %s", uploaded.bucket)
+        else:
+            uploads.append(uploaded)
+    return uploads
+
+
 @app.on_sqs_message(queue=settings.jobs_queue, batch_size=1, name="process_upload")
 def process_upload(event: SQSEvent) -> None:
     """Encode, watermark and thumbnail each uploaded video, then email its owner."""
+    # Lambda's context (the local pump passes a stand-in); it also bounds the
+    # job's in-progress lock, see chalicelib.adapters.idempotency.
+    context: Any = event.context
     for record in event:
         attributes = record.to_dict().get("attributes") or {}
         receives = int(attributes.get("ApproximateReceiveCount", "1"))
-        final_attempt = receives >= settings.job_max_receives
-        for uploaded in uploaded_objects(record.body):
-            if uploaded.bucket != settings.uploads_bucket:
-                app.log.warning("ignoring an object in bucket %s", uploaded.bucket)
-                continue
-            context = event.context
+        for uploaded in _our_uploads(record.body):
             outcome = container.process_once(
-                job={"bucket": uploaded.bucket, "key": uploaded.key, "version": uploaded.version},
+                job=uploaded.as_job(),
                 lambda_context=context,
-                final_attempt=final_attempt,
-                time_left_s=context.get_remaining_time_in_millis() / 1000 if context else None,
+                final_attempt=receives >= settings.job_max_receives,
+                time_left_s=context.get_remaining_time_in_millis() / 1000,
             )
             app.log.info("upload %s (receive %d): %s", uploaded.key, receives, outcome)
+
+
+@app.on_sqs_message(queue=settings.jobs_dlq, batch_size=1, name="fail_dead_upload")
+def fail_dead_upload(event: SQSEvent) -> None:
+    """Fail the video of an upload whose job failed every attempt, and tell its owner."""
+    for record in event:
+        for uploaded in _our_uploads(record.body):
+            outcome = container.processor.give_up(uploaded)
+            app.log.info("dead upload %s: %s", uploaded.key, outcome)
