@@ -11,6 +11,7 @@ import pytest
 from chalicelib import schemas
 from chalicelib.adapters.s3 import S3BlobStore
 from chalicelib.bootstrap import Container
+from chalicelib.processing import UploadedObject
 from chalicelib.services import parse
 from chalicelib.settings import Settings
 from devstack.aws import LOCAL_CREDENTIALS
@@ -67,8 +68,9 @@ def test_a_container_of_fakes_serves_a_whole_upload_without_aws(
         owner, parse(schemas.CreateVideoRequest, body, container.settings)
     )
     fakes.uploads.objects[video.upload_key] = (b"video bytes", "video/mp4")
+    event = UploadedObject(bucket=container.settings.uploads_bucket, key=video.upload_key)
 
-    assert container.processor.process(video.upload_key, final_attempt=False) == "ready"
+    assert container.processor.process(event, final_attempt=False) == "ready"
     shown = container.video_service.present(container.video_service.get(owner, video.id))
     assert shown.status == "ready" and shown.outputs is not None
     assert shown.outputs.thumbnail_url.startswith("https://cdn.example/media/")
