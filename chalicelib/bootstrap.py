@@ -61,6 +61,8 @@ class Container:
         self.__dict__.update({name: port for name, port in given.items() if port is not None})
 
     def client(self, service: str, **config: Any) -> Any:
+        """A new boto3 client for `service` in the configured region and
+        endpoint, with standard retries; `config` adds botocore options."""
         s = self.settings
         return boto3.session.Session().client(
             service,
