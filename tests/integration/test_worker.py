@@ -9,22 +9,30 @@ event pump) would.
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from boto3.exceptions import S3UploadFailedError
+from chalice.local import LambdaContext
 from chalice.test import Client
 
+from chalicelib import media
+from chalicelib.adapters.idempotency import IdempotentJobs
 from chalicelib.bootstrap import Container
 from chalicelib.domain import Principal, Video, VideoStatus
+from chalicelib.media import MediaInfo, MediaProcessingError
+from chalicelib.ports import ObjectChanged
+from chalicelib.processing import GAVE_UP_REASON, JobInterrupted
 from chalicelib.schemas import CreateVideoRequest
 from chalicelib.settings import Settings
 from devstack.mailbox import clear_messages, sent_messages
 from devstack.pump import lambda_sqs_event
+from tests.media_tools import make_clip
 
 
 @pytest.fixture
@@ -52,9 +60,14 @@ class Worker:
         self.aws = aws
         self.settings = settings
         self.queue_url = aws.sqs.get_queue_url(QueueName=settings.jobs_queue)["QueueUrl"]
-        self.queue_arn = aws.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        self.queue_arn = self._arn(self.queue_url)
+        self.dlq_url = aws.sqs.get_queue_url(QueueName=settings.jobs_dlq)["QueueUrl"]
+        self.dlq_arn = self._arn(self.dlq_url)
+
+    def _arn(self, queue_url: str) -> str:
+        attributes = self.aws.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        arn: str = attributes["Attributes"]["QueueArn"]
+        return arn
 
     def new_video(self, content_type: str = "video/mp4", size: int = 50_000_000) -> Video:
         owner = Principal(user_id=str(uuid.uuid4()), email=f"{uuid.uuid4().hex[:6]}@example.com")
@@ -73,11 +86,11 @@ class Worker:
             ContentType=content_type or video.source.content_type,
         )
 
-    def receive(self) -> dict[str, Any]:
-        """The next S3 event message on the jobs queue."""
+    def receive(self, queue_url: str | None = None) -> dict[str, Any]:
+        """The next S3 event message on the jobs queue (or the queue at `queue_url`)."""
         for _ in range(10):
             messages = self.aws.sqs.receive_message(
-                QueueUrl=self.queue_url,
+                QueueUrl=queue_url or self.queue_url,
                 MaxNumberOfMessages=1,
                 WaitTimeSeconds=1,
                 AttributeNames=["All"],
@@ -91,6 +104,21 @@ class Worker:
     def invoke(self, message: dict[str, Any]) -> None:
         event = lambda_sqs_event(message, self.queue_arn, self.settings.region)
         self.client.lambda_.invoke("process_upload", event)
+
+    def invoke_dead(self, message: dict[str, Any]) -> None:
+        """Deliver a dead-letter queue message to its handler."""
+        event = lambda_sqs_event(message, self.dlq_arn, self.settings.region)
+        self.client.lambda_.invoke("fail_dead_upload", event)
+
+    def send_dead(self, body: str) -> dict[str, Any]:
+        """Put `body` on the dead-letter queue, as SQS does after the last receive; received back."""
+        self.aws.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=body)
+        messages = self.aws.sqs.receive_message(
+            QueueUrl=self.dlq_url, AttributeNames=["All"], WaitTimeSeconds=1, VisibilityTimeout=0
+        )["Messages"]
+        message: dict[str, Any] = messages[0]
+        self.aws.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+        return message
 
     def video(self, video: Video) -> Video:
         found = self.container.videos.get(video.owner_id, video.id)
@@ -227,11 +255,182 @@ def test_a_job_that_keeps_failing_lands_in_the_dlq_and_the_video_is_failed(
     assert (
         worker.aws.sqs.receive_message(QueueUrl=worker.queue_url, WaitTimeSeconds=1).get("Messages") is None
     )
-    dlq_url = worker.aws.sqs.get_queue_url(QueueName=settings.jobs_dlq)["QueueUrl"]
-    dead = worker.aws.sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1)["Messages"]
+    dead = worker.aws.sqs.receive_message(QueueUrl=worker.dlq_url, WaitTimeSeconds=1)["Messages"]
     assert video.id in dead[0]["Body"]
 
     failed = worker.video(video)
     assert failed.status is VideoStatus.FAILED
-    assert failed.error and "attempts" in failed.error
+    assert failed.error == GAVE_UP_REASON
     assert len(worker.mails_to(video)) == 1
+
+    worker.invoke_dead(dead[0])  # the dead-letter handler finds it final: no second email
+    assert worker.video(video) == failed
+    assert len(worker.mails_to(video)) == 1
+
+
+class Ffmpeg:
+    """chalicelib.media, with something done at the first progress report, while
+    ffmpeg is encoding (as another worker, or the host, would meanwhile)."""
+
+    def __init__(self, meanwhile: Callable[[], None] | None = None, encode_error: Exception | None = None):
+        self.meanwhile = meanwhile
+        self.encode_error = encode_error
+
+    def probe(self, path: str) -> MediaInfo:
+        return media.probe(path)
+
+    def encode(self, *args: Any, on_progress: Callable[[float], None] | None = None, **kwargs: Any) -> Any:
+        if self.encode_error is not None:
+            raise self.encode_error
+        meanwhile, self.meanwhile = self.meanwhile, None
+
+        def report(fraction: float) -> None:
+            if meanwhile is not None:
+                meanwhile()
+            if on_progress is not None:
+                on_progress(fraction)
+
+        return media.encode(*args, on_progress=report, **kwargs)
+
+
+def test_a_second_upload_during_an_encode_is_refused_and_the_video_keeps_its_media(
+    worker: Worker,
+    clip: Path,
+    tmp_path: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    workers_module: ModuleType,
+) -> None:
+    video = worker.new_video()
+    worker.upload(video, clip)
+    first = worker.receive()
+    # In flight, as Lambda holds it; the next receive is the second upload's.
+    worker.aws.sqs.delete_message(QueueUrl=worker.queue_url, ReceiptHandle=first["ReceiptHandle"])
+    other_clip = make_clip(tmp_path / "other.mp4", seconds=1, size="320x240")
+
+    def second_upload_is_handled() -> None:
+        worker.upload(video, other_clip)  # the same presigned key, used again
+        worker.invoke(worker.receive())
+
+    ffmpeg = Ffmpeg(meanwhile=second_upload_is_handled)
+    monkeypatch.setattr(workers_module, "container", Container(settings, transcoder=ffmpeg))
+    worker.invoke(first)
+
+    assert ffmpeg.meanwhile is None  # the second upload arrived mid-encode
+    done = worker.video(video)
+    assert done.status is VideoStatus.READY, done.error
+    assert done.source.duration_s == pytest.approx(2.0, abs=0.1)  # the first upload's
+    assert done.outputs is not None
+    for key in (done.outputs.renditions[0].key, done.outputs.thumbnail_key):
+        stored = worker.aws.s3.get_object(Bucket=settings.media_bucket, Key=key)
+        assert stored["ContentLength"] > 0
+    assert len(worker.mails_to(video)) == 1
+
+
+def test_a_claimed_upload_replaced_before_it_was_read_is_refused_by_s3(worker: Worker, clip: Path) -> None:
+    video = worker.new_video()
+    worker.upload(video, clip)
+    uploads = worker.container.uploads
+    claimed = uploads.head(video.upload_key)
+    assert claimed is not None and claimed.etag
+    worker.aws.s3.put_object(
+        Bucket=worker.settings.uploads_bucket, Key=video.upload_key, Body=b"another", ContentType="video/mp4"
+    )
+    with pytest.raises(ObjectChanged):
+        uploads.download(video.upload_key, str(clip.parent / "never.mp4"), if_match=claimed.etag)
+
+
+def test_the_dead_letter_handler_fails_a_video_its_worker_left_processing(
+    worker: Worker,
+    clip: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    workers_module: ModuleType,
+) -> None:
+    video = worker.new_video()
+    worker.upload(video, clip)
+    message = worker.receive()
+    # The first attempt fails as a killed ffmpeg would; the worker then dies
+    # and SQS moves the message on without another attempt.
+    killed = Ffmpeg(encode_error=MediaProcessingError("ffmpeg was killed by SIGKILL"))
+    monkeypatch.setattr(workers_module, "container", Container(settings, transcoder=killed))
+    with pytest.raises(MediaProcessingError):
+        worker.invoke(message)
+    assert worker.video(video).status is VideoStatus.PROCESSING
+
+    dead = worker.send_dead(message["Body"])
+    worker.invoke_dead(dead)
+    worker.invoke_dead(dead)  # redelivered
+
+    failed = worker.video(video)
+    assert (failed.status, failed.error) == (VideoStatus.FAILED, GAVE_UP_REASON)
+    mails = worker.mails_to(video)
+    assert len(mails) == 1 and GAVE_UP_REASON in mails[0]["text"]
+
+
+def test_the_dead_letter_handler_ignores_test_events_other_keys_and_deleted_videos(
+    worker: Worker, clip: Path, settings: Settings
+) -> None:
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": settings.uploads_bucket}
+    worker.invoke_dead(worker.send_dead(json.dumps(test_event)))
+    worker.aws.s3.put_object(Bucket=settings.uploads_bucket, Key="somewhere/else.txt", Body=b"x")
+    worker.invoke_dead(worker.send_dead(worker.receive()["Body"]))
+    video = worker.new_video()
+    worker.upload(video, clip)
+    body = worker.receive()["Body"]
+    worker.container.video_service.delete(Principal(video.owner_id, video.owner_email), video.id)
+    worker.invoke_dead(worker.send_dead(body))
+    assert worker.container.videos.get(video.owner_id, video.id) is None
+    assert sent_messages() == []
+
+
+def test_an_interrupted_last_attempt_leaves_the_video_and_its_lock_for_the_next_delivery(
+    worker: Worker,
+    clip: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    workers_module: ModuleType,
+) -> None:
+    video = worker.new_video()
+    worker.upload(video, clip)
+    message = worker.receive()
+    message["Attributes"]["ApproximateReceiveCount"] = str(settings.job_max_receives)
+    stopping = Ffmpeg(encode_error=JobInterrupted())
+    monkeypatch.setattr(workers_module, "container", Container(settings, transcoder=stopping))
+    with pytest.raises(JobInterrupted):
+        worker.invoke(message)
+    left = worker.video(video)
+    assert left.status is VideoStatus.PROCESSING and left.error is None
+    assert worker.mails_to(video) == []
+
+    # The pump gives the message back; the next delivery runs (no lock left behind).
+    monkeypatch.setattr(workers_module, "container", Container(settings))
+    worker.invoke(message)
+    assert worker.video(video).status is VideoStatus.READY
+    assert len(worker.mails_to(video)) == 1
+
+
+def test_the_in_progress_lock_expires_when_the_invocation_must_end(
+    worker: Worker, settings: Settings
+) -> None:
+    dynamodb = worker.aws.dynamodb
+    seen: list[dict[str, Any]] = []
+
+    def job(job: dict[str, str]) -> str:
+        items = dynamodb.scan(TableName=settings.idempotency_table)["Items"]
+        seen.extend(item for item in items if item["status"]["S"] == "INPROGRESS")
+        return "done"
+
+    jobs = IdempotentJobs(job, dynamodb, settings.idempotency_table)
+    context = LambdaContext("vidline-workers-test-process_upload", 3008, max_runtime_ms=900_000)
+    job_key = {"bucket": "b", "key": f"uploads/{uuid.uuid4()}/v/source", "etag": "e"}
+    remaining_ms = context.get_remaining_time_in_millis()
+    started_ms = time.time() * 1000
+
+    assert jobs(job=job_key, lambda_context=context) == "done"
+
+    (record,) = seen
+    expiry_ms = int(record["in_progress_expiration"]["N"])
+    assert expiry_ms == pytest.approx(started_ms + remaining_ms, abs=2000)
+    with pytest.raises(ValueError, match="context"):
+        jobs(job=job_key, lambda_context=None)
