@@ -18,8 +18,36 @@ from deploy.packaging import FFMPEG_PATH_ENV, LAYER_FFMPEG_PATH
 from deploy.stages import StageConfig
 
 POLICY_FILE = "policy-{stage}.json"
-# The worker app's Lambda handlers (workers/app.py). A test checks this against the app.
-WORKER_HANDLERS = ("process_upload",)
+
+
+@dataclass(frozen=True)
+class WorkerHandler:
+    """How one of the worker app's Lambda handlers is deployed.
+
+    `queue_arn` names both the stack output with the ARN of the queue that
+    triggers it and the workers' merge-template parameter that carries it;
+    `function_name_parameter` is infra/stack.yaml's parameter naming the
+    function, for its log group. `encodes`: it runs ffmpeg, so it needs the
+    big /tmp (the layer and VIDLINE_FFMPEG_PATH are app-wide, as
+    ``chalice deploy`` applies a stage's ``layers`` to every function).
+    """
+
+    queue_arn: str
+    function_name_parameter: str
+    encodes: bool
+
+
+# The worker app's Lambda handlers (workers/app.py), each an on_sqs_message
+# handler with batch size 1. A test checks the names against the app.
+WORKER_HANDLERS = {
+    "process_upload": WorkerHandler(
+        queue_arn="JobsQueueArn", function_name_parameter="WorkerFunctionName", encodes=True
+    ),
+    # Marks the video of a job that used up its receives failed and emails its owner.
+    "fail_dead_upload": WorkerHandler(
+        queue_arn="JobsDeadLetterQueueArn", function_name_parameter="DeadLetterFunctionName", encodes=False
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -151,8 +179,20 @@ def stage_environment(app_dir: Path, stage: str) -> dict[str, str]:
     return {**config.get("environment_variables", {}), **stage_entry.get("environment_variables", {})}
 
 
-def worker_timeout_s(workers_dir: Path, stage: str) -> int:
-    """The worker's Lambda timeout for `stage` (stage value, else the app's)."""
+def worker_timeout_s(workers_dir: Path, stage: str, handler: str = "process_upload") -> int:
+    """A worker handler's Lambda timeout for `stage`, looked up as Chalice does.
+
+    The first of: the stage's ``lambda_functions.<handler>``, the stage, the
+    app's ``lambda_functions.<handler>``, the app; else Chalice's 60 s.
+    """
     config = json.loads((workers_dir / ".chalice" / "config.json").read_text(encoding="utf-8"))
     stage_entry = config.get("stages", {}).get(stage, {})
-    return int(stage_entry.get("lambda_timeout", config.get("lambda_timeout", 60)))
+    for entry in (
+        stage_entry.get("lambda_functions", {}).get(handler, {}),
+        stage_entry,
+        config.get("lambda_functions", {}).get(handler, {}),
+        config,
+    ):
+        if entry.get("lambda_timeout") is not None:
+            return int(entry["lambda_timeout"])
+    return 60

@@ -192,24 +192,30 @@ class Executor:
         """The main stack's parameters for this stage and target."""
         settings = chalice_config.default_settings()
         cdn = self.target.can("cloudfront")
-        timeout = chalice_config.worker_timeout_s(self.project.workers_dir, self.stage.name)
+        workers_dir = self.project.workers_dir
         api_function, worker_functions = self.function_names()
-        if len(worker_functions) != 1:
-            raise DeployError(
-                f"infra/stack.yaml makes the log group of one worker function; the workers have "
-                f"{sorted(worker_functions)}: add a log group per function"
-            )
-        (worker_function,) = worker_functions.values()
+        # Each worker function's name, for its log group in the stack.
+        function_parameters = {
+            chalice_config.WORKER_HANDLERS[handler].function_name_parameter: name
+            for handler, name in worker_functions.items()
+        }
+        # A queue's visibility timeout must be at least its consumer's function
+        # timeout (Lambda refuses the trigger otherwise); AWS advises six times.
+        # It also keeps a job's idempotency lock, which Powertools expires at the
+        # function's timeout, from outliving a receive: a redelivery finds it gone.
+        stage = self.stage.name
+        jobs_timeout = chalice_config.worker_timeout_s(workers_dir, stage, "process_upload")
+        dead_letter_timeout = chalice_config.worker_timeout_s(workers_dir, stage, "fail_dead_upload")
         return {
             "Stage": self.stage.name,
             "SenderIdentity": self.stage.identity,
             "CreateSesIdentity": "true" if self.stage.create_ses_identity else "false",
             "ApiFunctionName": api_function,
-            "WorkerFunctionName": worker_function,
+            **function_parameters,
             "LogRetentionDays": str(self.stage.log_retention_days),
             "JobMaxReceives": str(settings.job_max_receives),
-            # AWS: at least six times the function timeout for an SQS trigger.
-            "JobVisibilityTimeoutSeconds": str(max(6 * timeout, 5400)),
+            "JobVisibilityTimeoutSeconds": str(max(6 * jobs_timeout, 5400)),
+            "DeadLetterVisibilityTimeoutSeconds": str(6 * dead_letter_timeout),
             "UploadRetentionDays": str(self.stage.upload_retention_days),
             "AlarmEmail": self.stage.alarm_email,
             "EnableCdn": "true" if cdn else "false",
@@ -280,6 +286,7 @@ class Executor:
             uploads_bucket=outputs["UploadsBucketName"],
             media_bucket=outputs["MediaBucketName"],
             jobs_queue_arn=outputs["JobsQueueArn"],
+            jobs_dlq_arn=outputs["JobsDeadLetterQueueArn"],
             user_pool_arn=outputs.get("UserPoolArn", ""),
             sender_identity_arn=outputs["SenderIdentityArn"],
             cdn_private_key_parameter=self.stage.signing_key_parameter,
@@ -389,14 +396,17 @@ class Executor:
 
     def _configure_workers(self) -> None:
         # Ephemeral storage and ReportBatchItemFailures: Chalice can set neither.
-        # ReportBatchItemFailures as in the CI/CD
-        # template (deploy/merge.py), so both paths deploy the same trigger;
-        # with one message per batch a raised error retries just that message.
-        for name in self.function_names()[1].values():
-            self.aws.set_ephemeral_storage(name, self.stage.worker_ephemeral_storage_mb)
+        # Both as in the CI/CD template (deploy/merge.py), so both paths deploy
+        # the same triggers; with one message per batch a raised error retries
+        # just that message. Only the encoder needs the big /tmp.
+        storage = self.stage.worker_ephemeral_storage_mb
+        for handler, name in self.function_names()[1].items():
             self.aws.report_batch_item_failures(name)
-            storage = self.stage.worker_ephemeral_storage_mb
-            self._out(f"    {name}: /tmp is {storage} MB; the SQS trigger reports batch item failures")
+            if chalice_config.WORKER_HANDLERS[handler].encodes:
+                self.aws.set_ephemeral_storage(name, storage)
+                self._out(f"    {name}: /tmp is {storage} MB; the SQS trigger reports batch item failures")
+            else:
+                self._out(f"    {name}: the SQS trigger reports batch item failures")
 
     def site_config(self) -> dict[str, Any]:
         """The front end's config.json for this deploy."""

@@ -89,34 +89,44 @@ def api_merge_template(stage: StageConfig, function_name: str, cors_origin: str)
 
 
 def workers_merge_template(stage: StageConfig, function_names: dict[str, str]) -> dict[str, Any]:
-    """The workers' merge template: what ``chalice deploy`` cannot set (and CONFIGURE_WORKERS does)."""
+    """The workers' merge template: what ``chalice deploy`` cannot set (and CONFIGURE_WORKERS does).
+
+    Each handler's SQS trigger points at its queue's resource (the jobs
+    queue, or the dead-letter queue for ``fail_dead_upload``) and reports
+    batch item failures; the encoder also gets the big /tmp.
+    """
     resources: dict[str, Any] = {}
     for handler, function_name in function_names.items():
+        spec = chalice_config.WORKER_HANDLERS[handler]
         logical_id = to_cfn_resource_name(handler)
-        resources[logical_id] = {
-            "Properties": {
-                "FunctionName": function_name,
-                "EphemeralStorage": {"Size": stage.worker_ephemeral_storage_mb},
-                "Layers": [{"Ref": "FfmpegLayerArn"}],
-                "Environment": {"Variables": {FFMPEG_PATH_ENV: LAYER_FFMPEG_PATH}},
-                "Events": {
-                    f"{logical_id}SqsEventSource": {
-                        "Properties": {
-                            # Chalice writes the queue as an Fn::Sub, and the merge is deep.
-                            "Queue": {"Fn::Sub": "${JobsQueueArn}"},
-                            "FunctionResponseTypes": ["ReportBatchItemFailures"],
-                        }
+        properties: dict[str, Any] = {
+            "FunctionName": function_name,
+            "Layers": [{"Ref": "FfmpegLayerArn"}],
+            "Environment": {"Variables": {FFMPEG_PATH_ENV: LAYER_FFMPEG_PATH}},
+            "Events": {
+                f"{logical_id}SqsEventSource": {
+                    "Properties": {
+                        # Chalice writes the queue as an Fn::Sub of its name, and the merge is deep.
+                        "Queue": {"Fn::Sub": "${" + spec.queue_arn + "}"},
+                        "FunctionResponseTypes": ["ReportBatchItemFailures"],
                     }
-                },
-            }
+                }
+            },
         }
+        if spec.encodes:
+            properties["EphemeralStorage"] = {"Size": stage.worker_ephemeral_storage_mb}
+        resources[logical_id] = {"Properties": properties}
+    queues = sorted({chalice_config.WORKER_HANDLERS[handler].queue_arn for handler in function_names})
     return {
         "Description": f"Vidline workers, stage {stage.name}: chalice package + deploy/merge.py "
         "workers_merge_template.",
         "Parameters": {
-            "JobsQueueArn": {
-                "Type": "String",
-                "Description": "The jobs queue (the infra stack's output JobsQueueArn).",
+            **{
+                queue: {
+                    "Type": "String",
+                    "Description": f"A queue that triggers a worker (the infra stack's output {queue}).",
+                }
+                for queue in queues
             },
             "FfmpegLayerArn": {
                 "Type": "String",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from deploy.chalice_config import WORKER_HANDLERS
 from deploy.stages import StageConfig
 
 # Resource types moto 5.2's CloudFormation does not model (it skips them with
@@ -146,7 +147,7 @@ def plan_deploy(stage: StageConfig, target: Target) -> list[Step]:
         _step(
             Action.DEPLOY_STACK,
             f"stack {stage.stack_name} in {target.region} from infra/stack.yaml",
-            "buckets (uploads, media, front end, artifacts), jobs queue + DLQ + alarm, tables, "
+            "buckets (uploads, media, front end, artifacts), jobs queue + DLQ + alarms, tables, "
             "user pool, "
             + (
                 f"SES identity {stage.identity}"
@@ -190,13 +191,16 @@ def plan_deploy(stage: StageConfig, target: Target) -> list[Step]:
         ),
         _step(
             Action.CHALICE_DEPLOY_WORKERS,
-            f"chalice --project-dir workers deploy --stage {stage.name} (SQS trigger on the jobs queue)",
+            f"chalice --project-dir workers deploy --stage {stage.name}: "
+            + ", ".join(f"{handler} on {spec.queue_arn}" for handler, spec in WORKER_HANDLERS.items()),
             skipped=None if target.can("lambda") else target.why_not("lambda"),
         ),
         _step(
             Action.CONFIGURE_WORKERS,
-            f"ephemeral storage {stage.worker_ephemeral_storage_mb} MB and ReportBatchItemFailures"
-            " on the SQS trigger (Chalice has no setting for either)",
+            f"ReportBatchItemFailures on the SQS triggers of {', '.join(WORKER_HANDLERS)}",
+            f"ephemeral storage {stage.worker_ephemeral_storage_mb} MB for "
+            + ", ".join(handler for handler, spec in WORKER_HANDLERS.items() if spec.encodes)
+            + " (Chalice has no setting for either)",
             skipped=None if target.can("lambda") else "needs the functions chalice deploy creates",
         ),
         _step(

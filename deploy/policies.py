@@ -30,6 +30,7 @@ class PolicyTargets:
     uploads_bucket: str
     media_bucket: str
     jobs_queue_arn: str
+    jobs_dlq_arn: str
     user_pool_arn: str
     sender_identity_arn: str
     cdn_private_key_parameter: str
@@ -131,11 +132,15 @@ def workers_policy(t: PolicyTargets, function_names: list[str]) -> dict[str, Any
         "Version": "2012-10-17",
         "Statement": [
             *_logs(t, function_names),
-            # The SQS event source mapping polls with the function's role.
+            # The SQS event source mappings poll with the functions' role:
+            # process_upload's the jobs queue, fail_dead_upload's the dead-letter
+            # queue. These three are what Lambda's pollers call (as in AWS's
+            # AWSLambdaSQSQueueExecutionRole); no code of ours calls SQS on AWS,
+            # so no ChangeMessageVisibility or SendMessage.
             _statement(
-                "JobsQueue",
+                "JobQueues",
                 ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"],
-                [t.jobs_queue_arn],
+                [t.jobs_queue_arn, t.jobs_dlq_arn],
             ),
             # UploadProcessor: get, update, claim/release_notification (UpdateItem).
             _statement("VideosTable", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [t.videos_table_arn]),

@@ -13,6 +13,7 @@ TARGETS = PolicyTargets(
     uploads_bucket="vidline-prod-uploads-111122223333",
     media_bucket="vidline-prod-media-111122223333",
     jobs_queue_arn="arn:aws:sqs:eu-west-1:111122223333:vidline-prod-jobs",
+    jobs_dlq_arn="arn:aws:sqs:eu-west-1:111122223333:vidline-prod-jobs-dlq",
     user_pool_arn="arn:aws:cognito-idp:eu-west-1:111122223333:userpool/eu-west-1_abc",
     sender_identity_arn="arn:aws:ses:eu-west-1:111122223333:identity/no-reply@example.com",
     cdn_private_key_parameter="/vidline/prod/cdn-private-key",

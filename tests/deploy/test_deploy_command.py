@@ -67,6 +67,13 @@ def test_plan_against_a_stand_in_names_what_it_will_skip() -> None:
     assert "invalidate the CDN  [skipped: moto has no CloudFront" in result.stdout
 
 
+def attributes_arn(sqs: Any, queue_url: str) -> str:
+    arn: str = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return arn
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -101,6 +108,12 @@ def test_deploy_then_destroy_a_stage_on_moto(
     queue_url = client("sqs").get_queue_url(QueueName=queue)["QueueUrl"]
     attributes = client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
     assert json.loads(attributes["Attributes"]["RedrivePolicy"])["maxReceiveCount"] == 3
+    dlq_url = client("sqs").get_queue_url(QueueName=workers["environment_variables"]["VIDLINE_JOBS_DLQ"])
+    dlq = client("sqs").get_queue_attributes(QueueUrl=dlq_url["QueueUrl"], AttributeNames=["All"])
+    assert dlq["Attributes"]["VisibilityTimeout"] == "360"  # six times fail_dead_upload's timeout
+    workers_policy = json.loads((project.workers_dir / ".chalice/policy-e2e.json").read_text())
+    (queues,) = [s["Resource"] for s in workers_policy["Statement"] if s["Sid"] == "JobQueues"]
+    assert queues == [attributes_arn(client("sqs"), queue_url), dlq["Attributes"]["QueueArn"]]
     assert workers["environment_variables"]["VIDLINE_FFMPEG_PATH"] == "/opt/bin/ffmpeg"
     (layer_arn,) = workers["layers"]
     assert ":layer:vidline-e2e-ffmpeg:" in layer_arn

@@ -29,6 +29,7 @@ TEMPLATES = sorted(INFRA_DIR.glob("*.yaml"))
 BUCKETS = ("UploadsBucket", "MediaBucket", "FrontendBucket", "ArtifactsBucket")
 # Resources of our stack that moto cannot create, so nothing but the template proves them.
 NOT_PROVEN_ON_MOTO = {
+    "DeadLetterBacklogAlarm",
     "DeadLetterQueueAlarm",
     "FrontendBucketPolicy",
     "JobsQueuePolicy",
@@ -45,6 +46,7 @@ MOTO_PARAMETERS = {
     "CdnCertificateArn": "",
     "ApiFunctionName": "vidline-api-tmpl",
     "WorkerFunctionName": "vidline-workers-tmpl-process_upload",
+    "DeadLetterFunctionName": "vidline-workers-tmpl-fail_dead_upload",
     "LogRetentionDays": "14",
 }
 # What every template needs to lint, and then to specialise, with a CDN.
@@ -129,9 +131,8 @@ def test_queues_tables_and_user_pool_have_the_settings_the_apps_rely_on(
     resources, parameters = stack_template["Resources"], stack_template["Parameters"]
     # Six times the worker's 900 s timeout, enforced by the parameter.
     assert parameters["JobVisibilityTimeoutSeconds"]["MinValue"] >= 6 * 900
-    alarm = resources["DeadLetterQueueAlarm"]["Properties"]
-    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Threshold"] == 1
-    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}
+    dlq = resources["JobsDeadLetterQueue"]["Properties"]
+    assert dlq["VisibilityTimeout"] == {"Ref": "DeadLetterVisibilityTimeoutSeconds"}
     for table in ("VideosTable", "IdempotencyTable"):
         properties = resources[table]["Properties"]
         assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
@@ -143,6 +144,69 @@ def test_queues_tables_and_user_pool_have_the_settings_the_apps_rely_on(
     client = resources["UserPoolClient"]["Properties"]
     assert client["ExplicitAuthFlows"] == ["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
     assert client["GenerateSecret"] is False
+
+
+def test_a_dead_job_alarms_though_its_handler_empties_the_dead_letter_queue(
+    stack_template: dict[str, Any],
+) -> None:
+    resources = stack_template["Resources"]
+    dlq = {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}
+    died = resources["DeadLetterQueueAlarm"]["Properties"]
+    # Each receive of a dead letter (by fail_dead_upload) is a job that died;
+    # the queue's depth stays at 0 because the handler deletes them at once.
+    assert (died["Namespace"], died["MetricName"], died["Statistic"]) == (
+        "AWS/SQS",
+        "NumberOfMessagesReceived",
+        "Sum",
+    )
+    assert died["Threshold"] == 1 and died["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    backlog = resources["DeadLetterBacklogAlarm"]["Properties"]
+    # Dead letters nobody takes (no trigger, or a failing handler) still show as depth.
+    assert (backlog["MetricName"], backlog["Statistic"]) == ("ApproximateNumberOfMessagesVisible", "Minimum")
+    for alarm in (died, backlog):
+        assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": dlq}]
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] == {
+            "Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]
+        }
+
+
+def _chalice_timeout(workers_dir: Path, stage: str, handler: str) -> int:
+    """The timeout Chalice itself deploys the handler's function with."""
+    from chalice.config import Config
+
+    config = json.loads((workers_dir / ".chalice" / "config.json").read_text())
+    chalice = Config(chalice_stage=stage, function_name=handler, config_from_disk=config)
+    return int(chalice.lambda_timeout)
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_each_queue_hides_a_message_longer_than_its_consumer_may_run(
+    stack_template: dict[str, Any], stage: str
+) -> None:
+    """Lambda refuses a trigger otherwise, and it is what makes idempotency locks safe.
+
+    Powertools expires a job's in-progress lock when the invocation's time is
+    up, so a message that comes back only after its visibility timeout (at
+    least the function's timeout) always finds the lock of a run that died
+    expired, never IdempotencyAlreadyInProgressError.
+    """
+    from deploy import chalice_config
+
+    project = Project()
+    executor = Executor(load_stage(stage), Target.aws("us-east-1"), Aws("us-east-1"), project)
+    executor.outcome.public_key_pem = new_signing_key()[1]
+    parameters = executor.stack_parameters()
+    resources, outputs = stack_template["Resources"], stack_template["Outputs"]
+    for handler, spec in chalice_config.WORKER_HANDLERS.items():
+        timeout = _chalice_timeout(project.workers_dir, stage, handler)
+        assert chalice_config.worker_timeout_s(project.workers_dir, stage, handler) == timeout
+        # The queue whose ARN triggers the handler, and the parameter of its visibility timeout.
+        (queue, _) = outputs[spec.queue_arn]["Value"]["Fn::GetAtt"]
+        visibility = resources[queue]["Properties"]["VisibilityTimeout"]["Ref"]
+        assert int(parameters[visibility]) >= 6 * timeout, (handler, visibility)
+        # Even a stack deployed by hand cannot go below it.
+        assert stack_template["Parameters"][visibility]["MinValue"] >= timeout, (handler, visibility)
 
 
 def test_moto_list_of_unmodelled_types_matches_moto() -> None:
@@ -191,6 +255,8 @@ def test_stack_deploys_into_moto_with_buckets_queues_and_tables(
         dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["All"])["Attributes"]
         assert redrive == {"deadLetterTargetArn": dlq["QueueArn"], "maxReceiveCount": 3}
         assert dlq["MessageRetentionPeriod"] == str(14 * 24 * 3600)
+        assert dlq["VisibilityTimeout"] == "360"  # six times fail_dead_upload's 60 s
+        assert dlq["QueueArn"] == outputs["JobsDeadLetterQueueArn"]
 
         videos = dynamodb.describe_table(TableName=outputs["VideosTableName"])["Table"]
         assert [(k["AttributeName"], k["KeyType"]) for k in videos["KeySchema"]] == [
@@ -205,6 +271,7 @@ def test_stack_deploys_into_moto_with_buckets_queues_and_tables(
         assert {(g["logGroupName"], g.get("retentionInDays")) for g in groups} == {
             ("/aws/lambda/vidline-api-tmpl", 14),
             ("/aws/lambda/vidline-workers-tmpl-process_upload", 14),
+            ("/aws/lambda/vidline-workers-tmpl-fail_dead_upload", 14),
         }
     finally:
         assert aws.delete_stack("vidline-tmpl")
@@ -230,8 +297,12 @@ def test_the_lambdas_log_groups_are_the_stacks_with_a_retention(stack_template: 
         for r in resources.values()
         if r["Type"] == "AWS::Logs::LogGroup"
     }
-    assert groups == {"/aws/lambda/${ApiFunctionName}", "/aws/lambda/${WorkerFunctionName}"}
-    for name in ("ApiLogGroup", "WorkerLogGroup"):
+    assert groups == {
+        "/aws/lambda/${ApiFunctionName}",
+        "/aws/lambda/${WorkerFunctionName}",
+        "/aws/lambda/${DeadLetterFunctionName}",
+    }
+    for name in ("ApiLogGroup", "WorkerLogGroup", "DeadLetterLogGroup"):
         assert resources[name]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
         assert "Condition" not in resources[name]
     assert stack_template["Parameters"]["LogRetentionDays"]["AllowedValues"] == list(LOG_RETENTION_DAYS)

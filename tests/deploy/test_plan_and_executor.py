@@ -73,7 +73,38 @@ def test_an_existing_ses_identity_is_not_created(project: Project) -> None:
     assert parameters["CreateSesIdentity"] == "false"
     assert parameters["ApiFunctionName"] == "vidline-api-dev"
     assert parameters["WorkerFunctionName"] == "vidline-workers-dev-process_upload"
+    assert parameters["DeadLetterFunctionName"] == "vidline-workers-dev-fail_dead_upload"
     assert parameters["LogRetentionDays"] == "30"
+
+
+class RecordingAws(Aws):
+    """Records the Lambda settings the executor asks for, and calls nothing."""
+
+    def __init__(self) -> None:
+        super().__init__("us-east-1")
+        self.calls: list[tuple[str, ...]] = []
+
+    def report_batch_item_failures(self, function_name: str) -> None:
+        self.calls.append(("report_batch_item_failures", function_name))
+
+    def set_ephemeral_storage(self, function_name: str, size_mb: int) -> None:
+        self.calls.append(("set_ephemeral_storage", function_name, str(size_mb)))
+
+
+def test_make_deploy_configures_both_workers_triggers_and_the_encoders_tmp(project: Project) -> None:
+    aws = RecordingAws()
+    steps = [s for s in plan_deploy(StageConfig(name="dev"), Target.aws("us-east-1"))]
+    (configure,) = [s for s in steps if s.action is Action.CONFIGURE_WORKERS]
+    assert "process_upload, fail_dead_upload" in configure.details[0]
+    executor = Executor(StageConfig(name="dev"), Target.aws("us-east-1"), aws, project, output=lambda _: None)
+
+    executor.run([configure])
+
+    assert sorted(aws.calls) == [
+        ("report_batch_item_failures", "vidline-workers-dev-fail_dead_upload"),
+        ("report_batch_item_failures", "vidline-workers-dev-process_upload"),
+        ("set_ephemeral_storage", "vidline-workers-dev-process_upload", "10240"),
+    ]
 
 
 def test_log_retention_must_be_a_value_cloudwatch_takes() -> None:

@@ -14,13 +14,15 @@ from devstack.client import ROOT
 from tests.deploy.examples import TARGETS
 
 API = api_policy(TARGETS, "vidline-api-prod")
-WORKERS = workers_policy(TARGETS, ["vidline-workers-prod-process_upload"])
+WORKER_FUNCTIONS = ["vidline-workers-prod-process_upload", "vidline-workers-prod-fail_dead_upload"]
+WORKERS = workers_policy(TARGETS, WORKER_FUNCTIONS)
 
 # Every boto3 call the adapters make, and the IAM action that authorizes it.
 IAM_ACTION_OF_CALL = {
     "generate_presigned_post": "s3:PutObject",
     "head_object": "s3:GetObject",
     "download_file": "s3:GetObject",
+    "get_object": "s3:GetObject",  # download with If-Match
     "upload_file": "s3:PutObject",
     "delete_objects": "s3:DeleteObject",
     "get_paginator": "s3:ListBucket",  # list_objects_v2
@@ -70,13 +72,25 @@ def test_worker_reads_uploads_writes_media_and_mails_only_as_the_sender() -> Non
     assert grants["s3:GetObject"] == {uploads}
     assert grants["s3:PutObject"] == {media}
     assert grants["ses:SendEmail"] == {TARGETS.sender_identity_arn}
-    assert grants["sqs:ReceiveMessage"] == {TARGETS.jobs_queue_arn}
     assert grants["dynamodb:PutItem"] == {TARGETS.idempotency_table_arn}
     assert "dynamodb:DeleteItem" not in {a for a, r in grants.items() if TARGETS.videos_table_arn in r}
     assert grants["logs:PutLogEvents"] == {
-        "arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/vidline-workers-prod-process_upload"
-        ":log-stream:*"
+        f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/{name}:log-stream:*"
+        for name in WORKER_FUNCTIONS
     }
+
+
+def test_workers_consume_the_jobs_queue_and_the_dead_letter_queue_and_nothing_more() -> None:
+    """What Lambda's SQS pollers call, with the functions' role, on each trigger's queue."""
+    grants = granted(WORKERS)
+    queues = {TARGETS.jobs_queue_arn, TARGETS.jobs_dlq_arn}
+    sqs = {action: resources for action, resources in grants.items() if action.startswith("sqs:")}
+    assert sqs == {
+        "sqs:ReceiveMessage": queues,
+        "sqs:DeleteMessage": queues,
+        "sqs:GetQueueAttributes": queues,
+    }
+    assert not any(action.startswith("sqs:") for action in granted(API))
 
 
 def test_api_signs_uploads_but_cannot_read_sources_or_write_media() -> None:
