@@ -55,6 +55,7 @@ def drain(sqs: Any, queue_url: str) -> None:
 
 class Worker:
     def __init__(self, module: ModuleType, client: Client, aws: Any, settings: Settings):
+        self.module = module
         self.container = module.container
         self.client = client
         self.aws = aws
@@ -77,6 +78,16 @@ class Worker:
         )
         video, _ = self.container.video_service.create(owner, request)
         return video
+
+    def rewire(self, monkeypatch: pytest.MonkeyPatch, **ports: Any) -> None:
+        """Run the handlers on a Container with these ports, for the test."""
+        monkeypatch.setattr(self.module, "container", Container(self.settings, **ports))
+
+    def uploaded(self, clip: Path) -> tuple[Video, dict[str, Any]]:
+        """A new video with `clip` uploaded, and its upload's message."""
+        video = self.new_video()
+        self.upload(video, clip)
+        return video, self.receive()
 
     def upload(self, video: Video, path: Path, content_type: str | None = None) -> None:
         self.aws.s3.put_object(
@@ -294,16 +305,9 @@ class Ffmpeg:
 
 
 def test_a_second_upload_during_an_encode_is_refused_and_the_video_keeps_its_media(
-    worker: Worker,
-    clip: Path,
-    tmp_path: Path,
-    settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    workers_module: ModuleType,
+    worker: Worker, clip: Path, tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    video = worker.new_video()
-    worker.upload(video, clip)
-    first = worker.receive()
+    video, first = worker.uploaded(clip)
     # In flight, as Lambda holds it; the next receive is the second upload's.
     worker.aws.sqs.delete_message(QueueUrl=worker.queue_url, ReceiptHandle=first["ReceiptHandle"])
     other_clip = make_clip(tmp_path / "other.mp4", seconds=1, size="320x240")
@@ -313,7 +317,7 @@ def test_a_second_upload_during_an_encode_is_refused_and_the_video_keeps_its_med
         worker.invoke(worker.receive())
 
     ffmpeg = Ffmpeg(meanwhile=second_upload_is_handled)
-    monkeypatch.setattr(workers_module, "container", Container(settings, transcoder=ffmpeg))
+    worker.rewire(monkeypatch, transcoder=ffmpeg)
     worker.invoke(first)
 
     assert ffmpeg.meanwhile is None  # the second upload arrived mid-encode
@@ -341,19 +345,12 @@ def test_a_claimed_upload_replaced_before_it_was_read_is_refused_by_s3(worker: W
 
 
 def test_the_dead_letter_handler_fails_a_video_its_worker_left_processing(
-    worker: Worker,
-    clip: Path,
-    settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    workers_module: ModuleType,
+    worker: Worker, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    video = worker.new_video()
-    worker.upload(video, clip)
-    message = worker.receive()
+    video, message = worker.uploaded(clip)
     # The first attempt fails as a killed ffmpeg would; the worker then dies
     # and SQS moves the message on without another attempt.
-    killed = Ffmpeg(encode_error=MediaProcessingError("ffmpeg was killed by SIGKILL"))
-    monkeypatch.setattr(workers_module, "container", Container(settings, transcoder=killed))
+    worker.rewire(monkeypatch, transcoder=Ffmpeg(encode_error=MediaProcessingError("killed by SIGKILL")))
     with pytest.raises(MediaProcessingError):
         worker.invoke(message)
     assert worker.video(video).status is VideoStatus.PROCESSING
@@ -375,11 +372,9 @@ def test_the_dead_letter_handler_ignores_test_events_other_keys_and_deleted_vide
     worker.invoke_dead(worker.send_dead(json.dumps(test_event)))
     worker.aws.s3.put_object(Bucket=settings.uploads_bucket, Key="somewhere/else.txt", Body=b"x")
     worker.invoke_dead(worker.send_dead(worker.receive()["Body"]))
-    video = worker.new_video()
-    worker.upload(video, clip)
-    body = worker.receive()["Body"]
+    video, message = worker.uploaded(clip)
     worker.container.video_service.delete(Principal(video.owner_id, video.owner_email), video.id)
-    worker.invoke_dead(worker.send_dead(body))
+    worker.invoke_dead(worker.send_dead(message["Body"]))
     assert worker.container.videos.get(video.owner_id, video.id) is None
     assert sent_messages() == []
 
@@ -389,14 +384,10 @@ def test_an_interrupted_last_attempt_leaves_the_video_and_its_lock_for_the_next_
     clip: Path,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
-    workers_module: ModuleType,
 ) -> None:
-    video = worker.new_video()
-    worker.upload(video, clip)
-    message = worker.receive()
+    video, message = worker.uploaded(clip)
     message["Attributes"]["ApproximateReceiveCount"] = str(settings.job_max_receives)
-    stopping = Ffmpeg(encode_error=JobInterrupted())
-    monkeypatch.setattr(workers_module, "container", Container(settings, transcoder=stopping))
+    worker.rewire(monkeypatch, transcoder=Ffmpeg(encode_error=JobInterrupted()))
     with pytest.raises(JobInterrupted):
         worker.invoke(message)
     left = worker.video(video)
@@ -404,7 +395,7 @@ def test_an_interrupted_last_attempt_leaves_the_video_and_its_lock_for_the_next_
     assert worker.mails_to(video) == []
 
     # The pump gives the message back; the next delivery runs (no lock left behind).
-    monkeypatch.setattr(workers_module, "container", Container(settings))
+    worker.rewire(monkeypatch)
     worker.invoke(message)
     assert worker.video(video).status is VideoStatus.READY
     assert len(worker.mails_to(video)) == 1
