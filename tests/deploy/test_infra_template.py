@@ -144,6 +144,8 @@ def test_queues_tables_and_user_pool_have_the_settings_the_apps_rely_on(
     client = resources["UserPoolClient"]["Properties"]
     assert client["ExplicitAuthFlows"] == ["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
     assert client["GenerateSecret"] is False
+    # Sign-in, confirm and resend do not tell who has an account (chalicelib/adapters/cognito.py).
+    assert client["PreventUserExistenceErrors"] == "ENABLED"
 
 
 def test_a_dead_job_alarms_though_its_handler_empties_the_dead_letter_queue(

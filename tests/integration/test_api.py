@@ -423,6 +423,15 @@ def test_confirm_on_aws_answers_alike_for_unknown_confirmed_and_wrong(api: Api, 
     assert_error(*answers[0], 400, "invalid_request")
 
 
+def test_the_local_app_client_prevents_user_existence_errors_like_the_deployed_one(
+    aws: Any, settings: Settings
+) -> None:
+    client = aws.cognito_idp.describe_user_pool_client(
+        UserPoolId=settings.user_pool_id, ClientId=settings.user_pool_client_id
+    )["UserPoolClient"]
+    assert client["PreventUserExistenceErrors"] == "ENABLED"
+
+
 def test_sign_in_does_not_tell_an_unknown_email_from_a_wrong_password(api: Api) -> None:
     email = f"known-{uuid.uuid4().hex[:8]}@example.com"
     assert api.call("POST", "/auth/signup", {"email": email, "password": PASSWORD})[0] == 201
