@@ -66,13 +66,18 @@ class AccountService:
         return user_id, self.settings.auto_confirm_signups
 
     def confirm(self, request: schemas.ConfirmRequest) -> None:
+        """Confirm an account with the emailed code (alike for unknown and confirmed accounts)."""
         self.identity.confirm(request.email, request.code)
 
     def resend_code(self, request: schemas.ResendCodeRequest) -> None:
-        """Email a new confirmation code (the first may be lost or expired)."""
+        """Email a new confirmation code (the first may be lost or expired).
+
+        Answers alike whether or not the account exists or waits for a code.
+        """
         self.identity.resend_code(request.email)
 
     def log_in(self, request: schemas.LoginRequest) -> Tokens:
+        """Tokens for a right email and password."""
         return self.identity.log_in(request.email, request.password)
 
     def authenticate(self, authorization: str | None) -> Principal:

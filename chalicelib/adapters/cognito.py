@@ -126,6 +126,10 @@ class CognitoIdentity:
         self._jwks_lock = threading.Lock()
 
     def sign_up(self, email: str, password: str) -> str:
+        """Create an account (confirmed at once with `auto_confirm`); returns its user id.
+
+        Conflict if the email has an account: Cognito's SignUp cannot hide that.
+        """
         try:
             response = self._idp.sign_up(
                 ClientId=self._client_id,
@@ -141,6 +145,11 @@ class CognitoIdentity:
         return user_id
 
     def confirm(self, email: str, code: str) -> None:
+        """Confirm an account with its emailed code.
+
+        One InvalidRequest for a wrong or expired code, an unknown email and an
+        account that is already confirmed, so the answer tells no one which.
+        """
         try:
             self._idp.confirm_sign_up(ClientId=self._client_id, Username=email, ConfirmationCode=code)
         except ClientError as exc:
@@ -166,6 +175,7 @@ class CognitoIdentity:
             raise _translate(exc, _RESEND_ERRORS) from None
 
     def log_in(self, email: str, password: str) -> Tokens:
+        """Cognito's tokens for a right email and password; the same 401 for an unknown email."""
         try:
             response = self._idp.initiate_auth(
                 ClientId=self._client_id,
