@@ -314,24 +314,28 @@ class UploadProcessor:
                 logger.info("upload %s of video %s was replaced before it was claimed", etag, video.id)
                 return None
             try:
-                video = self.videos.update(
+                # The claim: from awaiting_upload, so only one upload can win it.
+                # (A video queued or processing with no ETag was claimed before
+                # ETags were recorded: a job in flight across a deploy.)
+                claimed = self.videos.update(
                     video,
-                    expected={VideoStatus.AWAITING_UPLOAD},
+                    expected={video.status},
                     status=VideoStatus.QUEUED,
                     progress=0,
                     error=None,
                     upload_etag=etag,
                 )
-                self._check_stored(video, stored)
-                return video, stored
             except StaleUpdate:
                 # Another job claimed it meanwhile: which upload did it take?
                 current = self.videos.get(video.owner_id, video.id)
-                if current is None:
+                if current is None or current.upload_etag is None:
                     raise
                 if current.refuses_upload(etag):
                     return None
                 video = current
+            else:
+                self._check_stored(claimed, stored)
+                return claimed, stored
         if stored.etag != video.upload_etag:
             raise ObjectChanged(video.upload_key)
         self._check_stored(video, stored)

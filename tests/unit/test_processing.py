@@ -336,6 +336,44 @@ def test_an_upload_replaced_before_any_job_claimed_it_leaves_the_video_to_the_ne
     assert fakes.transcoder.encodes == 1
 
 
+class ClaimedMeanwhile(FakeVideoRepository):
+    """Another job claims the video for `etag` just before this job's claim."""
+
+    def __init__(self, etag: str) -> None:
+        super().__init__()
+        self.etag = etag
+
+    def update(self, video: Video, *, expected: Iterable[VideoStatus] | None = None, **changes: Any) -> Video:
+        if "upload_etag" in changes and self.etag:
+            super().update(video, status=VideoStatus.QUEUED, upload_etag=self.etag)
+            self.etag = ""
+        return super().update(video, expected=expected, **changes)
+
+
+def test_a_job_that_loses_the_claim_to_another_upload_leaves_the_video_to_it(settings: Settings) -> None:
+    fakes = FakePorts(videos=ClaimedMeanwhile("the-other-upload"))
+    video, event = uploaded(fakes)
+    assert fakes.container(settings).processor.process(event, final_attempt=False) == "refused"
+    assert current(fakes, video).upload_etag == "the-other-upload"
+    assert fakes.transcoder.encodes == 0
+
+
+def test_a_job_that_loses_the_claim_to_the_same_upload_carries_on(settings: Settings) -> None:
+    fakes = FakePorts(videos=ClaimedMeanwhile(hashlib.md5(b"video bytes").hexdigest()))
+    video, event = uploaded(fakes)
+    assert fakes.container(settings).processor.process(event, final_attempt=False) == "ready"
+    assert current(fakes, video).upload_etag == event.etag
+
+
+def test_a_video_claimed_before_etags_were_recorded_is_claimed_by_its_retry(
+    processor: UploadProcessor, fakes: FakePorts
+) -> None:
+    video, event = uploaded(fakes)
+    fakes.videos.update(video, status=VideoStatus.PROCESSING, progress=40)  # in flight across a deploy
+    assert processor.process(event, final_attempt=False) == "ready"
+    assert current(fakes, video).upload_etag == event.etag
+
+
 class ReplacedBeforeRead(FakeBlobStore):
     """Another upload lands on the key just before the job reads it."""
 
