@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,18 +38,46 @@ class StackProcess:
     """`python -m devstack` as a child process on free ports.
 
     Use as a context manager: entering waits for the ready line, leaving
-    stops the stack with SIGTERM and checks that it exited cleanly.
+    stops the stack with SIGTERM and records its exit code. `env` adds
+    settings (e.g. `VIDLINE_WORK_DIR`); `ports` reuses another stack's ports
+    (keys API, MOTO, MAILBOX, CDN).
     """
 
-    def __init__(self, log_path: Path, start_timeout_s: float = 120):
-        self.ports = {name: free_port() for name in ("API", "MOTO", "MAILBOX", "CDN")}
+    def __init__(
+        self,
+        log_path: Path,
+        start_timeout_s: float = 120,
+        *,
+        env: Mapping[str, str] | None = None,
+        ports: Mapping[str, int] | None = None,
+    ):
+        self.ports = dict(ports or {name: free_port() for name in ("API", "MOTO", "MAILBOX", "CDN")})
         self.api = f"http://127.0.0.1:{self.ports['API']}"
         self.mailbox = f"http://127.0.0.1:{self.ports['MAILBOX']}"
         self.cdn = f"http://127.0.0.1:{self.ports['CDN']}"
         self.log_path = log_path
+        self._env = dict(env or {})
         self._timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        """The stack's process id (`python -m devstack`)."""
+        assert self._process is not None, "the stack was not started"
+        return self._process.pid
+
+    def kill(self) -> None:
+        """SIGKILL the stack process alone, as a crash would; its children are left to die with it."""
+        assert self._process is not None, "the stack was not started"
+        self._process.kill()
+        self.exit_code = self._process.wait()
+
+    def terminate(self) -> int:
+        """SIGTERM the stack (what Ctrl-C in `make dev` does) and wait; its exit code."""
+        self.__exit__(None, None, None)
+        assert self.exit_code is not None
+        return self.exit_code
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -57,6 +86,7 @@ class StackProcess:
         # A clean environment: no real AWS settings or credentials leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDLINE_", "AWS_"))}
         env.update({f"VIDLINE_{name}_PORT": str(port) for name, port in self.ports.items()})
+        env.update(self._env)
         with self.log_path.open("w") as out:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "devstack"],
@@ -122,6 +152,15 @@ class ApiClient:
     def create_and_upload(self, path: Path, content_type: str = "video/mp4", title: str = "A clip") -> str:
         """Create a video, then send the file straight to storage with the
         presigned POST: every policy field first, the file last."""
+        created = self.create_video(path, content_type, title)
+        self.upload(created["upload"], path, content_type)
+        video_id: str = created["video"]["id"]
+        return video_id
+
+    def create_video(
+        self, path: Path, content_type: str = "video/mp4", title: str = "A clip"
+    ) -> dict[str, Any]:
+        """`POST /videos` for the file at `path`: `{video, upload}`."""
         body: dict[str, Any] = {
             "title": title,
             "filename": path.name,
@@ -130,8 +169,11 @@ class ApiClient:
         }
         response = requests.post(f"{self.base_url}/videos", json=body, headers=self.headers, timeout=30)
         response.raise_for_status()
-        created = response.json()
-        upload = created["upload"]
+        created: dict[str, Any] = response.json()
+        return created
+
+    def upload(self, upload: dict[str, Any], path: Path, content_type: str = "video/mp4") -> None:
+        """Send the file with a presigned POST: every policy field first, the file last."""
         with path.open("rb") as file:
             sent = requests.post(
                 upload["url"],
@@ -140,8 +182,6 @@ class ApiClient:
                 timeout=120,
             )
         sent.raise_for_status()
-        video_id: str = created["video"]["id"]
-        return video_id
 
     def list_videos(self) -> list[dict[str, Any]]:
         """The first page of this user's videos, newest first."""

@@ -206,24 +206,27 @@ def release_abandoned_locks(dynamodb: BaseClient, table: str) -> int:
     return released
 
 
-def return_abandoned_message(sqs: BaseClient, in_flight_file: Path) -> bool:
-    """Make the message a killed predecessor was working on visible again now,
-    instead of when its visibility timeout runs out; True if there was one.
+def return_abandoned_message(sqs: BaseClient, queue_url: str, in_flight_file: Path) -> bool:
+    """Make the message of `queue_url` a killed predecessor was working on
+    visible again now, instead of when its visibility timeout runs out; True
+    if there was one.
 
     Its receive counts as an attempt, as a crashed invocation does on Lambda,
     so a job that kills its worker every time still ends in the dead-letter
-    queue.
+    queue. A note about another queue (another stand-in's: its URL names the
+    port) is left to its own pump.
     """
     try:
         held = json.loads(in_flight_file.read_text())
-    except (OSError, ValueError):
+        if held["queue_url"] != queue_url:
+            return False
+        receipt = str(held["receipt_handle"])
+    except (OSError, ValueError, KeyError, TypeError):
         return False
     in_flight_file.unlink(missing_ok=True)
     try:
-        sqs.change_message_visibility(
-            QueueUrl=held["queue_url"], ReceiptHandle=held["receipt_handle"], VisibilityTimeout=0
-        )
-    except (ClientError, KeyError, TypeError):  # already back, deleted, or from an older stand-in
+        sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=0)
+    except ClientError:  # already back on the queue, or deleted
         return False
     return True
 
@@ -549,7 +552,7 @@ def _recover_from_a_killed_pump(sqs: BaseClient, args: argparse.Namespace) -> No
                 released,
                 args.idempotency_table,
             )
-    if args.in_flight_file is not None and return_abandoned_message(sqs, args.in_flight_file):
+    if args.in_flight_file is not None and return_abandoned_message(sqs, args.queue_url, args.in_flight_file):
         logger.info("the job a stopped pump was running is back on the queue (that attempt counts)")
 
 

@@ -325,7 +325,8 @@ class Supervised:
                 say(f"{self.label} could not load its code (see above); it restarts when the code changes")
                 return
             delay = self._backoff.delay_s(time.monotonic() - child.started_at)
-            say(f"{self.label} died ({describe_exit(code)}); restarting it in {delay:.0f} s")
+            ended = "stopped" if code == 0 else "died"  # 0: stopped by someone else's SIGTERM
+            say(f"{self.label} {ended} ({describe_exit(code)}); restarting it in {delay:.0f} s")
             self._restart_at = time.monotonic() + delay
         if self._restart_at is not None and time.monotonic() >= self._restart_at:
             say(f"restarting {self.label}")
