@@ -103,6 +103,35 @@ APPS = {"api": ROOT, "workers": ROOT / "workers"}
 FFMPEG_WHEEL_PLATFORM = "manylinux_2_28_x86_64"
 FFMPEG_WHEEL_BINARY_PREFIX = "imageio_ffmpeg/binaries/ffmpeg-linux-x86_64"
 REQUIREMENTS_DEV = ROOT / "requirements-dev.txt"
+# The binary is GPL v3-or-later (configured --enable-gpl --enable-version3,
+# with libx264 and libx265): the layer carries the license and a notice, so
+# a layer that is shared on keeps them (README "Licenses").
+GPL_TEXT = Path(__file__).resolve().parent / "licenses" / "GPL-3.0.txt"
+LAYER_LICENSE_DIR = "share/licenses/ffmpeg"
+LAYER_NOTICE = """\
+ffmpeg in this layer (bin/ffmpeg)
+
+bin/ffmpeg is the Linux x86-64 ffmpeg binary of the imageio-ffmpeg {version}
+wheel (https://github.com/imageio/imageio-ffmpeg), copied unchanged by
+Vidline's deploy (deploy/packaging.py build_ffmpeg_layer).
+
+It is free software under the GNU General Public License, version 3 or
+later: COPYING.GPLv3, next to this file. It was configured with --enable-gpl
+--enable-version3 and links GPL libraries such as libx264 and libx265.
+`bin/ffmpeg -L` prints its license; `bin/ffmpeg -version` its exact FFmpeg
+version and configure line.
+
+Running it in your own functions is not distribution. If you give this layer
+or the binary to others (share the layer version with other AWS accounts,
+publish the zip), the GPL applies to that copy: pass this notice and the
+license on with it, and make the Corresponding Source available to the
+recipients (FFmpeg at the version `-version` prints, with the libraries and
+build scripts it was built from), or a written offer of it, as GPL v3
+section 6 describes.
+
+Vidline's own code is under the MIT License (LICENSE in its repository);
+that does not change the license of this binary.
+"""
 # ELF header: magic, EI_CLASS 2 (64-bit), EI_DATA 1 (little-endian); e_machine at offset 18.
 _ELF_MAGIC = b"\x7fELF"
 _ELFCLASS64 = 2
@@ -286,7 +315,8 @@ def build_ffmpeg_layer(out_dir: Path) -> Path:
     The binary is imageio-ffmpeg's Linux x86_64 build (:func:`linux_ffmpeg`),
     checked to be an x86-64 ELF, stored with a fixed timestamp and mode
     0755, so the same ffmpeg always gives the same zip and Lambda unpacks it
-    executable.
+    executable. Its license (GPL v3) and a notice go under
+    ``share/licenses/ffmpeg/``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -305,6 +335,14 @@ def build_ffmpeg_layer(out_dir: Path) -> Path:
             zf.open(info, "w") as entry,
         ):
             shutil.copyfileobj(binary, entry, 1024 * 1024)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            notice = LAYER_NOTICE.format(version=pinned_version("imageio-ffmpeg"))
+            for name, text in (("README.txt", notice), ("COPYING.GPLv3", GPL_TEXT.read_text("utf-8"))):
+                document = zipfile.ZipInfo(f"{LAYER_LICENSE_DIR}/{name}", date_time=_EPOCH)
+                document.create_system = 3
+                document.external_attr = 0o100644 << 16
+                document.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(document, text)
     tmp.replace(layer)
     return layer
 

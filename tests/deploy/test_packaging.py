@@ -143,8 +143,7 @@ def test_worker_zip_leaves_ffmpeg_to_the_layer_and_both_fit_lambda(build: Build)
 
 def test_layer_holds_an_executable_ffmpeg_the_worker_code_finds(build: Build, unpacked: list[Path]) -> None:
     with zipfile.ZipFile(build.layer) as zf:
-        (entry,) = zf.infolist()
-    assert entry.filename == "bin/ffmpeg"
+        entry = zf.getinfo("bin/ffmpeg")
     assert entry.external_attr >> 16 == 0o100755
     assert entry.date_time == (1980, 1, 1, 0, 0, 0)
 
@@ -308,6 +307,22 @@ def test_elf_check_takes_only_x86_64_linux_binaries(tmp_path: Path) -> None:
             require_linux_x86_64_elf(wrong)
     (tmp_path / "short").write_bytes(b"\x7fELF")
     assert not is_linux_x86_64_elf(tmp_path / "short")
+
+
+def test_the_layer_carries_ffmpegs_gpl_and_a_notice(build: Build) -> None:
+    """The binary is GPL v3 or later: a copy of the layer passed on must keep its license."""
+    with zipfile.ZipFile(build.layer) as zf:
+        assert sorted(zf.namelist()) == [
+            "bin/ffmpeg",
+            "share/licenses/ffmpeg/COPYING.GPLv3",
+            "share/licenses/ffmpeg/README.txt",
+        ]
+        license_text = zf.read("share/licenses/ffmpeg/COPYING.GPLv3").decode()
+        notice = zf.read("share/licenses/ffmpeg/README.txt").decode()
+        dates = {info.date_time for info in zf.infolist()}
+    assert license_text.lstrip().startswith("GNU GENERAL PUBLIC LICENSE\n                       Version 3")
+    assert "imageio-ffmpeg 0.8.1" in notice and "Corresponding Source" in notice
+    assert dates == {(1980, 1, 1, 0, 0, 0)}  # the same ffmpeg gives the same zip
 
 
 def test_the_layers_ffmpeg_is_an_x86_64_linux_binary(build: Build) -> None:
