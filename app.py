@@ -185,7 +185,7 @@ def sign_up() -> schemas.SignupResponse:
     request=schemas.ConfirmRequest,
     response=None,
     auth=False,
-    errors=(409,),
+    errors=(),
 )
 def confirm() -> dict[str, Any]:
     container.accounts.confirm(parse(schemas.ConfirmRequest, json_body(), settings))
@@ -199,7 +199,7 @@ def confirm() -> dict[str, Any]:
     request=schemas.ResendCodeRequest,
     response=None,
     auth=False,
-    errors=(409,),
+    errors=(429, 503),
 )
 def resend_code() -> dict[str, Any]:
     container.accounts.resend_code(parse(schemas.ResendCodeRequest, json_body(), settings))

@@ -340,7 +340,7 @@ def test_an_unconfirmed_account_is_asked_for_its_code_then_signed_in(
     expect(page.get_by_label("Confirmation code")).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("Confirm your email")
     button(page, "Send a new code").click()
-    expect(page.get_by_role("status").filter(has_text="We sent a new code")).to_contain_text(email)
+    expect(page.get_by_role("status").filter(has_text="we sent it a new code")).to_contain_text(email)
     page.get_by_label("Confirmation code").fill("123456")
     button(page, "Confirm").click()
     expect(button(page, "Sign out")).to_be_visible()

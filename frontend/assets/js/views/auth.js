@@ -164,7 +164,7 @@ export function mountAuth(root, ctx) {
       f.alert.textContent = sent.textContent = "";
       try {
         await api.post("/auth/resend", { email: state.email }, { auth: false });
-        sent.textContent = `We sent a new code to ${state.email}.`;
+        sent.textContent = `If ${state.email} is waiting for confirmation, we sent it a new code.`;
       } catch (error) {
         f.alert.textContent = error.name === "ApiError" ? error.message : "Something went wrong. Please try again.";
       }
