@@ -7,24 +7,42 @@ and upload what comes back.
 Two kinds of failure, because the caller must treat them differently:
 
 * :class:`MediaRejected` -- the file itself is the problem (not a video, damaged,
-  cut short). Retrying cannot help; ``.reason`` is a sentence to show the user.
+  cut short, over a limit). Retrying cannot help; ``.reason`` is a sentence to
+  show the user.
 * :class:`MediaProcessingError` -- something on our side failed (timeout, killed,
   disk full, unexpected ffmpeg failure). The job should be retried.
+  :func:`classify_ffmpeg_run` is the one table that sorts ffmpeg's endings into
+  these two.
+
+Uploads are untrusted, and ffmpeg picks a demuxer from the content, not the
+name; some demuxers (DASH, HLS, concat, IMF, SDP, a QuickTime reference movie)
+open the files or addresses the content names. So every input is opened with
+an allow-list of demuxers (:data:`SOURCE_FORMATS`) and of protocols
+(:data:`LOCAL_PROTOCOLS`), a QuickTime file's external tracks are never
+followed, every decoded frame is capped in pixels, and decoding stops at the
+duration limit whatever the header says.
 
 ffmpeg exits 0 on some broken inputs (a front-indexed MP4 cut in half encodes
 "successfully" to half its length), so :func:`encode` trusts no exit code alone:
 it writes to temporary names, probes what it wrote, and only then renames the
 outputs into place.
+
+Every ffmpeg is started by :func:`run_ffmpeg`, which has the kernel kill it if
+the thread that started it dies (see :func:`_die_with_starting_thread`), so a
+crashed worker leaves no ffmpeg behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import math
 import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,12 +54,26 @@ from typing import IO
 RENDITION_NAME = "rendition.mp4"
 THUMBNAIL_NAME = "thumbnail.jpg"
 
+# The demuxers an upload may be opened with: the containers behind the content
+# types we accept (settings.allowed_content_types). video/mp4 and
+# video/quicktime are ffmpeg's "mov,mp4,m4a,3gp,3g2,mj2" demuxer, video/webm
+# and video/x-matroska its "matroska,webm". Anything else ffmpeg might detect
+# in the content (dash, hls, concat, imf, sdp, image2, ...) is refused.
+SOURCE_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm")
+
+# What an input may open: local files only ("data:" URIs, network addresses
+# and everything else are refused). Streaming the source from a presigned URL
+# would add "https", "tls" and "tcp" here.
+LOCAL_PROTOCOLS = ("file",)
+
 # Watermark height and margin as fractions of the rendition's SHORTER side, so a
 # portrait frame gets the same mark as a landscape one instead of being covered.
 WATERMARK_HEIGHT_FRACTION = 0.08
 WATERMARK_MARGIN_FRACTION = 0.03
 
-# A rendition must last as long as its source, give or take this much.
+# A rendition must last as long as its source, give or take this much. Decoding
+# stops at the duration limit plus this much, and a rendition longer than the
+# limit plus half of it reached the cap: the video is over the limit.
 DURATION_TOLERANCE_S = 0.5
 
 # The thumbnail is the frame at min(1 s, duration / 2): 1 s skips fade-ins, and
@@ -64,6 +96,15 @@ _NOT_A_VIDEO = "This file is not a video we can read (it may be damaged or not a
 _CUT_SHORT = (
     "The video seems to be cut short or damaged partway through, so we could not "
     "process all of it. Please upload the complete original file again."
+)
+_NOT_AN_ACCEPTED_CONTAINER = "This file is not a video container we accept (MP4, MOV, MKV or WebM)."
+_REFERS_TO_OTHER_FILES = (
+    "This file is a playlist or manifest that refers to other files, not a video "
+    "container we accept (MP4, MOV, MKV or WebM). Please upload the video file itself."
+)
+_EXTERNAL_TRACKS = (
+    "This movie refers to other files for its picture or sound instead of containing "
+    "them. Please export it as a self-contained MP4 or MOV file and upload that."
 )
 
 
@@ -91,12 +132,15 @@ class MediaProcessingError(Exception):
 class MediaInfo:
     """What :func:`probe` learned about a media file."""
 
-    duration_s: float
+    duration_s: float  # as the header says: the file may hold more or less
     width: int  # as displayed, i.e. after rotation metadata (and pixel aspect) is applied
     height: int
     video_codec: str
     audio_codec: str | None
     rotation: int  # degrees from the display matrix, normalised to 0..359; 0 if none
+    # The demuxer that read it, as ffmpeg names it ("mov,mp4,m4a,3gp,3g2,mj2",
+    # "matroska,webm"); encode forces the same one. Empty if unknown.
+    container: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,7 +151,7 @@ class EncodeResult:
     thumbnail_path: str  # JPEG
     width: int  # of the rendition, from probing it
     height: int
-    duration_s: float
+    duration_s: float  # decoded: the true length, whatever the source's header said
     ffmpeg_seconds: float  # ffmpeg's own -benchmark rtime, else the subprocess's wall time
     ffmpeg_maxrss_kb: int | None
 
@@ -145,14 +189,54 @@ def default_watermark_path() -> str:
     return str(Path(__file__).parent / "assets" / "watermark.png")
 
 
+# ------------------------------------------------------------------ untrusted input
+
+
+def untrusted_input_args(
+    url: str,
+    *,
+    container: str = "",
+    protocols: Sequence[str] = LOCAL_PROTOCOLS,
+    max_pixels: int | None = None,
+    max_duration_s: float | None = None,
+) -> list[str]:
+    """The ffmpeg arguments that open an uploaded file at ``url`` (ending with ``-i url``).
+
+    * Only the demuxers in :data:`SOURCE_FORMATS` may read it, and only
+      ``protocols`` may be opened (by it or anything it names).
+    * ``container`` (the probe's :attr:`MediaInfo.container`) forces that
+      demuxer. For QuickTime it also turns off external tracks (``dref``
+      entries pointing at other files) and absolute alias paths: ffmpeg's
+      defaults, made explicit. These options exist only for that demuxer, and
+      ffmpeg refuses an option the demuxer does not take, so they can be set
+      only once the probe has named it.
+    * ``max_pixels`` caps every decoded frame, not just the first one the
+      header describes (with ``-xerror`` a bigger frame stops ffmpeg).
+    * ``max_duration_s`` stops reading there, whatever the header claims.
+    """
+    args = ["-format_whitelist", ",".join(SOURCE_FORMATS), "-protocol_whitelist", ",".join(protocols)]
+    demuxer = container.split(",")[0]
+    if demuxer:
+        args += ["-f", demuxer]
+    if demuxer == "mov":
+        args += ["-enable_drefs", "0", "-use_absolute_path", "0"]
+    if max_pixels is not None:
+        args += ["-max_pixels", str(max_pixels)]
+    if max_duration_s is not None:
+        args += ["-t", f"{max_duration_s:.3f}"]
+    return [*args, "-i", url]
+
+
 # --------------------------------------------------------------------------- probe
 
 # Anchored at line start: metadata values (titles etc.) are indented under
 # "Metadata:" with a "key : value" shape and cannot start like these lines.
 _INPUT_RE = re.compile(r"^Input #0, (?P<format>[^ ]+), from ", re.MULTILINE)
 _DURATION_RE = re.compile(r"^\s+Duration: (?:(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d(?:\.\d+)?)|N/A)")
+# "Stream #0:1[0x2](und): Audio: ...", at debug level with ", 2, 1/44100"
+# (frames probed, time base) before the colon.
 _STREAM_RE = re.compile(
-    r"^\s+Stream #0:(?P<index>\d+)\S*: (?P<kind>Video|Audio|Subtitle|Data|Attachment): "
+    r"^\s+Stream #0:(?P<index>\d+)[^:]*: (?P<kind>Video|Audio|Subtitle|Data|Attachment): "
     r"(?P<codec>[^ ,]+)(?P<rest>.*)$"
 )
 # " 1920x1080," -- the leading separator and non-zero first digit keep codec
@@ -160,8 +244,6 @@ _STREAM_RE = re.compile(
 _SIZE_RE = re.compile(r"[ ,](?P<w>[1-9]\d*)x(?P<h>[1-9]\d*)(?=[ ,\[]|$)")
 _SAR_RE = re.compile(r"\[SAR (?P<num>\d+):(?P<den>\d+) ")
 _ROTATION_RE = re.compile(r"^\s+Display Matrix: rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees")
-# Demuxers that read a single still picture.
-_IMAGE_FORMATS = re.compile(r"^(image2|\w+_pipe)$")
 
 
 @dataclass
@@ -182,33 +264,39 @@ def probe(path: str) -> MediaInfo:
     """Describe the media file at ``path``, or reject it with a reason for people.
 
     Parses the stderr of ``ffmpeg -i`` because imageio-ffmpeg ships no ffprobe.
-    Raises :class:`MediaRejected` for an empty file, something ffmpeg cannot
-    read, a still image, a file with no video (audio alone, or audio with cover
-    art), or one whose duration is unknown or zero. Raises
-    :class:`MediaProcessingError` if ffmpeg itself misbehaves, and
-    ``FileNotFoundError`` if there is no file.
+    The file is opened as :func:`untrusted_input_args` says: a playlist or
+    manifest, any other container we do not accept, or a QuickTime reference
+    movie is rejected having read nothing but itself. Raises
+    :class:`MediaRejected` for those, an empty file, something ffmpeg cannot
+    read, a file with no video (audio alone, or audio with cover art), or one
+    whose duration is unknown or zero. Raises :class:`MediaProcessingError` if
+    ffmpeg itself misbehaves, and ``FileNotFoundError`` if there is no file.
     """
     if os.path.getsize(path) == 0:
         raise MediaRejected("This file is empty.")
-    # Without an output ffmpeg prints the input description and exits 1
-    # ("At least one output file must be specified"); the exit code says nothing.
-    try:
-        completed = subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _file_url(path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise MediaProcessingError(f"probing took longer than {PROBE_TIMEOUT_S:.0f} s") from exc
-    stderr = completed.stderr.decode("utf-8", errors="replace")
-    if completed.returncode < 0:
-        raise MediaProcessingError(
-            f"ffmpeg was killed by {_signal_name(-completed.returncode)} while probing"
-        )
-    return _parse_probe(stderr)
+    # Debug level adds the line naming the demuxer ffmpeg detected ("Format
+    # dash probed with ..."), so a refusal can say what the file was; a probe
+    # logs about a hundred lines at this level.
+    args = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "debug",
+        *untrusted_input_args(_file_url(path)),
+    ]
+    run = run_ffmpeg(args, timeout_s=PROBE_TIMEOUT_S)
+    opened = _INPUT_RE.search(run.stderr) is not None
+    # Without an output ffmpeg exits 1 once the input is open ("At least one
+    # output file must be specified"): only a failure to open means anything.
+    verdict = classify_ffmpeg_run(run if not opened or run.returncode <= 0 else _succeeded(run))
+    if verdict is not None:
+        raise verdict
+    return _parse_probe(run.stderr)
+
+
+def _succeeded(run: FfmpegRun) -> FfmpegRun:
+    return FfmpegRun(returncode=0, stderr=run.stderr, wall_s=run.wall_s)
 
 
 def _parse_probe(stderr: str) -> MediaInfo:
@@ -216,8 +304,6 @@ def _parse_probe(stderr: str) -> MediaInfo:
     container, duration, streams = _scan_probe_output(stderr)
     videos = [s for s in streams if s.kind == "Video" and not s.is_cover_art]
     audios = [s for s in streams if s.kind == "Audio"]
-    if _IMAGE_FORMATS.match(container):
-        raise MediaRejected("This file is a still image, not a video.")
     if not videos:
         if any(s.is_cover_art for s in streams):
             raise MediaRejected("This file has no video, only audio with a cover picture.")
@@ -239,6 +325,7 @@ def _parse_probe(stderr: str) -> MediaInfo:
         video_codec=videos[0].codec,
         audio_codec=audios[0].codec if audios else None,
         rotation=round(videos[0].rotation) % 360,
+        container=container,
     )
 
 
@@ -246,10 +333,6 @@ def _scan_probe_output(stderr: str) -> tuple[str, float | None, list[_Stream]]:
     """Return input #0's container format, duration (None if unknown) and streams."""
     input_match = _INPUT_RE.search(stderr)
     if input_match is None:
-        # ffmpeg could not open it: "moov atom not found", "Invalid data found
-        # when processing input" (exit 183) -- unless our machine is the problem.
-        if "No space left on device" in stderr or "Cannot allocate memory" in stderr:
-            raise MediaProcessingError(f"ffmpeg could not probe: {_last_lines(stderr)}")
         raise MediaRejected(_NOT_A_VIDEO)
     duration: float | None = None
     streams: list[_Stream] = []
@@ -310,6 +393,8 @@ def encode(
     *,
     watermark_path: str,
     short_side: int = 720,
+    max_duration_s: float,
+    max_pixels: int,
     on_progress: Callable[[float], None] | None = None,
     timeout_s: float = 780.0,
 ) -> EncodeResult:
@@ -321,12 +406,19 @@ def encode(
     H.264/AAC MP4 with the index at the front (+faststart) and a JPEG thumbnail
     of the frame at min(1 s, duration / 2).
 
+    The source is opened as :func:`untrusted_input_args` says: decoding stops
+    just past ``max_duration_s`` and refuses any frame over ``max_pixels``,
+    whatever the header said. The result's ``duration_s`` is what was really
+    decoded: a header that understated a video within the limit does not fail it.
+
     ``on_progress`` receives fractions in 0..1, at most about once a second or
     per 5 %, and 1.0 only once both outputs are validated and in place.
 
-    Raises :class:`MediaRejected` when the input turns out to be damaged or cut
-    short, and :class:`MediaProcessingError` on a timeout, a killed ffmpeg, a
-    full disk or any other failure; in both cases nothing is left in ``out_dir``.
+    Raises :class:`MediaRejected` when the input turns out to be damaged, cut
+    short, longer than ``max_duration_s`` or with frames over ``max_pixels``,
+    and :class:`MediaProcessingError` on a timeout, a killed ffmpeg, a full
+    disk or any other failure (see :func:`classify_ffmpeg_run`); in both cases
+    nothing is left in ``out_dir``.
     """
     width, height = rendition_size(info, short_side)
     finals = [os.path.join(out_dir, name) for name in (RENDITION_NAME, THUMBNAIL_NAME)]
@@ -339,12 +431,22 @@ def encode(
             info,
             watermark_path=watermark_path,
             size=(width, height),
+            max_duration_s=max_duration_s,
+            max_pixels=max_pixels,
             rendition_out=rendition_tmp,
             thumbnail_out=thumbnail_tmp,
         )
-        run = _run_ffmpeg(args, duration_s=info.duration_s, on_progress=on_progress, timeout_s=timeout_s)
-        _raise_for_failed_run(run, timeout_s)
+        reporter = _ProgressReporter(info.duration_s, on_progress)
+        run = run_ffmpeg(args, timeout_s=timeout_s, on_stdout_line=reporter.feed)
+        verdict = classify_ffmpeg_run(run, max_pixels=max_pixels)
+        if verdict is not None:
+            raise verdict
         rendition = _validate_outputs(info, (width, height), rendition_tmp, thumbnail_tmp, run)
+        too_long_or_short = judge_decoded_duration(
+            rendition.duration_s, header_s=info.duration_s, max_duration_s=max_duration_s
+        )
+        if too_long_or_short is not None:
+            raise too_long_or_short
         for tmp, final in zip((rendition_tmp, thumbnail_tmp), finals, strict=True):
             written.append(final)
             os.replace(tmp, final)
@@ -375,6 +477,8 @@ def _encode_args(
     *,
     watermark_path: str,
     size: tuple[int, int],
+    max_duration_s: float,
+    max_pixels: int,
     rendition_out: str,
     thumbnail_out: str,
 ) -> list[str]:
@@ -407,12 +511,20 @@ def _encode_args(
         "-nostdin",
         "-nostats",
         "-y",
-        "-xerror",  # stop at the first damaged packet instead of encoding around it
+        "-xerror",  # stop at the first damaged packet or oversized frame instead of going on
         "-benchmark",
         "-progress",
         "pipe:1",
-        "-i",
-        _file_url(source_path),
+        *untrusted_input_args(
+            _file_url(source_path),
+            container=info.container,
+            max_pixels=max_pixels,
+            # Decoding a little past the limit tells "at the limit" from "over it".
+            max_duration_s=max_duration_s + DURATION_TOLERANCE_S,
+        ),
+        # Our own asset, but nothing it could name is opened either.
+        "-protocol_whitelist",
+        ",".join(LOCAL_PROTOCOLS),
         "-i",
         _file_url(watermark_path),
         "-filter_complex",
@@ -452,34 +564,43 @@ def _encode_args(
     ]
 
 
+# ------------------------------------------------------------------ running ffmpeg
+
+
 @dataclass(frozen=True)
-class _FfmpegRun:
-    returncode: int
-    stderr: str
-    wall_s: float
-    timed_out: bool
-    bench_rtime_s: float | None
-    maxrss_kb: int | None
+class FfmpegRun:
+    """How one ffmpeg process ended, and what ``-benchmark`` said it cost."""
+
+    returncode: int  # negative: killed by that signal
+    stderr: str  # its tail
+    timed_out: bool = False  # killed by us at the deadline
+    wall_s: float = 0.0
+    bench_rtime_s: float | None = None
+    maxrss_kb: int | None = None
 
 
 _BENCH_RTIME_RE = re.compile(r"^bench: utime=\S+ stime=\S+ rtime=(?P<rtime>\d+(?:\.\d+)?)s", re.MULTILINE)
 _BENCH_MAXRSS_RE = re.compile(r"^bench: maxrss=(?P<kb>\d+) ?(?:KiB|kB)", re.MULTILINE)
 
 
-def _run_ffmpeg(
+def run_ffmpeg(
     args: Sequence[str],
     *,
-    duration_s: float,
-    on_progress: Callable[[float], None] | None,
     timeout_s: float,
-) -> _FfmpegRun:
-    """Run ffmpeg (with ``-progress pipe:1``), report progress, enforce the timeout.
+    on_stdout_line: Callable[[str], None] | None = None,
+) -> FfmpegRun:
+    """Run ffmpeg to the end (or the deadline) and say how it ended; never raises for its exit.
 
-    stdout (progress) is read line by line in this thread; stderr goes to a
-    temporary file so neither pipe can fill up and stall ffmpeg. A timer kills
-    the process at the deadline, which closes stdout and ends the read loop.
+    stdout (``-progress pipe:1`` lines, for ``on_stdout_line``) is read line by
+    line in this thread; stderr goes to a temporary file so neither pipe can
+    fill up and stall ffmpeg. A timer kills the process at the deadline, which
+    closes stdout and ends the read loop. If ``on_stdout_line`` raises, ffmpeg
+    is killed and the exception propagates.
+
+    ffmpeg gets SIGKILL from the kernel if the calling thread ends first (see
+    :func:`_die_with_starting_thread`): call this from the thread that waits
+    for the job, not from a short-lived helper thread.
     """
-    reporter = _ProgressReporter(duration_s, on_progress)
     timed_out = threading.Event()
     with tempfile.TemporaryFile() as stderr_file:
         started = time.monotonic()
@@ -489,6 +610,7 @@ def _run_ffmpeg(
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=stderr_file,
+                preexec_fn=_die_with_starting_thread(),  # thread-safe enough: see there
             )
         except OSError as exc:
             raise MediaProcessingError(f"could not start ffmpeg: {exc}") from exc
@@ -503,11 +625,12 @@ def _run_ffmpeg(
         try:
             assert proc.stdout is not None
             for raw_line in proc.stdout:
-                reporter.feed(raw_line.decode("ascii", errors="replace").strip())
+                if on_stdout_line is not None:
+                    on_stdout_line(raw_line.decode("ascii", errors="replace").strip())
             returncode = proc.wait()
         finally:
             timer.cancel()
-            # Reached with the process still running only if on_progress raised.
+            # Reached with the process still running only if on_stdout_line raised.
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
@@ -517,14 +640,58 @@ def _run_ffmpeg(
         stderr = _read_tail(stderr_file)
     rtime = _BENCH_RTIME_RE.search(stderr)
     maxrss = _BENCH_MAXRSS_RE.search(stderr)
-    return _FfmpegRun(
+    return FfmpegRun(
         returncode=returncode,
         stderr=stderr,
-        wall_s=wall_s,
         timed_out=timed_out.is_set(),
+        wall_s=wall_s,
         bench_rtime_s=float(rtime["rtime"]) if rtime else None,
         maxrss_kb=int(maxrss["kb"]) if maxrss else None,
     )
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once in the parent (a forked child must not dlopen)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+def _die_with_starting_thread() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel to SIGKILL the child when its parent dies.
+
+    Linux's parent-death signal (``prctl(PR_SET_PDEATHSIG)``) fires when the
+    *thread* that forked the child exits, not only when the whole process does:
+    if a worker process is SIGKILLed (OOM, a killed event pump), its ffmpeg
+    dies with it instead of running on as an orphan. A job's ffmpeg is started
+    and waited for by the same thread, so the signal never fires early. None
+    (nothing to do) where prctl does not exist.
+
+    ``preexec_fn`` runs Python between fork and exec, which Python documents
+    as unsafe with threads because the child could deadlock on a lock another
+    thread held; this one only calls a libc function resolved beforehand and
+    takes no Python-level lock.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL))
+        if os.getppid() != parent:
+            # The parent died before the request took effect.
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return set_parent_death_signal
 
 
 class _ProgressReporter:
@@ -560,8 +727,21 @@ class _ProgressReporter:
         self._on_progress(fraction)
 
 
+# ---------------------------------------------------------------- classification
+
+# Demuxers that read other files or addresses their content names, so that a
+# refusal can say so. ffmpeg names the one it detected at debug level.
+_REFERRING_FORMATS = frozenset({"dash", "hls", "concat", "imf", "sdp", "rtsp", "rtp", "avisynth"})
+_PROBED_FORMAT_RE = re.compile(r"Format (?P<name>\S+) probed with size=")
+
+_OUT_OF_RESOURCES = ("No space left on device", "Disk quota exceeded", "Cannot allocate memory")
+_EXTERNAL_TRACK_SKIPPED = ("Skipped opening external track",)
+_NOT_ON_WHITELIST = ("Format not on whitelist",)
+_PROTOCOL_REFUSED = ("not on whitelist",)  # "Protocol 'http' not on whitelist 'file'!"
+_PIXEL_CAP = ("exceeds specified max pixel count",)
+_NO_DECODER = ("Decoder not found", "no decoder found", "Decoding requested, but no decoder")
 # Signs that the input, not our side, broke the run (exit 183 = AVERROR_INVALIDDATA).
-_BAD_INPUT_PATTERNS = (
+_BAD_INPUT = (
     "Invalid data found when processing input",
     "corrupt input packet",
     "Packet corrupt",
@@ -569,30 +749,86 @@ _BAD_INPUT_PATTERNS = (
     "Invalid NAL unit size",
     "error while decoding",
 )
-_NO_DECODER_PATTERNS = (
-    "Decoder not found",
-    "no decoder found",
-    "Decoding requested, but no decoder",
-)
 
 
-def _raise_for_failed_run(run: _FfmpegRun, timeout_s: float) -> None:
+def classify_ffmpeg_run(
+    run: FfmpegRun, *, max_pixels: int | None = None
+) -> MediaRejected | MediaProcessingError | None:
+    """Say what an ffmpeg run's ending means: the one table of outcomes.
+
+    The first row that applies wins:
+
+    ======================================  ===========  ================================
+    outcome                                 class        why
+    ======================================  ===========  ================================
+    killed by us at the deadline            transient    a busy or slow host; the limits
+                                                         bound a good file's work
+    killed by a signal                      transient    OOM killer, RLIMIT_FSIZE, ...
+    a QuickTime external track skipped      rejected     a reference movie, not a video
+    disk full, quota, no memory (stderr)    transient    ours; even with exit 0
+    exit 0                                  none         the outputs are checked next
+    format or protocol not on whitelist     rejected     a container we do not accept,
+                                                         or one that refers to others
+    a frame over max_pixels                 rejected     the pixel cap while decoding
+    no decoder for the video                rejected     a format we cannot decode
+    invalid data, corrupt packets           rejected     a damaged or cut-short file
+    any other non-zero exit                 transient    unknown: give it another try
+    ======================================  ===========  ================================
+
+    The duration cap is judged from what was decoded, not from how ffmpeg
+    ended (it stops there cleanly): see :func:`judge_decoded_duration`.
+
+    Only log lines count: lines that start with whitespace are ffmpeg's dump
+    of the file's own metadata (titles, tags), which an uploader controls.
+    """
+    log = "\n".join(line for line in run.stderr.splitlines() if line[:1] not in (" ", "\t"))
+    lowered = log.lower()
+
+    def says(patterns: Sequence[str]) -> bool:
+        return any(pattern.lower() in lowered for pattern in patterns)
+
     if run.timed_out:
-        raise MediaProcessingError(f"ffmpeg did not finish within {timeout_s:g} s and was killed")
+        return MediaProcessingError(f"ffmpeg did not finish in time and was killed after {run.wall_s:.3g} s")
     if run.returncode < 0:
-        raise MediaProcessingError(f"ffmpeg was killed by {_signal_name(-run.returncode)}")
-    # A full disk can surface with exit 0 (e.g. while writing the trailer) and
-    # would otherwise look like a short, "cut off" input.
-    if "No space left on device" in run.stderr or "Disk quota exceeded" in run.stderr:
-        raise MediaProcessingError("ffmpeg ran out of disk space")
+        return MediaProcessingError(f"ffmpeg was killed by {_signal_name(-run.returncode)}")
+    if says(_EXTERNAL_TRACK_SKIPPED):
+        return MediaRejected(_EXTERNAL_TRACKS)
+    if says(_OUT_OF_RESOURCES):
+        return MediaProcessingError(f"ffmpeg ran out of disk space or memory: {_last_lines(log)}")
     if run.returncode == 0:
-        return
-    lowered = run.stderr.lower()
-    if any(pattern.lower() in lowered for pattern in _NO_DECODER_PATTERNS):
-        raise MediaRejected("This video uses a format we cannot decode.")
-    if any(pattern.lower() in lowered for pattern in _BAD_INPUT_PATTERNS):
-        raise MediaRejected(_CUT_SHORT)
-    raise MediaProcessingError(f"ffmpeg exited with status {run.returncode}: {_last_lines(run.stderr)}")
+        return None
+    if says(_NOT_ON_WHITELIST):
+        probed = _PROBED_FORMAT_RE.search(log)
+        refers = probed is not None and probed["name"] in _REFERRING_FORMATS
+        return MediaRejected(_REFERS_TO_OTHER_FILES if refers else _NOT_AN_ACCEPTED_CONTAINER)
+    if says(_PROTOCOL_REFUSED):
+        return MediaRejected(_REFERS_TO_OTHER_FILES)
+    if says(_PIXEL_CAP):
+        return MediaRejected(f"This video has frames larger than the {_pixels_in_words(max_pixels)} allowed.")
+    if says(_NO_DECODER):
+        return MediaRejected("This video uses a format we cannot decode.")
+    if says(_BAD_INPUT):
+        return MediaRejected(_CUT_SHORT)
+    return MediaProcessingError(f"ffmpeg exited with status {run.returncode}: {_last_lines(log)}")
+
+
+def judge_decoded_duration(
+    decoded_s: float, *, header_s: float, max_duration_s: float
+) -> MediaRejected | None:
+    """Judge how long a video really is, from what was decoded; None if all is well.
+
+    Decoding stops just past the limit (:data:`DURATION_TOLERANCE_S`), so a
+    video that got there is over the limit, whatever its header said. One
+    shorter than its header by more than the tolerance was cut short or is
+    damaged. One longer than its header but within the limit is fine: its
+    true duration is ``decoded_s``.
+    """
+    if decoded_s > max_duration_s + DURATION_TOLERANCE_S / 2:
+        return MediaRejected(f"This video is longer than the {_duration_in_words(max_duration_s)} allowed.")
+    if decoded_s < header_s - DURATION_TOLERANCE_S:
+        # ffmpeg may exit 0 having encoded only the readable part of a damaged file.
+        return MediaRejected(_CUT_SHORT)
+    return None
 
 
 def _validate_outputs(
@@ -600,7 +836,7 @@ def _validate_outputs(
     size: tuple[int, int],
     rendition_path: str,
     thumbnail_path: str,
-    run: _FfmpegRun,
+    run: FfmpegRun,
 ) -> MediaInfo:
     """Check what ffmpeg wrote rather than trust its exit code; probe the rendition."""
     for path in (rendition_path, thumbnail_path):
@@ -624,17 +860,24 @@ def _validate_outputs(
         raise MediaProcessingError(
             f"the rendition's audio is {rendition.audio_codec}, the source's {info.audio_codec}"
         )
-    if rendition.duration_s < info.duration_s - DURATION_TOLERANCE_S:
-        # ffmpeg may exit 0 having encoded only the readable part of a damaged file.
-        raise MediaRejected(_CUT_SHORT)
-    if rendition.duration_s > info.duration_s + DURATION_TOLERANCE_S:
-        raise MediaProcessingError(
-            f"the rendition lasts {rendition.duration_s:.2f} s, the source {info.duration_s:.2f} s"
-        )
     return rendition
 
 
 # ------------------------------------------------------------------------ helpers
+
+
+def _duration_in_words(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:g} second" if seconds == 1 else f"{seconds:g} seconds"
+    minutes = round(seconds / 60, 1)
+    return f"{minutes:g} minute" if minutes == 1 else f"{minutes:g} minutes"
+
+
+def _pixels_in_words(max_pixels: int | None) -> str:
+    if max_pixels is None:
+        return "size"
+    side = math.isqrt(max_pixels)
+    return f"{side}×{side} pixels" if side * side == max_pixels else f"{max_pixels:,} pixels"
 
 
 def _file_url(path: str) -> str:

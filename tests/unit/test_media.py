@@ -41,6 +41,8 @@ def encode_clip(
     *,
     on_progress: Callable[[float], None] | None = None,
     timeout_s: float = 780.0,
+    max_duration_s: float = 30 * 60,
+    max_pixels: int = 4096 * 4096,
 ) -> EncodeResult:
     """Probe and encode ``path`` into ``out_dir`` with the shipped watermark, as a worker does."""
     return encode(
@@ -48,6 +50,8 @@ def encode_clip(
         probe(path),
         str(out_dir),
         watermark_path=default_watermark_path(),
+        max_duration_s=max_duration_s,
+        max_pixels=max_pixels,
         on_progress=on_progress,
         timeout_s=timeout_s,
     )
@@ -141,11 +145,12 @@ def build_audio_only(clips: Path) -> str:
 
 
 def build_audio_with_cover_art(clips: Path) -> str:
-    cover, path = clips / "cover.jpg", clips / "song.mp3"
+    # An M4A: an MP3 is not a container we accept at all.
+    cover, path = clips / "cover.jpg", clips / "song.m4a"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=200x200", "-frames:v", "1", str(cover))
     ffmpeg(
         "-f", "lavfi", "-i", "sine=duration=1", "-i", str(cover),
-        "-map", "0", "-map", "1", "-c:a", "libmp3lame", "-c:v", "copy",
+        "-map", "0", "-map", "1", "-c:a", "aac", "-c:v", "copy",
         "-disposition:v:0", "attached_pic", str(path),
     )  # fmt: skip
     return str(path)
