@@ -4,8 +4,11 @@ A stack that was SIGKILLed used to leave `chalice local` holding its port,
 which then blocked the next `make dev`. The stack marks every child it
 starts with two environment variables (its project directory and its own
 pid); a process holding a port that carries this project's mark, and whose
-stack is no longer running, is provably ours and safe to stop. Anything else
-is only named, with what to do.
+stack is no longer running, is provably ours and safe to stop. So is an
+unmarked one (from a version before the marks) whose command line is
+`chalice --project-dir THIS local`, `-m devstack.api --project-dir THIS` or
+`-m devstack.pump --worker-dir THIS/...`, and whose parent is not a stack.
+Anything else is only named, with what to do.
 
 Linux only (it reads /proc); elsewhere nothing is found and the stack just
 says the port is taken.
@@ -17,6 +20,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,15 +36,42 @@ class PortHolder:
     """A process with a listening socket on a port."""
 
     pid: int
-    command: str
+    argv: tuple[str, ...]
+    ppid: int
     project_dir: str | None  # from its mark; None when it is not a stack's child
     stack_pid: int | None
 
+    @property
+    def command(self) -> str:
+        """Its command line, for people."""
+        return " ".join(self.argv) or "?"
+
     def leftover_of(self, project_dir: Path) -> bool:
         """Whether this is a child of a stack for `project_dir` that is gone."""
-        if self.project_dir is None or Path(self.project_dir) != project_dir.resolve():
-            return False
-        return self.stack_pid is None or not _is_devstack(self.stack_pid)
+        project_dir = project_dir.resolve()
+        if self.project_dir is not None:
+            if Path(self.project_dir) != project_dir:
+                return False
+            return self.stack_pid is None or not _is_devstack(self.stack_pid)
+        return _serves(self.argv, project_dir) and not _is_devstack(self.ppid)
+
+
+def _serves(argv: Sequence[str], project_dir: Path) -> bool:
+    # An unmarked chalice local, API or pump of `project_dir`, by its arguments.
+    def option(name: str) -> Path | None:
+        if name in argv[:-1]:
+            return Path(argv[argv.index(name) + 1]).resolve()
+        return None
+
+    names = [Path(arg).name for arg in argv[:2]]
+    if "chalice" in names and "local" in argv:
+        return option("--project-dir") == project_dir
+    if "devstack.api" in argv:
+        return option("--project-dir") == project_dir
+    if "devstack.pump" in argv:
+        worker_dir = option("--worker-dir")
+        return worker_dir is not None and worker_dir.is_relative_to(project_dir)
+    return False
 
 
 def listening_inodes(port: int, proc: Path = Path("/proc")) -> set[int]:
@@ -102,14 +133,16 @@ def stop_process_group(pid: int, grace_s: float = 5.0) -> bool:
 
 def _holder(pid: int, proc: Path) -> PortHolder:
     try:
-        command = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        command = "?"
+        raw = (proc / str(pid) / "cmdline").read_bytes()
+        ppid = int((proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        raw, ppid = b"", 0
     environ = _environ(pid, proc)
     stack_pid = environ.get(STACK_PID_MARK, "")
     return PortHolder(
         pid=pid,
-        command=command.strip(),
+        argv=tuple(arg.decode(errors="replace") for arg in raw.split(b"\0") if arg),
+        ppid=ppid,
         project_dir=environ.get(PROJECT_MARK),
         stack_pid=int(stack_pid) if stack_pid.isdigit() else None,
     )

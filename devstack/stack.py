@@ -230,7 +230,7 @@ def _port_taken(name: str, port: int, host: str, error: OSError, holders: Sequen
             message += (
                 f" That belongs to the local stack with pid {holder.stack_pid}, which is still running."
             )
-        elif "devstack" in holder.command.split():
+        elif "devstack" in holder.argv:
             message += " That is a local stack: stop it with Ctrl-C in its terminal"
             message += f" (or `kill {holder.pid}`)."
     return f"{message} Stop whatever holds it or set {variable} to another port."

@@ -31,6 +31,7 @@ from chalicelib.processing import JobInterrupted
 from chalicelib.settings import Settings
 from devstack.aws import local_client
 from devstack.client import free_port
+from devstack.leftovers import PortHolder
 from devstack.mailbox import MailboxServer
 from devstack.processes import process_table
 from devstack.pump import EventPump, local_environment
@@ -917,6 +918,25 @@ def test_the_stack_frees_its_leftovers_restarts_crashed_children_and_dies_as_a_w
         for pid in children | {leftover.pid}:  # whatever a failed test left behind
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_an_unmarked_chalice_local_of_this_project_whose_stack_is_gone_is_a_leftover(tmp_path: Path) -> None:
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+
+    def holder(*argv: str, ppid: int = 1) -> PortHolder:
+        return PortHolder(pid=4242, argv=argv, ppid=ppid, project_dir=None, stack_pid=None)
+
+    chalice = ("/venv/bin/python", "/venv/bin/chalice", "--project-dir")
+    local = ("local", "--stage", "local", "--no-autoreload")
+    assert holder(*chalice, str(project), *local).leftover_of(project)
+    assert holder(
+        sys.executable, "-m", "devstack.pump", "--worker-dir", str(project / "workers")
+    ).leftover_of(project)
+    assert not holder(*chalice, str(elsewhere), *local).leftover_of(project)
+    assert not holder("python3", "-m", "http.server", "8000").leftover_of(project)
+    # Its parent is a running stack: not a leftover (this test is no stack, so use a marked one).
+    marked = PortHolder(pid=4242, argv=(), ppid=1, project_dir=str(elsewhere), stack_pid=None)
+    assert not marked.leftover_of(project) and marked.leftover_of(elsewhere)
 
 
 @pytest.mark.timeout(60)
