@@ -923,8 +923,8 @@ def test_the_stack_frees_its_leftovers_restarts_crashed_children_and_dies_as_a_w
 def test_an_unmarked_chalice_local_of_this_project_whose_stack_is_gone_is_a_leftover(tmp_path: Path) -> None:
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
 
-    def holder(*argv: str, ppid: int = 1) -> PortHolder:
-        return PortHolder(pid=4242, argv=argv, ppid=ppid, project_dir=None, stack_pid=None)
+    def holder(*argv: str) -> PortHolder:  # orphaned: its parent is init
+        return PortHolder(pid=4242, argv=argv, ppid=1, project_dir=None, stack_pid=None)
 
     chalice = ("/venv/bin/python", "/venv/bin/chalice", "--project-dir")
     local = ("local", "--stage", "local", "--no-autoreload")
@@ -934,7 +934,7 @@ def test_an_unmarked_chalice_local_of_this_project_whose_stack_is_gone_is_a_left
     ).leftover_of(project)
     assert not holder(*chalice, str(elsewhere), *local).leftover_of(project)
     assert not holder("python3", "-m", "http.server", "8000").leftover_of(project)
-    # Its parent is a running stack: not a leftover (this test is no stack, so use a marked one).
+    # A marked child belongs to the project its mark names.
     marked = PortHolder(pid=4242, argv=(), ppid=1, project_dir=str(elsewhere), stack_pid=None)
     assert not marked.leftover_of(project) and marked.leftover_of(elsewhere)
 
