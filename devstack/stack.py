@@ -139,8 +139,9 @@ def write_env_file(path: Path, env: Mapping[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Written by `python -m devstack`; valid while that stack runs (ids change on every start).",
-        "# To run an app by hand against it, e.g. a second API on port 8001:",
-        "#   set -a; . .vidline/local.env; set +a; chalice local --stage local --port 8001",
+        "# To run an app by hand against it, e.g. a second API on port 8001 (devstack.api is",
+        "# chalice local letting these variables win over .chalice/config.json, as the stack does):",
+        "#   set -a; . .vidline/local.env; set +a; python -m devstack.api --port 8001",
         *(f"export {key}={shlex.quote(value)}" for key, value in env.items()),
     ]
     path.write_text("\n".join(lines) + "\n")

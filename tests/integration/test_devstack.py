@@ -36,7 +36,7 @@ from devstack.mailbox import MailboxServer
 from devstack.processes import process_table
 from devstack.pump import EventPump, local_environment
 from devstack.resources import ensure_resources, sender_address
-from devstack.stack import READY_LINE, CodeWatcher
+from devstack.stack import READY_LINE, CodeWatcher, RestartBackoff
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # moto's state is shared by the whole test process; a region no other test
@@ -958,6 +958,14 @@ def test_the_stack_refuses_to_start_on_a_taken_port(project_dir: Path) -> None:
     # Not ours: named, and left alone.
     assert f"held by pid {os.getpid()}" in stack.output, stack.output
     assert READY_LINE not in stack.output
+
+
+def test_restarts_back_off_from_1_to_30_s_and_start_over_after_a_minute_of_running() -> None:
+    backoff = RestartBackoff()
+
+    assert [backoff.delay_s(ran_s=2) for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert backoff.delay_s(ran_s=61) == 1
+    assert backoff.delay_s(ran_s=0.5) == 2
 
 
 def test_the_front_end_watcher_sees_every_file_kind_but_code_watchers_only_code(tmp_path: Path) -> None:
