@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -60,3 +61,96 @@ def decode_frame(path: str, size: tuple[int, int], *, frame_number: int) -> Fram
         "-",
     )
     return np.frombuffer(raw, np.uint8).reshape(height, width, 3).astype(np.int16)
+
+
+# ------------------------------------------------------------------ hostile files
+
+
+def set_mkv_header_duration(path: Path, seconds: float) -> Path:
+    """Overwrite the Segment Duration a Matroska file states, leaving its content alone.
+
+    ffmpeg writes Duration (EBML ID 0x4489) as an 8-byte float of milliseconds
+    (the default TimestampScale), so the element is ``44 89 88`` plus 8 bytes.
+    """
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89\x88")
+    assert at > 0 and data.count(b"\x44\x89\x88") == 1, "expected one 8-byte Duration element"
+    data[at + 3 : at + 11] = struct.pack(">d", seconds * 1000)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def make_resolution_bomb(path: Path, *, small: int = 64, small_frames: int = 30, big: int = 8192) -> Path:
+    """An MKV whose H.264 stream is ``small_frames`` small frames, then a huge one.
+
+    The header (and the probe) describe the first frames only. Two raw Annex-B
+    streams concatenated are one valid stream: the second brings its own SPS.
+    """
+    parts = []
+    for name, size, frames, source in (
+        ("small", small, small_frames, "testsrc2="),
+        ("big", big, 1, "color=c=blue:"),
+    ):
+        part = path.with_name(f"{path.stem}-{name}.h264")
+        ffmpeg(
+            "-f", "lavfi", "-i", f"{source}size={size}x{size}:rate=30",
+            "-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast",
+            "-pix_fmt", "yuv420p", "-f", "h264", str(part),
+        )  # fmt: skip
+        parts.append(part.read_bytes())
+        part.unlink()
+    raw = path.with_suffix(".h264")
+    raw.write_bytes(b"".join(parts))
+    ffmpeg("-r", "30", "-i", str(raw), "-c", "copy", str(path))
+    raw.unlink()
+    return path
+
+
+_MOV_CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"dinf"}
+
+
+def make_reference_movie(source: Path, path: Path, *, target_name: str) -> Path:
+    """A QuickTime reference movie: ``source``'s index with its samples left in another file.
+
+    Keeps only ``ftyp`` and ``moov`` of the self-contained ``source`` (a MOV
+    with its index at the end, so the sample offsets stay right) and replaces
+    each track's data reference with a Mac alias to ``target_name`` in the same
+    folder, the form ffmpeg's mov demuxer can follow (``-enable_drefs 1``).
+    """
+
+    def box(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+    def alias_dref() -> bytes:
+        # The alias record as mov_read_dref reads it: volume, file name, one
+        # level up from the alias and one down to the target, then an
+        # absolute path (record type 2) and the end marker (-1).
+        alias_path = f"/Volumes/Elsewhere/{target_name}".encode()
+        record = b"".join(
+            [
+                bytes(10), bytes([0]), bytes(27), bytes(12),
+                bytes([len(target_name)]), target_name.encode().ljust(63, b"\0"),
+                bytes(16), struct.pack(">HH", 1, 1), bytes(16),
+                struct.pack(">HH", 2, len(alias_path)), alias_path, bytes(len(alias_path) % 2),
+                struct.pack(">hH", -1, 0),
+            ]
+        )  # fmt: skip
+        entry = struct.pack(">I4sI", 12 + len(record), b"alis", 0) + record
+        return box(b"dref", struct.pack(">II", 0, 1) + entry)
+
+    def rebuild(data: bytes, top: bool) -> bytes:
+        out, offset = b"", 0
+        while offset < len(data):
+            size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+            payload = data[offset + 8 : offset + size]
+            if kind == b"dref":
+                out += alias_dref()
+            elif kind in _MOV_CONTAINER_BOXES:
+                out += box(kind, rebuild(payload, top=False))
+            elif not top or kind == b"ftyp":
+                out += data[offset : offset + size]
+            offset += size
+        return out
+
+    path.write_bytes(rebuild(source.read_bytes(), top=True))
+    return path

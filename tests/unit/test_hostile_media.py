@@ -1,0 +1,620 @@
+"""Hostile and lying uploads against the real ffmpeg: each file is made here, at test time.
+
+* Files that name other files (DASH, HLS, ffconcat, IMF, SDP, a QuickTime
+  reference movie) are rejected having read nothing but themselves. The file
+  each one names is a witness: a FIFO (or, for SDP, a UDP port) that notices
+  being opened. Opening a FIFO to read blocks until a writer comes, so the
+  witness cannot miss an open: it sees the blocked reader, opens the writing
+  end, closes it, and the reader gets an empty file. A control runs plain
+  ffmpeg on the same file and shows the witness does see it being followed.
+* Headers that lie about the duration or the picture size meet limits that
+  hold while decoding.
+* ffmpeg's endings are sorted into "the file is bad" and "try again".
+* ffmpeg dies with the process that started it.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from chalicelib.media import (
+    DURATION_TOLERANCE_S,
+    FfmpegRun,
+    MediaInfo,
+    MediaProcessingError,
+    MediaRejected,
+    classify_ffmpeg_run,
+    default_watermark_path,
+    encode,
+    ffmpeg_exe,
+    judge_decoded_duration,
+    probe,
+    untrusted_input_args,
+)
+from chalicelib.settings import DEFAULT_CONTENT_TYPES
+from tests.media_tools import (
+    ffmpeg,
+    make_clip,
+    make_reference_movie,
+    make_resolution_bomb,
+    set_mkv_header_duration,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def encode_as_worker(
+    path: Path,
+    out_dir: Path,
+    *,
+    info: MediaInfo | None = None,
+    max_duration_s: float = 30 * 60,
+    max_pixels: int = 4096 * 4096,
+) -> float:
+    """Encode ``path`` (probed unless ``info`` is given); return the true duration."""
+    out_dir.mkdir(exist_ok=True)
+    result = encode(
+        str(path),
+        info or probe(str(path)),
+        str(out_dir),
+        watermark_path=default_watermark_path(),
+        max_duration_s=max_duration_s,
+        max_pixels=max_pixels,
+        timeout_s=120,
+    )
+    return result.duration_s
+
+
+def assert_reason_for_people(rejected: MediaRejected, tmp_path: Path) -> None:
+    reason = rejected.reason
+    assert reason.endswith(".") and len(reason.split()) >= 6
+    assert str(tmp_path) not in reason and "/" not in reason
+    assert not any(jargon in reason.lower() for jargon in ("ffmpeg", "demuxer", "whitelist", "dref"))
+
+
+# ------------------------------------------------------------------- witnesses
+
+
+class Witness:
+    """Notices whether anything opens what it stands for, while it is watching."""
+
+    opened: bool
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class FifoWitness(Witness):
+    """A FIFO in place of a file that must not be read."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path, self.opened = path, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                # Succeeds only while a reader has the FIFO open (or is blocked opening it).
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO, exc
+                time.sleep(0.002)
+                continue
+            self.opened = True
+            os.close(fd)  # the reader sees an empty file and goes on
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class UdpPortWitness(Witness):
+    """A local UDP port that must not be bound (an SDP's RTP receiver would bind it)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.opened = port, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _bound(self) -> bool:
+        needle = f":{self.port:04X} "
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            with open(table) as sockets:
+                if any(line.split()[1].endswith(needle.strip()) for line in list(sockets)[1:]):
+                    return True
+        return False
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            if self._bound():
+                self.opened = True
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -------------------------------------------------------------- hostile files
+
+
+@dataclass
+class Hostile:
+    """A file that names another, the witness on that other, and what plain ffmpeg needs to follow it."""
+
+    path: Path
+    witness: Witness
+    # ffmpeg options that make plain ffmpeg follow the reference where its
+    # defaults do not (the control); empty where the defaults do.
+    follow_options: tuple[str, ...] = ()
+
+
+def dash_absolute(tmp: Path) -> Hostile:
+    target = tmp / "elsewhere" / "private.mp4"
+    target.parent.mkdir()
+    return _dash(tmp, f"file://{target}", target)
+
+
+def dash_relative(tmp: Path) -> Hostile:
+    target = tmp / "private.mp4"
+    return _dash(tmp, "../../private.mp4", target)
+
+
+def _dash(tmp: Path, base_url: str, target: Path) -> Hostile:
+    manifest = tmp / "uploads" / "job" / "source.mpd"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(
+        textwrap.dedent(f"""\
+            <?xml version="1.0"?>
+            <MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT2S"
+                 minBufferTime="PT1S" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011">
+              <Period><AdaptationSet mimeType="video/mp4">
+                <Representation id="1" bandwidth="100000" codecs="avc1.42c01e" width="320" height="240">
+                  <BaseURL>{base_url}</BaseURL><SegmentBase/>
+                </Representation>
+              </AdaptationSet></Period>
+            </MPD>
+            """)
+    )
+    return Hostile(manifest, FifoWitness(target))
+
+
+def hls(tmp: Path) -> Hostile:
+    playlist = tmp / "source.m3u8"
+    playlist.write_text(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nprivate.ts\n#EXT-X-ENDLIST\n"
+    )
+    return Hostile(playlist, FifoWitness(tmp / "private.ts"))
+
+
+def ffconcat(tmp: Path) -> Hostile:
+    script = tmp / "source.ffconcat"
+    script.write_text("ffconcat version 1.0\nfile 'private.mp4'\n")
+    return Hostile(script, FifoWitness(tmp / "private.mp4"))
+
+
+def imf(tmp: Path) -> Hostile:
+    """An IMF composition playlist; the ASSETMAP.xml beside it maps its track to an MXF file."""
+    track_id = "urn:uuid:2d3c2bde-0c3f-4b8e-8a8e-2f6b1b3b1a05"
+    cpl = tmp / "CPL.xml"
+    cpl.write_text(
+        textwrap.dedent(f"""\
+            <?xml version="1.0" encoding="UTF-8"?>
+            <CompositionPlaylist xmlns="http://www.smpte-ra.org/schemas/2067-3/2016"
+                                 xmlns:cc="http://www.smpte-ra.org/schemas/2067-2/2016">
+              <Id>urn:uuid:8713c020-2489-45f5-a9f7-87be539e20b5</Id>
+              <ContentTitle>clip</ContentTitle>
+              <EditRate>30 1</EditRate>
+              <SegmentList><Segment>
+                <Id>urn:uuid:2d3c2bde-0c3f-4b8e-8a8e-2f6b1b3b1a01</Id>
+                <SequenceList><cc:MainImageSequence>
+                  <Id>urn:uuid:2d3c2bde-0c3f-4b8e-8a8e-2f6b1b3b1a02</Id>
+                  <TrackId>urn:uuid:2d3c2bde-0c3f-4b8e-8a8e-2f6b1b3b1a03</TrackId>
+                  <ResourceList><Resource>
+                    <Id>urn:uuid:2d3c2bde-0c3f-4b8e-8a8e-2f6b1b3b1a04</Id>
+                    <EditRate>30 1</EditRate>
+                    <IntrinsicDuration>60</IntrinsicDuration>
+                    <TrackFileId>{track_id}</TrackFileId>
+                  </Resource></ResourceList>
+                </cc:MainImageSequence></SequenceList>
+              </Segment></SegmentList>
+            </CompositionPlaylist>
+            """)
+    )
+    (tmp / "ASSETMAP.xml").write_text(
+        textwrap.dedent(f"""\
+            <?xml version="1.0" encoding="UTF-8"?>
+            <AssetMap xmlns="http://www.smpte-ra.org/schemas/429-9/2007/AM">
+              <Id>urn:uuid:2d3c2bde-0c3f-4b8e-8a8e-2f6b1b3b1a06</Id>
+              <AssetList><Asset>
+                <Id>{track_id}</Id>
+                <ChunkList><Chunk><Path>private.mxf</Path></Chunk></ChunkList>
+              </Asset></AssetList>
+            </AssetMap>
+            """)
+    )
+    return Hostile(cpl, FifoWitness(tmp / "private.mxf"))
+
+
+def sdp(tmp: Path) -> Hostile:
+    """A session description: reading it means listening for RTP on a local UDP port."""
+    port = free_udp_port()
+    description = tmp / "source.sdp"
+    description.write_bytes(
+        b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=clip\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        + f"m=video {port} RTP/AVP 96\r\n".encode()
+        + b"a=rtpmap:96 H264/90000\r\n"
+    )
+    # ffmpeg's default protocol list for SDP already refuses RTP; the control widens it.
+    return Hostile(description, UdpPortWitness(port), ("-protocol_whitelist", "file,udp,rtp"))
+
+
+def reference_movie(tmp: Path) -> Hostile:
+    """A .mov whose track's samples live in another file (a dref alias), not in itself."""
+    original = make_clip(tmp / "original.mov", seconds=1, size="160x120", audio=False)
+    movie = make_reference_movie(original, tmp / "source.mov", target_name="private.mov")
+    original.unlink()
+    return Hostile(movie, FifoWitness(tmp / "private.mov"), ("-enable_drefs", "1"))
+
+
+HOSTILE = [dash_absolute, dash_relative, hls, ffconcat, imf, sdp, reference_movie]
+
+
+@pytest.fixture(params=HOSTILE, ids=lambda build: build.__name__)
+def hostile(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hostile]:
+    made: Hostile = request.param(tmp_path)
+    yield made
+    made.witness.close()
+
+
+def test_a_file_naming_other_files_is_rejected_by_probe_having_read_only_itself(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+
+    with pytest.raises(MediaRejected) as rejected:
+        probe(str(hostile.path))
+
+    assert time.monotonic() - started < 5  # nothing blocked on the witness
+    assert not hostile.witness.opened
+    assert "refers to other files" in rejected.value.reason
+    assert_reason_for_people(rejected.value, tmp_path)
+
+
+def test_encode_too_never_follows_what_a_file_names(hostile: Hostile, tmp_path: Path) -> None:
+    # As if probe had been given another file (or skipped): encode opens the
+    # source with the same allow-lists, here with the probe's demuxer forced.
+    container = "mov,mp4,m4a,3gp,3g2,mj2" if hostile.path.suffix == ".mov" else ""
+    info = MediaInfo(
+        duration_s=2.0, width=160, height=120, video_codec="h264", audio_codec=None, rotation=0,
+        container=container,
+    )  # fmt: skip
+
+    with pytest.raises(MediaRejected) as rejected:
+        encode_as_worker(hostile.path, tmp_path / "out", info=info)
+
+    assert not hostile.witness.opened
+    assert_reason_for_people(rejected.value, tmp_path)
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_control_plain_ffmpeg_follows_what_the_file_names(hostile: Hostile) -> None:
+    """Without our options ffmpeg opens the named file: the witness sees it, so the tests above can fail."""
+    proc = subprocess.Popen(
+        [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", *hostile.follow_options,
+            "-i", f"file:{hostile.path}", "-f", "null", "-",
+        ],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not hostile.witness.opened and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # the witness may still be recording an open of the last moment
+    finally:
+        proc.kill()
+        proc.wait()
+
+    assert hostile.witness.opened
+
+
+def test_an_input_may_open_local_files_only(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.2, size="64x64", audio=False)
+    inline = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+    ffmpeg("-i", inline, "-f", "null", "-")  # control: plain ffmpeg reads a data: URI
+
+    refused = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", *untrusted_input_args(inline), "-f", "null", "-"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    assert refused.returncode != 0
+    assert "Protocol 'data' not on whitelist 'file'" in refused.stderr
+    assert isinstance(classify_ffmpeg_run(FfmpegRun(refused.returncode, refused.stderr)), MediaRejected)
+
+
+# ------------------------------------------------------------ accepted formats
+
+CONTAINER_SAMPLES: dict[str, tuple[str, list[str]]] = {
+    # content type -> (file name, codec options)
+    "video/mp4": ("clip.mp4", ["-c:v", "libx264", "-c:a", "aac"]),
+    "video/quicktime": ("clip.mov", ["-c:v", "libx264", "-c:a", "aac"]),
+    "video/x-matroska": ("clip.mkv", ["-c:v", "libx264", "-c:a", "aac"]),
+    "video/webm": (
+        "clip.webm",
+        ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus"],
+    ),
+}
+
+
+def test_every_accepted_content_type_has_a_sample() -> None:
+    assert set(CONTAINER_SAMPLES) == set(DEFAULT_CONTENT_TYPES)
+
+
+@pytest.mark.parametrize("content_type", sorted(CONTAINER_SAMPLES))
+def test_the_containers_we_accept_still_probe_and_encode(content_type: str, tmp_path: Path) -> None:
+    name, codecs = CONTAINER_SAMPLES[content_type]
+    path = tmp_path / name
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=1",
+        "-f", "lavfi", "-i", "sine=duration=1", *codecs, "-pix_fmt", "yuv420p", str(path),
+    )  # fmt: skip
+
+    info = probe(str(path))
+
+    assert (info.width, info.height) == (320, 240)
+    assert encode_as_worker(path, tmp_path / "out") == pytest.approx(1.0, abs=0.1)
+
+
+# ----------------------------------------------------------------- lying headers
+
+
+def test_a_header_understating_a_video_within_the_limit_gets_its_true_duration(tmp_path: Path) -> None:
+    path = set_mkv_header_duration(make_clip(tmp_path / "source.mkv", seconds=20, size="160x120"), 2.0)
+    assert probe(str(path)).duration_s == pytest.approx(2.0)  # the header lies
+
+    assert encode_as_worker(path, tmp_path / "out") == pytest.approx(20.0, abs=0.2)
+
+
+@pytest.fixture(scope="module")
+def two_hours_said_to_be_two_seconds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("long")
+    ten_s = make_clip(folder / "ten.mkv", seconds=10, size="64x64")
+    path = folder / "source.mkv"
+    ffmpeg("-stream_loop", "719", "-i", str(ten_s), "-c", "copy", str(path))  # 2 hours, copied in a second
+    return set_mkv_header_duration(path, 2.0)
+
+
+def test_a_header_understating_a_video_over_the_limit_is_stopped_at_the_limit(
+    two_hours_said_to_be_two_seconds: Path, tmp_path: Path
+) -> None:
+    path = two_hours_said_to_be_two_seconds
+    assert probe(str(path)).duration_s == pytest.approx(2.0)
+    started = time.monotonic()
+
+    with pytest.raises(MediaRejected) as rejected:
+        encode_as_worker(path, tmp_path / "out", max_duration_s=5)
+
+    # Two hours take ffmpeg about 25 s here; five seconds a fraction of one.
+    assert time.monotonic() - started < 5
+    assert rejected.value.reason == "This video is longer than the 5 seconds allowed."
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_video_just_within_the_duration_limit_is_accepted(tmp_path: Path) -> None:
+    path = make_clip(tmp_path / "source.mp4", seconds=3)
+
+    assert encode_as_worker(path, tmp_path / "out", max_duration_s=3) == pytest.approx(3.0, abs=0.1)
+
+
+def test_frames_over_the_pixel_cap_after_small_first_frames_are_rejected(tmp_path: Path) -> None:
+    path = make_resolution_bomb(tmp_path / "source.mkv", small=64, big=8192)
+    info = probe(str(path))
+    assert (info.width, info.height) == (64, 64)  # all the header and the probe see
+
+    with pytest.raises(MediaRejected) as rejected:
+        encode_as_worker(path, tmp_path / "out", max_pixels=1024 * 1024)
+
+    assert rejected.value.reason == "This video has frames larger than the 1024×1024 pixels allowed."
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_the_pixel_cap_is_inclusive(tmp_path: Path) -> None:
+    path = make_clip(tmp_path / "source.mp4", seconds=1, size="320x240")
+
+    encode_as_worker(path, tmp_path / "at", max_pixels=320 * 240)
+    with pytest.raises(MediaRejected, match="larger than the 76,799 pixels allowed"):
+        encode_as_worker(path, tmp_path / "over", max_pixels=320 * 240 - 1)
+
+
+# --------------------------------------------------------------- classification
+
+
+def run(returncode: int, stderr: str = "", *, timed_out: bool = False) -> FfmpegRun:
+    return FfmpegRun(returncode=returncode, stderr=stderr, timed_out=timed_out, wall_s=1.5)
+
+
+PERMANENT, TRANSIENT = MediaRejected, MediaProcessingError
+WHITELIST = "[in#0 @ 0x1] Format not on whitelist 'mov,mp4,m4a,3gp,3g2,mj2,matroska,webm'\n"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected", "says"),
+    [
+        (run(-9, timed_out=True), TRANSIENT, "did not finish in time"),
+        (run(-9), TRANSIENT, "killed by SIGKILL"),
+        (run(-25), TRANSIENT, "killed by SIGXFSZ"),
+        (run(0, "[out#0/mp4 @ 0x1] Error writing trailer: No space left on device\n"), TRANSIENT, "disk"),
+        (run(1, "[h264 @ 0x1] Cannot allocate memory\n"), TRANSIENT, "memory"),
+        (run(1, "[in#0 @ 0x1] Skipped opening external track: stream 0, alias: path='x'\n"), PERMANENT,
+         "refers to other files for its picture"),
+        (run(0), None, None),
+        (run(234, "[in#0 @ 0x1] Format dash probed with size=2048 and score=100\n" + WHITELIST), PERMANENT,
+         "playlist or manifest that refers to other files"),
+        (run(234, "[in#0 @ 0x1] Format mp3 probed with size=2048 and score=51\n" + WHITELIST), PERMANENT,
+         "not a video container we accept (MP4, MOV, MKV or WebM)"),
+        (run(234, WHITELIST), PERMANENT, "not a video container we accept"),
+        (run(183, "[hls @ 0x1] Protocol 'http' not on whitelist 'file'!\n"), PERMANENT,
+         "refers to other files"),
+        (run(183, "[h264 @ 0x1] [IMGUTILS @ 0x2] Picture size 8192x8192 exceeds specified max pixel count "
+                  "16777216\n"), PERMANENT, "larger than the 4096×4096 pixels allowed"),
+        (run(234, "[vist#0:0 @ 0x1] Decoding requested, but no decoder found for: none\n"), PERMANENT,
+         "format we cannot decode"),
+        (run(183, "Error opening input files: Invalid data found when processing input\n"), PERMANENT,
+         "cut short"),
+        (run(1, "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x1] moov atom not found\n"), PERMANENT, "cut short"),
+        (run(187, "[aost#0:1 @ 0x1] Something nobody expected\n"), TRANSIENT, "exited with status 187"),
+    ],
+    ids=[
+        "timeout", "sigkill", "sigxfsz", "disk-full-exit-0", "no-memory", "external-track", "success",
+        "whitelist-manifest", "whitelist-other-format", "whitelist-unknown-format", "protocol-refused",
+        "pixel-cap", "no-decoder", "invalid-data", "moov-not-found", "unknown-exit",
+    ],
+)  # fmt: skip
+def test_classify_ffmpeg_run(outcome: FfmpegRun, expected: type[Exception] | None, says: str | None) -> None:
+    verdict = classify_ffmpeg_run(outcome, max_pixels=4096 * 4096)
+
+    if expected is None:
+        assert verdict is None
+    else:
+        assert type(verdict) is expected
+        assert says is not None and says in str(verdict)
+
+
+def test_an_uploaders_metadata_cannot_pose_as_an_ffmpeg_error() -> None:
+    # ffmpeg dumps a file's tags indented; a title is the uploader's text.
+    dump = (
+        "Input #0, matroska,webm, from 'file:/tmp/source':\n"
+        "  Metadata:\n"
+        "    title           : No space left on device\n"
+    )
+
+    assert classify_ffmpeg_run(run(0, dump)) is None
+    assert isinstance(
+        classify_ffmpeg_run(run(183, dump + "Invalid data found when processing input\n")), PERMANENT
+    )
+
+
+def test_an_uploaders_title_does_not_make_a_good_file_fail(tmp_path: Path) -> None:
+    path = tmp_path / "source.mkv"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=1", "-c:v", "libx264",
+        "-metadata", "title=Format not on whitelist; No space left on device", str(path),
+    )  # fmt: skip
+
+    assert encode_as_worker(path, tmp_path / "out") == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("decoded_s", "header_s", "limit_s", "expected"),
+    [
+        (20.0, 2.0, 30.0, None),  # header understated, within the limit: the truth, no error
+        (10.0, 10.0, 10.0, None),  # exactly at the limit
+        (10.0 + DURATION_TOLERANCE_S, 2.0, 10.0, "This video is longer than the 10 seconds allowed."),
+        (1800.5, 1800.0, 1800.0, "This video is longer than the 30 minutes allowed."),
+        (60.5, 10.0, 60.0, "This video is longer than the 1 minute allowed."),
+        (1.0, 2.0, 30.0, "cut short"),  # the header overstated: damaged or cut short
+    ],
+)
+def test_judge_decoded_duration(
+    decoded_s: float, header_s: float, limit_s: float, expected: str | None
+) -> None:
+    verdict = judge_decoded_duration(decoded_s, header_s=header_s, max_duration_s=limit_s)
+
+    if expected is None:
+        assert verdict is None
+    else:
+        assert verdict is not None and expected in verdict.reason
+
+
+# ------------------------------------------------------- ffmpeg dies with its worker
+
+WORKER = """
+import sys
+from chalicelib.media import ffmpeg_exe, run_ffmpeg
+
+print("starting", flush=True)
+# -re paces the endless source at its frame rate: cheap, and it never ends.
+# Nothing on stdout, so no broken pipe would stop it either.
+run_ffmpeg(
+    [ffmpeg_exe(), "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5", "-f", "null", "-"],
+    timeout_s=600,
+)
+"""
+
+
+def ffmpeg_children_of(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            command = stat[stat.index("(") + 1 : stat.rindex(")")]
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid and command.startswith("ffmpeg"):
+                children.append(int(entry))
+    return children
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie is dead, waiting for whoever adopted it
+
+
+def test_ffmpeg_dies_when_the_worker_that_started_it_is_killed() -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER], cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    ffmpegs: list[int] = []
+    try:
+        assert worker.stdout is not None and worker.stdout.readline() == b"starting\n"
+        deadline = time.monotonic() + 10
+        while not (ffmpegs := ffmpeg_children_of(worker.pid)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ffmpegs, "the worker never started ffmpeg"
+
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        deadline = time.monotonic() + 2
+        while any(is_running(pid) for pid in ffmpegs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        assert not any(is_running(pid) for pid in ffmpegs)
+    finally:
+        worker.kill()
+        worker.wait()
+        for pid in ffmpegs:  # never leave an orphan behind, even when the test fails
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)
