@@ -32,7 +32,7 @@ from chalicelib.schemas import CreateVideoRequest
 from chalicelib.settings import Settings
 from devstack.mailbox import clear_messages, sent_messages
 from devstack.pump import lambda_sqs_event
-from tests.media_tools import make_clip
+from tests.media_tools import make_clip, make_resolution_bomb, set_mkv_header_duration
 
 
 @pytest.fixture
@@ -79,9 +79,9 @@ class Worker:
         video, _ = self.container.video_service.create(owner, request)
         return video
 
-    def rewire(self, monkeypatch: pytest.MonkeyPatch, **ports: Any) -> None:
-        """Run the handlers on a Container with these ports, for the test."""
-        monkeypatch.setattr(self.module, "container", Container(self.settings, **ports))
+    def rewire(self, monkeypatch: pytest.MonkeyPatch, settings: Settings | None = None, **ports: Any) -> None:
+        """Run the handlers on a Container with these settings and ports, for the test."""
+        monkeypatch.setattr(self.module, "container", Container(settings or self.settings, **ports))
 
     def uploaded(self, clip: Path) -> tuple[Video, dict[str, Any]]:
         """A new video with `clip` uploaded, and its upload's message."""
@@ -329,6 +329,60 @@ def test_a_second_upload_during_an_encode_is_refused_and_the_video_keeps_its_med
         stored = worker.aws.s3.get_object(Bucket=settings.media_bucket, Key=key)
         assert stored["ContentLength"] > 0
     assert len(worker.mails_to(video)) == 1
+
+
+def test_a_header_that_understates_the_duration_ends_ready_with_the_true_one(
+    worker: Worker, tmp_path: Path
+) -> None:
+    liar = make_clip(tmp_path / "liar.mkv", seconds=3)
+    set_mkv_header_duration(liar, 1.0)
+    video = worker.new_video(content_type="video/x-matroska")
+    worker.upload(video, liar)
+    worker.invoke(worker.receive())
+
+    done = worker.video(video)
+    assert done.status is VideoStatus.READY, done.error
+    assert done.source.duration_s == pytest.approx(3.0, abs=0.1)
+    assert len(worker.mails_to(video)) == 1
+
+
+def lying_long_video(tmp_path: Path) -> Path:
+    """4 s that say 1 s, for a limit of 2 s."""
+    return set_mkv_header_duration(make_clip(tmp_path / "long.mkv", seconds=4), 1.0)
+
+
+def resolution_bomb(tmp_path: Path) -> Path:
+    return make_resolution_bomb(tmp_path / "bomb.mkv")
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lying_long_video, "This video is longer than the 2 seconds allowed."),
+        (resolution_bomb, "This video has frames larger than the 4096×4096 pixels allowed."),
+    ],
+)
+def test_a_file_bad_beyond_its_header_fails_at_the_first_attempt_with_its_reason(
+    worker: Worker,
+    tmp_path: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    make: Callable[[Path], Path],
+    reason: str,
+) -> None:
+    worker.rewire(monkeypatch, settings.model_copy(update={"max_duration_s": 2}))
+    video = worker.new_video(content_type="video/x-matroska")
+    worker.upload(video, make(tmp_path))
+    message = worker.receive()
+    assert message["Attributes"]["ApproximateReceiveCount"] == "1"
+
+    worker.invoke(message)  # returns: the message is done, not retried
+
+    failed = worker.video(video)
+    assert (failed.status, failed.error) == (VideoStatus.FAILED, reason)
+    mails = worker.mails_to(video)
+    assert len(mails) == 1 and reason in mails[0]["text"]
+    assert worker.media_keys(video) == []
 
 
 def test_a_claimed_upload_replaced_before_it_was_read_is_refused_by_s3(worker: Worker, clip: Path) -> None:
