@@ -74,7 +74,7 @@ from chalicelib.domain import (
     parse_upload_key,
     upload_prefix,
 )
-from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
+from chalicelib.media import EncodeResult, MediaInfo, MediaRejected, judge_decoded_duration
 from chalicelib.ports import BlobStore, Mailer, ObjectChanged, StaleUpdate, StoredObject, VideoRepository
 from chalicelib.settings import Settings
 
@@ -426,10 +426,14 @@ class UploadProcessor:
             )
 
     def _check_media(self, info: MediaInfo) -> None:
-        # What the header says; encoding checks again what it really decodes.
+        # What the header says, judged as encoding judges what it really decodes:
+        # an honest long video is refused before it costs an encode.
         limits = self.settings
-        if info.duration_s > limits.max_duration_s:
-            raise MediaRejected(f"This video is longer than the {_minutes(limits.max_duration_s)} allowed.")
+        too_long = judge_decoded_duration(
+            info.duration_s, header_s=info.duration_s, max_duration_s=limits.max_duration_s
+        )
+        if too_long is not None:
+            raise too_long
         if max(info.width, info.height) > limits.max_dimension_px:
             raise MediaRejected(
                 f"The video is {info.width}×{info.height} pixels; the limit is "
@@ -511,11 +515,6 @@ class UploadProcessor:
         except Exception:
             self.videos.release_notification(video)
             raise
-
-
-def _minutes(seconds: float) -> str:
-    minutes = round(seconds / 60, 1)
-    return f"{minutes:g} minute" if minutes == 1 else f"{minutes:g} minutes"
 
 
 @contextlib.contextmanager
