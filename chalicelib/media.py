@@ -875,7 +875,7 @@ def _duration_in_words(seconds: float) -> str:
 
 def _pixels_in_words(max_pixels: int | None) -> str:
     if max_pixels is None:
-        return "size"
+        return "largest size"
     side = math.isqrt(max_pixels)
     return f"{side}×{side} pixels" if side * side == max_pixels else f"{max_pixels:,} pixels"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 from pathlib import Path
@@ -23,6 +24,27 @@ def ffmpeg(*args: str) -> bytes:
     )
     assert completed.returncode == 0, completed.stderr.decode(errors="replace")
     return completed.stdout
+
+
+def ffmpeg_children_of(pid: int) -> list[int]:
+    """PIDs of the ffmpeg processes whose parent is ``pid``, running or zombie (Linux /proc).
+
+    Only ffmpeg: a test session has helpers of its own running (Playwright's
+    driver, for one).
+    """
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # "pid (command) state ppid ...": the command may contain spaces.
+            command = stat[stat.index("(") + 1 : stat.rindex(")")]
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid and command.startswith("ffmpeg"):
+                children.append(int(entry))
+    return children
 
 
 def make_clip(

@@ -47,6 +47,7 @@ from chalicelib.media import (
 from chalicelib.settings import DEFAULT_CONTENT_TYPES
 from tests.media_tools import (
     ffmpeg,
+    ffmpeg_children_of,
     make_clip,
     make_reference_movie,
     make_resolution_bomb,
@@ -568,21 +569,6 @@ run_ffmpeg(
     timeout_s=600,
 )
 """
-
-
-def ffmpeg_children_of(pid: int) -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            command = stat[stat.index("(") + 1 : stat.rindex(")")]
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid and command.startswith("ffmpeg"):
-                children.append(int(entry))
-    return children
 
 
 def is_running(pid: int) -> bool:

@@ -26,7 +26,7 @@ from chalicelib.media import (
     probe,
     rendition_size,
 )
-from tests.media_tools import decode_frame, ffmpeg, make_clip
+from tests.media_tools import decode_frame, ffmpeg, ffmpeg_children_of, make_clip
 
 
 def cut_in_half(source: str, target: Path) -> str:
@@ -75,25 +75,8 @@ def top_level_boxes(path: str) -> list[str]:
 
 
 def child_pids() -> list[int]:
-    """PIDs of this process's ffmpeg children, running or zombie (Linux /proc).
-
-    Only ffmpeg: other tests of the session leave helpers of their own
-    running (Playwright's driver, for one).
-    """
-    me = os.getpid()
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            # "pid (command) state ppid ...": the command may contain spaces.
-            command = stat[stat.index("(") + 1 : stat.rindex(")")]
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == me and command.startswith("ffmpeg"):
-                children.append(int(entry))
-    return children
+    """PIDs of this process's ffmpeg children, running or zombie."""
+    return ffmpeg_children_of(os.getpid())
 
 
 # ---------------------------------------------------------------------- fixtures
