@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import math
 import os
@@ -266,7 +267,10 @@ def probe(path: str) -> MediaInfo:
     Parses the stderr of ``ffmpeg -i`` because imageio-ffmpeg ships no ffprobe.
     The file is opened as :func:`untrusted_input_args` says: a playlist or
     manifest, any other container we do not accept, or a QuickTime reference
-    movie is rejected having read nothing but itself. Raises
+    movie is rejected having read nothing but itself (ffmpeg follows no
+    QuickTime external track by default, and the probe cannot say so
+    explicitly before it knows the demuxer: it rejects the file when ffmpeg
+    reports skipping one). Raises
     :class:`MediaRejected` for those, an empty file, something ffmpeg cannot
     read, a file with no video (audio alone, or audio with cover art), or one
     whose duration is unknown or zero. Raises :class:`MediaProcessingError` if
@@ -286,17 +290,14 @@ def probe(path: str) -> MediaInfo:
         *untrusted_input_args(_file_url(path)),
     ]
     run = run_ffmpeg(args, timeout_s=PROBE_TIMEOUT_S)
-    opened = _INPUT_RE.search(run.stderr) is not None
-    # Without an output ffmpeg exits 1 once the input is open ("At least one
-    # output file must be specified"): only a failure to open means anything.
-    verdict = classify_ffmpeg_run(run if not opened or run.returncode <= 0 else _succeeded(run))
+    if run.returncode > 0 and _INPUT_RE.search(run.stderr) is not None:
+        # Without an output ffmpeg exits 1 once the input is open ("At least
+        # one output file must be specified"): that status means nothing.
+        run = dataclasses.replace(run, returncode=0)
+    verdict = classify_ffmpeg_run(run)
     if verdict is not None:
         raise verdict
     return _parse_probe(run.stderr)
-
-
-def _succeeded(run: FfmpegRun) -> FfmpegRun:
-    return FfmpegRun(returncode=0, stderr=run.stderr, wall_s=run.wall_s)
 
 
 def _parse_probe(stderr: str) -> MediaInfo:
