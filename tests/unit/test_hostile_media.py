@@ -361,6 +361,21 @@ def test_an_input_may_open_local_files_only(tmp_path: Path) -> None:
     assert isinstance(classify_ffmpeg_run(FfmpegRun(refused.returncode, refused.stderr)), MediaRejected)
 
 
+@pytest.mark.parametrize(
+    ("container", "forced"),
+    [
+        ("mov,mp4,m4a,3gp,3g2,mj2", ["-f", "mov", "-enable_drefs", "0", "-use_absolute_path", "0"]),
+        ("matroska,webm", ["-f", "matroska"]),
+        ("", []),  # unknown: the allow-lists alone
+    ],
+)
+def test_encode_reads_a_source_with_the_demuxer_the_probe_found(container: str, forced: list[str]) -> None:
+    args = untrusted_input_args("file:/x", container=container)
+
+    whitelists = ["-format_whitelist", "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm", "-protocol_whitelist", "file"]
+    assert args == [*whitelists, *forced, "-i", "file:/x"]
+
+
 # ------------------------------------------------------------ accepted formats
 
 CONTAINER_SAMPLES: dict[str, tuple[str, list[str]]] = {
