@@ -126,6 +126,15 @@ class StackProcess:
         messages: list[dict[str, Any]] = requests.get(f"{self.mailbox}/api/messages", timeout=10).json()
         return [m for m in messages if email in m["to"]]
 
+    def mail_to(self, email: str, timeout_s: float = 15, settle_s: float = 1.0) -> list[dict[str, Any]]:
+        """Mail for `email` once some has come (the worker emails just after it
+        records the outcome), after `settle_s` more for any duplicate; newest first."""
+        deadline = time.monotonic() + timeout_s
+        while not self.messages_to(email) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(settle_s)
+        return self.messages_to(email)
+
 
 @dataclass
 class ApiClient:

@@ -150,7 +150,7 @@ def test_a_worker_killed_mid_encode_is_restarted_and_the_video_still_becomes_rea
     done_s = time.monotonic() - killed
     print(f"pump back {back_s:.1f} s after SIGKILL; video ready {done_s:.1f} s after it")
     assert video["status"] == "ready", f"{video['error']}\n{stack.log_tail(20_000)}"
-    assert len(stack.messages_to(user.email)) == 1
+    assert len(stack.mail_to(user.email)) == 1
     # The killed job's scratch directory went with the next job's start.
     assert not scratch & job_dirs(work_dir), sorted(work_dir.iterdir())
 
@@ -196,7 +196,7 @@ def test_a_killed_stack_takes_its_children_along_and_a_stop_on_the_last_attempt_
 
         video = finish(second, user, video_id)
         assert video["status"] == "ready", f"{video['error']}\n{second.log_tail(20_000)}"
-        [mail] = second.messages_to(user.email)
+        [mail] = second.mail_to(user.email)
         assert "is ready" in mail["subject"]
 
         # Ctrl-C of the stack itself during the last attempt gives the job back the same way.

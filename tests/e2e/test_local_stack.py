@@ -73,7 +73,7 @@ def test_upload_encode_watermark_thumbnail_and_email(stack: StackProcess, tmp_pa
     thumbnail = requests.get(video["outputs"]["thumbnail_url"], timeout=30).content
     assert thumbnail[:2] == b"\xff\xd8" and len(thumbnail) > 1000
 
-    (mail,) = stack.messages_to(user.email)
+    (mail,) = stack.mail_to(user.email)
     assert "is ready" in mail["subject"] and video_id in mail["text"]
 
 
@@ -83,7 +83,7 @@ def test_a_non_video_upload_fails_with_its_reason_emailed(stack: StackProcess, t
     user = ApiClient.sign_up(stack.api)
     video, _ = finish(stack, user, user.create_and_upload(fake))
     assert video["status"] == "failed" and video["error"] and video["outputs"] is None
-    (mail,) = stack.messages_to(user.email)
+    (mail,) = stack.mail_to(user.email)
     assert video["error"] in mail["text"]
 
 
@@ -112,4 +112,4 @@ def test_a_job_interrupted_by_a_worker_restart_is_redone_and_emailed_once(
     video, _ = finish(stack, user, video_id)
     assert video["status"] == "ready", video["error"]
     assert "restarting the event pump" in stack.log_tail(100_000)
-    assert len(stack.messages_to(user.email)) == 1
+    assert len(stack.mail_to(user.email)) == 1
