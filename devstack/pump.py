@@ -482,17 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sqs = boto3.client("sqs", config=BotocoreConfig(retries={"max_attempts": 2, "mode": "standard"}))
     try:
         app = load_chalice_app(worker_dir / "app.py")
-        pump = EventPump(
-            sqs,
-            args.queue_url,
-            app,
-            args.handler,
-            stage=args.stage,
-            memory_mb=settings.memory_mb,
-            timeout_s=settings.timeout_s,
-            retry_delay_s=args.retry_delay_s,
-            in_flight_file=args.in_flight_file,
-        )
+        pump = _pump(app, sqs, args, settings, args.queue_url, args.handler, args.in_flight_file)
         dead_letters = _dead_letter_pump(app, sqs, args, settings)
     except Exception:
         logger.exception("could not load the worker from %s", worker_dir / "app.py")
@@ -530,15 +520,28 @@ def _dead_letter_pump(
         )
         return None
     logger.info("delivering %s to %s.%s", args.dlq_url, app.app_name, args.dlq_handler)
+    return _pump(app, sqs, args, settings, args.dlq_url, args.dlq_handler)
+
+
+def _pump(
+    app: Chalice,
+    sqs: BaseClient,
+    args: argparse.Namespace,
+    settings: LambdaSettings,
+    queue_url: str,
+    handler: str,
+    in_flight_file: Path | None = None,
+) -> EventPump:
     return EventPump(
         sqs,
-        args.dlq_url,
+        queue_url,
         app,
-        args.dlq_handler,
+        handler,
         stage=args.stage,
         memory_mb=settings.memory_mb,
         timeout_s=settings.timeout_s,
-        retry_delay_s=max(args.retry_delay_s, 5),
+        retry_delay_s=args.retry_delay_s,
+        in_flight_file=in_flight_file,
     )
 
 

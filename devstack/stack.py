@@ -195,7 +195,7 @@ def claim_ports(ports: Mapping[str, int], project_dir: Path, host: str = HOST) -
         if port in seen:
             raise StackError(f"{name} and {seen[port]} are both set to port {port}")
         seen[port] = name
-        error = _bind_error(host, port)
+        error = bind_error(host, port)
         if error is None:
             continue
         holders = port_holders(port)
@@ -206,12 +206,13 @@ def claim_ports(ports: Mapping[str, int], project_dir: Path, host: str = HOST) -
                 "from a local stack of this project that is gone; stopping it"
             )
             stop_process_group(holder.pid)
-        if leftovers and (error := _bind_error(host, port)) is None:
+        if leftovers and (error := bind_error(host, port)) is None:
             continue
         raise StackError(_port_taken(name, port, host, error, [h for h in holders if h not in leftovers]))
 
 
-def _bind_error(host: str, port: int) -> OSError | None:
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on `host:port` now; None if it could."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # Same options as the servers use, so a port in TIME_WAIT is fine.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

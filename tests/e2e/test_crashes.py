@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from devstack.client import ApiClient, StackProcess
 from devstack.processes import process_table
+from devstack.stack import bind_error
 from tests.media_tools import make_clip
 
 pytestmark = pytest.mark.e2e
@@ -68,13 +68,7 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, poll_s: float = 0
 
 
 def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return bind_error("127.0.0.1", port) is None
 
 
 def encoding(stack: StackProcess, user: ApiClient, video_id: str, min_progress: int = 10) -> dict[str, Any]:

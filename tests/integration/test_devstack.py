@@ -36,7 +36,7 @@ from devstack.mailbox import MailboxServer
 from devstack.processes import process_table
 from devstack.pump import EventPump, local_environment
 from devstack.resources import ensure_resources, sender_address
-from devstack.stack import READY_LINE, CodeWatcher, RestartBackoff
+from devstack.stack import READY_LINE, CodeWatcher, RestartBackoff, bind_error
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # moto's state is shared by the whole test process; a region no other test
@@ -851,13 +851,7 @@ def answers(url: str) -> bool:
 
 
 def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return bind_error("127.0.0.1", port) is None
 
 
 SQUATTER = "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); "
