@@ -60,8 +60,9 @@ HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = Path(".vidline") / "local.env"
 SITE_DIR = Path(".vidline") / "site"
-# Where the pump notes the message of the job it runs, for its successor.
-PUMP_IN_FLIGHT_FILE = Path(".vidline") / "pump-in-flight.json"
+# Where the pump notes the message of the job it runs, for its successor;
+# one per stand-in port, so that stacks running side by side keep apart.
+PUMP_IN_FLIGHT_FILE = Path(".vidline") / "pump-in-flight-{moto_port}.json"
 API_START_TIMEOUT_S = 60.0
 PUMP_START_TIMEOUT_S = 60.0
 # How often the stack looks at its children and the code.
@@ -530,7 +531,8 @@ class LocalStack:
         command += ["--queue-url", self._jobs_queue_url, "--handler", DEFAULT_HANDLER]
         command += ["--dlq-url", self._dlq_url, "--dlq-handler", DEFAULT_DLQ_HANDLER]
         command += ["--idempotency-table", self.settings.idempotency_table]
-        command += ["--in-flight-file", str(self.project_dir / PUMP_IN_FLIGHT_FILE)]
+        in_flight = str(PUMP_IN_FLIGHT_FILE).format(moto_port=self.ports.moto_port)
+        command += ["--in-flight-file", str(self.project_dir / in_flight)]
         command += ["--ready-fd", str(write_fd)]
         try:
             pump = ChildProcess(
