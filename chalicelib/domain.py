@@ -61,9 +61,39 @@ class Rendition:
 
 
 @dataclass(frozen=True)
+class Rung:
+    """One HLS rung as the API shows it."""
+
+    name: str  # the short side and "p": "1080p", "720p"...
+    width: int
+    height: int
+    # Bits per second, the master playlist's BANDWIDTH: the peak (video maxrate plus audio).
+    bandwidth: int
+
+
+@dataclass(frozen=True)
 class Outputs:
-    renditions: tuple[Rendition, ...]
-    thumbnail_key: str
+    """What a processing run stored. While a video is only playable, the MP4 is not
+    there yet (`renditions` is empty) and the thumbnail may not be either."""
+
+    renditions: tuple[Rendition, ...]  # the MP4
+    thumbnail_key: str | None
+    hls_master_key: str | None = None  # the media key of the run's master.m3u8
+    rungs: tuple[Rung, ...] = ()
+
+    @property
+    def hls_prefix(self) -> str | None:
+        """The key prefix every playlist and segment of the HLS outputs lives under:
+        the master playlist's "folder", with its trailing slash."""
+        if self.hls_master_key is None:
+            return None
+        return self.hls_master_key.rpartition("/")[0] + "/"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every media key these outputs name."""
+        named = [r.key for r in self.renditions] + [self.thumbnail_key, self.hls_master_key]
+        return tuple(key for key in named if key is not None)
 
 
 @dataclass(frozen=True)
@@ -79,6 +109,9 @@ class Video:
     source: SourceInfo
     error: str | None = None
     outputs: Outputs | None = None
+    # True once the HLS master playlist and the first segments of every rung are
+    # stored: the video can be watched, possibly while still processing.
+    playable: bool = False
     # Set once the owner has been emailed about the final status.
     notified_at: datetime | None = None
     # The ETag of the one upload the worker took for this video, recorded when
@@ -109,12 +142,15 @@ class Video:
         wrote without touching anything the video uses."""
         return f"{self.media_prefix}{run_id}/"
 
+    def hls_prefix(self, run_id: str) -> str:
+        """Where one processing run stores its HLS playlists and segments."""
+        return f"{self.outputs_prefix(run_id)}hls/"
+
     def uses_outputs_under(self, prefix: str) -> bool:
         """True when the video's recorded outputs include a key under `prefix`."""
         if self.outputs is None:
             return False
-        keys = [r.key for r in self.outputs.renditions] + [self.outputs.thumbnail_key]
-        return any(key.startswith(prefix) for key in keys)
+        return any(key.startswith(prefix) for key in self.outputs.keys)
 
     def upload_expired(self, now: datetime, upload_ttl_s: int) -> bool:
         """True when the video still waits for an upload its presigned POST can no longer send."""

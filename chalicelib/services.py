@@ -156,7 +156,9 @@ class VideoService:
                     )
                     for r in video.outputs.renditions
                 ],
-                thumbnail_url=self.media_urls.url_for(video.outputs.thumbnail_key),
+                thumbnail_url=self.media_urls.url_for(video.outputs.thumbnail_key)
+                if video.outputs.thumbnail_key is not None
+                else "",
             )
         source = video.source
         status, error = video.status, video.error

@@ -25,6 +25,11 @@ DEFAULT_CONTENT_TYPES = (
 )
 
 
+DEFAULT_LADDER = (1080, 720, 480, 360)
+MIN_RUNG_PX = 144
+MAX_RUNG_PX = 4320
+
+
 class Settings(BaseSettings):
     """All of Vidline's configuration, validated at start-up."""
 
@@ -97,7 +102,14 @@ class Settings(BaseSettings):
     media_url_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
 
     # Media pipeline
-    rendition_short_side_px: int = Field(default=720, ge=144)
+    # The HLS ladder: each rung's short side in pixels, largest first. Only
+    # rungs at or below the source's short side are made (never upscaled).
+    # VIDLINE_LADDER="1080,720,480,360".
+    ladder: Annotated[tuple[int, ...], NoDecode] = DEFAULT_LADDER
+    # The MP4's rung: the largest ladder rung at or below this (and the source).
+    rendition_short_side_px: int = Field(default=720, ge=MIN_RUNG_PX, le=MAX_RUNG_PX)
+    # HLS segment length; keyframes are placed so every rung cuts at the same instants.
+    hls_segment_s: float = Field(default=2.0, ge=0.5, le=10.0)
     watermark_path: str = ""  # empty: the PNG that ships in chalicelib/assets
     work_dir: str = "/tmp"
     ffmpeg_timeout_s: float = Field(default=13 * 60, gt=0)
@@ -116,6 +128,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("ladder", mode="before")
+    @classmethod
+    def _split_ladder(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().removesuffix("p") for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("ladder")
+    @classmethod
+    def _check_ladder(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("name at least one rung, e.g. VIDLINE_LADDER=1080,720,480,360")
+        for side in value:
+            if not MIN_RUNG_PX <= side <= MAX_RUNG_PX:
+                raise ValueError(f"rung {side} is outside {MIN_RUNG_PX}..{MAX_RUNG_PX} pixels")
+            if side % 2:
+                raise ValueError(f"rung {side} is odd; H.264 4:2:0 needs even sizes")
+        if len(set(value)) != len(value):
+            raise ValueError(f"rungs repeat in {','.join(map(str, value))}")
+        # Listed largest first by convention; any order is accepted and sorted.
+        return tuple(sorted(value, reverse=True))
 
 
 @lru_cache(maxsize=1)
