@@ -130,4 +130,9 @@ class Identity(Protocol):
 class MediaUrls(Protocol):
     def url_for(self, key: str) -> str: ...
 
+    def stream_url_for(self, master_key: str, prefix: str) -> str:
+        """The master playlist's URL, signed once for every object under `prefix`
+        (its playlists and segments), so relative URIs in playlists resolve."""
+        ...
+
     def check(self) -> None: ...

@@ -201,6 +201,10 @@ class FakeMediaUrls:
     def url_for(self, key: str) -> str:
         return f"https://cdn.example/{key}"
 
+    def stream_url_for(self, master_key: str, prefix: str) -> str:
+        """The master's link, with the prefix its one signature covers shown in the query."""
+        return f"https://cdn.example/{master_key}?for={prefix}*"
+
     def check(self) -> None:
         pass
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     ListAttribute,
     MapAttribute,
     NumberAttribute,
@@ -27,6 +28,7 @@ from chalicelib.domain import (
     Outputs,
     Page,
     Rendition,
+    Rung,
     SourceInfo,
     Video,
     VideoStatus,
@@ -53,9 +55,19 @@ class RenditionMap(MapAttribute[str, Any]):
     key = UnicodeAttribute()
 
 
+class RungMap(MapAttribute[str, Any]):
+    name = UnicodeAttribute()
+    width = NumberAttribute()
+    height = NumberAttribute()
+    bandwidth = NumberAttribute()
+
+
 class OutputsMap(MapAttribute[str, Any]):
     renditions = ListAttribute(of=RenditionMap)
-    thumbnail_key = UnicodeAttribute()
+    # Items written before issue 9 have neither HLS field and always a thumbnail.
+    thumbnail_key = UnicodeAttribute(null=True)
+    hls_master_key = UnicodeAttribute(null=True)
+    rungs = ListAttribute(of=RungMap, null=True)
 
 
 class VideoRecord(Model):
@@ -75,6 +87,8 @@ class VideoRecord(Model):
     updated_at = UTCDateTimeAttribute()
     source = SourceMap()
     outputs = OutputsMap(null=True)
+    # Absent on items written before issue 9: read as False.
+    playable = BooleanAttribute(null=True)
     notified_at = UTCDateTimeAttribute(null=True)
     upload_etag = UnicodeAttribute(null=True)
 
@@ -111,6 +125,10 @@ def _outputs_map(outputs: Outputs) -> OutputsMap:
             RenditionMap(name=r.name, width=r.width, height=r.height, key=r.key) for r in outputs.renditions
         ],
         thumbnail_key=outputs.thumbnail_key,
+        hls_master_key=outputs.hls_master_key,
+        rungs=[
+            RungMap(name=r.name, width=r.width, height=r.height, bandwidth=r.bandwidth) for r in outputs.rungs
+        ],
     )
 
 
@@ -124,6 +142,11 @@ def _to_video(record: VideoRecord) -> Video:
                 for r in record.outputs.renditions
             ),
             thumbnail_key=record.outputs.thumbnail_key,
+            hls_master_key=record.outputs.hls_master_key,
+            rungs=tuple(
+                Rung(name=r.name, width=int(r.width), height=int(r.height), bandwidth=int(r.bandwidth))
+                for r in record.outputs.rungs or ()
+            ),
         )
     return Video(
         id=record.video_id,
@@ -144,6 +167,7 @@ def _to_video(record: VideoRecord) -> Video:
             height=int(s.height) if s.height is not None else None,
         ),
         outputs=outputs,
+        playable=bool(record.playable),
         notified_at=record.notified_at,
         upload_etag=record.upload_etag,
     )
@@ -186,6 +210,7 @@ class DynamoVideoRepository:
             updated_at=video.updated_at,
             source=_source_map(video.source),
             outputs=_outputs_map(video.outputs) if video.outputs is not None else None,
+            playable=video.playable,
             notified_at=video.notified_at,
             upload_etag=video.upload_etag,
         )

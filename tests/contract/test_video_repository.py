@@ -11,6 +11,7 @@ import base64
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from chalicelib.domain import (
     InvalidRequest,
     Outputs,
     Rendition,
+    Rung,
     SourceInfo,
     Video,
     VideoStatus,
@@ -40,10 +42,15 @@ def videos(request: pytest.FixtureRequest) -> Iterator[VideoRepository]:
     if request.param == "fake":
         yield FakeVideoRepository()
         return
-    settings: Settings = request.getfixturevalue("settings")
+    yield DynamoVideoRepository(request.getfixturevalue("video_table"))
+
+
+@pytest.fixture
+def video_table(settings: Settings) -> Iterator[Any]:
+    """A fresh, empty videos table on the session's moto server (its bound record class)."""
     record = bind_video_record(settings.model_copy(update={"videos_table": f"contract-{uuid.uuid4().hex}"}))
     record.create_table(wait=True)
-    yield DynamoVideoRepository(record)
+    yield record
     record.delete_table()
 
 
@@ -62,6 +69,24 @@ def a_video(owner_id: str = ALICE, *, age_s: int = 0, **changes: object) -> Vide
         source=SourceInfo(filename="trip.mp4", size_bytes=1000, content_type="video/mp4"),
     )
     return video.with_changes(**changes)
+
+
+MP4 = Rendition("720p", 1280, 720, "media/a/v/run/720p.mp4")
+RUNGS = (
+    Rung("1080p", 1920, 1080, 5_128_000),
+    Rung("720p", 1280, 720, 3_128_000),
+    Rung("360p", 640, 360, 928_000),
+)
+# What a run stores once the first segments of every rung are up: HLS, no MP4 yet.
+PLAYABLE_OUTPUTS = Outputs(
+    renditions=(), thumbnail_key=None, hls_master_key="media/a/v/run/hls/master.m3u8", rungs=RUNGS
+)
+FULL_OUTPUTS = Outputs(
+    renditions=(MP4,),
+    thumbnail_key="media/a/v/run/thumbnail.jpg",
+    hls_master_key="media/a/v/run/hls/master.m3u8",
+    rungs=RUNGS,
+)
 
 
 def stored(videos: VideoRepository, video: Video) -> Video:
@@ -95,19 +120,35 @@ def test_an_added_video_reads_back_as_it_was(videos: VideoRepository) -> None:
 
 
 def test_every_field_of_an_added_video_is_stored(videos: VideoRepository) -> None:
-    outputs = Outputs(renditions=(Rendition("720p", 1280, 720, "media/a/v/720p.mp4"),), thumbnail_key="t.jpg")
     source = SourceInfo("trip.mp4", 900, "video/mp4", duration_s=4.5, width=1920, height=1080)
     video = a_video(
         status=VideoStatus.READY,
         progress=100,
         error="a note",
         source=source,
-        outputs=outputs,
+        outputs=FULL_OUTPUTS,
+        playable=True,
         notified_at=utcnow(),
         upload_etag="9e107d9d372bb6826bd81d3542a419d6",
     )
     videos.add(video)
     assert videos.get(ALICE, video.id) == video
+
+
+def test_a_playable_video_still_processing_is_stored_with_its_hls_and_no_mp4(videos: VideoRepository) -> None:
+    video = a_video(status=VideoStatus.PROCESSING, progress=12, playable=True, outputs=PLAYABLE_OUTPUTS)
+    videos.add(video)
+    found = stored(videos, video)
+    assert found == video
+    assert found.playable is True and found.outputs is not None
+    assert (found.outputs.renditions, found.outputs.thumbnail_key) == ((), None)
+    assert found.outputs.rungs == RUNGS
+
+
+def test_a_new_video_is_not_playable(videos: VideoRepository) -> None:
+    video = a_video()
+    videos.add(video)
+    assert stored(videos, video).playable is False
 
 
 def test_adding_a_taken_id_is_refused_and_keeps_the_first(videos: VideoRepository) -> None:
@@ -216,6 +257,31 @@ def test_an_update_applies_the_changes_and_returns_what_is_stored(videos: VideoR
     assert (updated.title, updated.created_at) == (video.title, video.created_at)
 
 
+def test_a_video_becomes_playable_then_ready_then_loses_its_stream(videos: VideoRepository) -> None:
+    video = a_video(status=VideoStatus.PROCESSING)
+    videos.add(video)
+
+    playable = videos.update(
+        video, expected=[VideoStatus.PROCESSING], playable=True, outputs=PLAYABLE_OUTPUTS
+    )
+    assert playable == stored(videos, video)
+    assert (playable.status, playable.playable, playable.outputs) == (
+        VideoStatus.PROCESSING,
+        True,
+        PLAYABLE_OUTPUTS,
+    )
+
+    ready = videos.update(
+        video, expected=[VideoStatus.PROCESSING], status=VideoStatus.READY, outputs=FULL_OUTPUTS
+    )
+    assert (ready.status, ready.playable, ready.outputs) == (VideoStatus.READY, True, FULL_OUTPUTS)
+
+    # A run whose source read broke takes its outputs back.
+    taken_back = videos.update(video, playable=False, outputs=None)
+    assert taken_back == stored(videos, video)
+    assert (taken_back.playable, taken_back.outputs) == (False, None)
+
+
 def test_an_update_with_expected_states_applies_only_in_them(videos: VideoRepository) -> None:
     video = a_video()
     videos.add(video)
@@ -302,3 +368,63 @@ def test_delete_removes_only_that_video_and_a_missing_one_is_fine(videos: VideoR
 
 def test_a_reachable_store_passes_its_check(videos: VideoRepository) -> None:
     videos.check()
+
+
+# items written before issue 9
+
+
+def test_an_item_written_before_adaptive_streaming_reads_as_not_playable_with_no_stream(
+    video_table: Any, aws: Any
+) -> None:
+    # Exactly what the repository stored before `playable`, `hls_master_key`
+    # and `rungs` existed. The fake holds Video objects, so has no such items.
+    video = a_video(status=VideoStatus.READY, progress=100)
+    aws.dynamodb.put_item(
+        TableName=video_table.Meta.table_name,
+        Item={
+            "owner_id": {"S": ALICE},
+            "video_id": {"S": video.id},
+            "owner_email": {"S": video.owner_email},
+            "title": {"S": video.title},
+            "status": {"S": "ready"},
+            "progress": {"N": "100"},
+            "created_at": {"S": video.created_at.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")},
+            "updated_at": {"S": video.updated_at.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")},
+            "source": {
+                "M": {
+                    "filename": {"S": "trip.mp4"},
+                    "size_bytes": {"N": "1000"},
+                    "content_type": {"S": "video/mp4"},
+                }
+            },
+            "outputs": {
+                "M": {
+                    "renditions": {
+                        "L": [
+                            {
+                                "M": {
+                                    "name": {"S": "720p"},
+                                    "width": {"N": "1280"},
+                                    "height": {"N": "720"},
+                                    "key": {"S": "media/a/v/720p.mp4"},
+                                }
+                            }
+                        ]
+                    },
+                    "thumbnail_key": {"S": "media/a/v/thumbnail.jpg"},
+                }
+            },
+        },
+    )
+
+    found = DynamoVideoRepository(video_table).get(ALICE, video.id)
+
+    assert found is not None
+    assert found.playable is False
+    assert found.outputs == Outputs(
+        renditions=(Rendition("720p", 1280, 720, "media/a/v/720p.mp4"),),
+        thumbnail_key="media/a/v/thumbnail.jpg",
+        hls_master_key=None,
+        rungs=(),
+    )
+    assert found.created_at == video.created_at
