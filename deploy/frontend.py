@@ -31,6 +31,8 @@ REVALIDATE = "no-cache"
 _ASSET_PREFIXES = ('"assets/', "'assets/")
 _TYPES = {
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",  # vendored ES modules (frontend/vendor/README.md)
+    ".txt": "text/plain; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".json": "application/json",
