@@ -1,9 +1,15 @@
-"""Signed CDN URLs for private media: CloudFront's canned-policy signed URLs.
+"""Signed CDN URLs for private media: CloudFront signed URLs.
 
 Media stays in a private bucket; CloudFront (locally, the stand-in in
 `devstack/cdn.py`) serves it only to URLs signed with the stage's private
 key. The key lives in SSM Parameter Store as a SecureString and is read
 once per process, on the first URL asked for.
+
+One object (an MP4, a thumbnail) gets a canned-policy URL. An HLS stream
+gets one custom policy whose Resource ends in a wildcard, so the same
+Policy, Signature and Key-Pair-Id open every playlist and segment under the
+run's hls/ prefix: hls.js adds them to each request as a query, native HLS
+receives them as CloudFront's signed cookies.
 """
 
 from __future__ import annotations
@@ -51,6 +57,24 @@ class SignedCdnUrls:
     def url_for(self, key: str) -> str:
         url = f"{self._base_url}/{quote(key)}"
         signed: str = self._signer.generate_presigned_url(url, date_less_than=self._expiry())
+        return signed
+
+    def stream_url_for(self, master_key: str, prefix: str) -> str:
+        """The master playlist's URL signed with a CUSTOM policy whose Resource is
+        f"{base}/{quote(prefix)}*": one signature (Policy, Signature, Key-Pair-Id query)
+        valid for every object under the run's hls/ prefix, stable within the same
+        hour window as url_for."""
+        # A prefix without its closing slash would also open its siblings
+        # ("…/run1*" matches "…/run10/…"); a master outside it would be refused.
+        if not prefix.endswith("/"):
+            raise ValueError(f"a stream prefix ends with '/': {prefix!r}")
+        if not master_key.startswith(prefix) or master_key == prefix:
+            raise ValueError(f"the master playlist {master_key!r} is not under {prefix!r}")
+        # quote() escapes '*' and '?', so a key can never widen the wildcard.
+        policy = self._signer.build_policy(f"{self._base_url}/{quote(prefix)}*", self._expiry())
+        signed: str = self._signer.generate_presigned_url(
+            f"{self._base_url}/{quote(master_key)}", policy=policy
+        )
         return signed
 
     def check(self) -> None:
