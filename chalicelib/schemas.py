@@ -167,9 +167,26 @@ class RenditionOut(BaseModel):
     url: str
 
 
+class RungOut(BaseModel):
+    """One rung of the HLS ladder the master playlist offers."""
+
+    name: str = Field(description='The short side and "p", e.g. "720p".')
+    width: int
+    height: int
+    bandwidth: int = Field(description="Peak bits per second (video and audio), the playlist's BANDWIDTH.")
+
+
 class OutputsOut(BaseModel):
-    renditions: list[RenditionOut]
-    thumbnail_url: str
+    renditions: list[RenditionOut] = Field(
+        description="The MP4, for download and players with neither MSE nor native HLS; "
+        "empty while the video is playable but still processing."
+    )
+    hls_url: str | None = Field(
+        description="The HLS master playlist, signed for every playlist and segment under it; "
+        "null for videos made before adaptive streaming."
+    )
+    rungs: list[RungOut] = Field(description="The ladder's rungs, largest first.")
+    thumbnail_url: str | None = Field(description="A JPEG; null until it is stored.")
 
 
 class VideoOut(BaseModel):
@@ -181,7 +198,8 @@ class VideoOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     source: SourceOut | None
-    outputs: OutputsOut | None
+    playable: bool = Field(description='True once it can be watched (HLS), possibly before "ready".')
+    outputs: OutputsOut | None = Field(description="Present once the video is ready or playable.")
 
 
 class UploadOut(BaseModel):

@@ -17,6 +17,7 @@ from chalicelib.domain import (
     InvalidRequest,
     NotAuthenticated,
     NotFound,
+    Outputs,
     Page,
     Principal,
     SourceInfo,
@@ -145,21 +146,8 @@ class VideoService:
     def present(self, video: Video) -> schemas.VideoOut:
         """The public view of a video, with URLs to its outputs."""
         outputs = None
-        if video.outputs is not None and video.status is VideoStatus.READY:
-            outputs = schemas.OutputsOut(
-                renditions=[
-                    schemas.RenditionOut(
-                        name=r.name,
-                        width=r.width,
-                        height=r.height,
-                        url=self.media_urls.url_for(r.key),
-                    )
-                    for r in video.outputs.renditions
-                ],
-                thumbnail_url=self.media_urls.url_for(video.outputs.thumbnail_key)
-                if video.outputs.thumbnail_key is not None
-                else "",
-            )
+        if video.outputs is not None and (video.status is VideoStatus.READY or video.playable):
+            outputs = self._present_outputs(video.outputs)
         source = video.source
         status, error = video.status, video.error
         if video.upload_expired(utcnow(), self.settings.upload_url_ttl_s):
@@ -180,7 +168,29 @@ class VideoService:
                 width=source.width,
                 height=source.height,
             ),
+            playable=video.playable,
             outputs=outputs,
+        )
+
+    def _present_outputs(self, outputs: Outputs) -> schemas.OutputsOut:
+        """Signed URLs for what a run stored: the MP4 and thumbnail one by one, the
+        HLS stream with one signature for every object under its prefix."""
+        hls_url = None
+        if outputs.hls_master_key is not None and outputs.hls_prefix is not None:
+            hls_url = self.media_urls.stream_url_for(outputs.hls_master_key, outputs.hls_prefix)
+        return schemas.OutputsOut(
+            renditions=[
+                schemas.RenditionOut(
+                    name=r.name, width=r.width, height=r.height, url=self.media_urls.url_for(r.key)
+                )
+                for r in outputs.renditions
+            ],
+            hls_url=hls_url,
+            rungs=[
+                schemas.RungOut(name=r.name, width=r.width, height=r.height, bandwidth=r.bandwidth)
+                for r in outputs.rungs
+            ],
+            thumbnail_url=self.media_urls.url_for(outputs.thumbnail_key) if outputs.thumbnail_key else None,
         )
 
 

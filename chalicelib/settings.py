@@ -140,14 +140,16 @@ class Settings(BaseSettings):
     @classmethod
     def _check_ladder(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value:
-            raise ValueError("name at least one rung, e.g. VIDLINE_LADDER=1080,720,480,360")
+            raise ValueError("VIDLINE_LADDER names no rung; set it like 1080,720,480,360")
         for side in value:
             if not MIN_RUNG_PX <= side <= MAX_RUNG_PX:
-                raise ValueError(f"rung {side} is outside {MIN_RUNG_PX}..{MAX_RUNG_PX} pixels")
+                raise ValueError(
+                    f"VIDLINE_LADDER: rung {side} is outside {MIN_RUNG_PX}..{MAX_RUNG_PX} pixels"
+                )
             if side % 2:
-                raise ValueError(f"rung {side} is odd; H.264 4:2:0 needs even sizes")
+                raise ValueError(f"VIDLINE_LADDER: rung {side} is odd; H.264 4:2:0 needs even sizes")
         if len(set(value)) != len(value):
-            raise ValueError(f"rungs repeat in {','.join(map(str, value))}")
+            raise ValueError(f"VIDLINE_LADDER: rungs repeat in {','.join(map(str, value))}")
         # Listed largest first by convention; any order is accepted and sorted.
         return tuple(sorted(value, reverse=True))
 

@@ -8,7 +8,17 @@ from datetime import timedelta
 import pytest
 
 from chalicelib import schemas
-from chalicelib.domain import UPLOAD_EXPIRED_REASON, InvalidRequest, NotFound, Principal, VideoStatus
+from chalicelib.domain import (
+    UPLOAD_EXPIRED_REASON,
+    InvalidRequest,
+    NotFound,
+    Outputs,
+    Principal,
+    Rendition,
+    Rung,
+    Video,
+    VideoStatus,
+)
 from chalicelib.services import VideoService, parse
 from chalicelib.settings import Settings
 from tests.fakes import FakePorts
@@ -89,6 +99,98 @@ def test_delete_removes_the_record_and_every_object(
 def test_outputs_are_shown_only_when_ready(service: VideoService, settings: Settings) -> None:
     video, _ = service.create(ALICE, create_request(settings))
     assert service.present(video).outputs is None
+
+
+RUNGS = (Rung("720p", 1280, 720, 3_128_000), Rung("360p", 640, 360, 928_000))
+
+
+def hls_outputs(video: Video, **changes: object) -> Outputs:
+    """What a run has stored once its video is playable: HLS only, no MP4 yet."""
+    outputs = Outputs(
+        renditions=(),
+        thumbnail_key=None,
+        hls_master_key=f"{video.hls_prefix('run1')}master.m3u8",
+        rungs=RUNGS,
+    )
+    return replace(outputs, **changes)
+
+
+def test_a_playable_video_still_processing_shows_its_stream(
+    service: VideoService, settings: Settings
+) -> None:
+    created, _ = service.create(ALICE, create_request(settings))
+    video = created.with_changes(
+        status=VideoStatus.PROCESSING, progress=20, playable=True, outputs=hls_outputs(created)
+    )
+
+    shown = service.present(video)
+
+    assert (shown.status, shown.playable) == ("processing", True)
+    assert shown.outputs is not None
+    prefix = f"media/alice/{video.id}/run1/hls/"
+    assert shown.outputs.hls_url == f"https://cdn.example/{prefix}master.m3u8?for={prefix}*"
+    assert [r.model_dump() for r in shown.outputs.rungs] == [
+        {"name": "720p", "width": 1280, "height": 720, "bandwidth": 3_128_000},
+        {"name": "360p", "width": 640, "height": 360, "bandwidth": 928_000},
+    ]
+    assert (shown.outputs.renditions, shown.outputs.thumbnail_url) == ([], None)
+
+    # The thumbnail shows as soon as it is stored, MP4 or not.
+    thumbnailed = video.with_changes(
+        outputs=hls_outputs(video, thumbnail_key=f"media/alice/{video.id}/run1/t.jpg")
+    )
+    shown_with_thumbnail = service.present(thumbnailed).outputs
+    assert shown_with_thumbnail is not None
+    assert shown_with_thumbnail.thumbnail_url == f"https://cdn.example/media/alice/{video.id}/run1/t.jpg"
+
+
+def test_a_ready_video_shows_its_stream_mp4_and_thumbnail(service: VideoService, settings: Settings) -> None:
+    created, _ = service.create(ALICE, create_request(settings))
+    mp4 = Rendition("720p", 1280, 720, f"media/alice/{created.id}/run1/720p.mp4")
+    outputs = hls_outputs(
+        created, renditions=(mp4,), thumbnail_key=f"media/alice/{created.id}/run1/thumbnail.jpg"
+    )
+    video = created.with_changes(status=VideoStatus.READY, progress=100, playable=True, outputs=outputs)
+
+    shown = service.present(video).model_dump(mode="json")
+
+    assert shown["status"] == "ready" and shown["playable"] is True
+    assert shown["outputs"]["renditions"] == [
+        {"name": "720p", "width": 1280, "height": 720, "url": f"https://cdn.example/{mp4.key}"}
+    ]
+    assert shown["outputs"]["hls_url"].startswith(
+        f"https://cdn.example/media/alice/{created.id}/run1/hls/master.m3u8?"
+    )
+    assert [r["name"] for r in shown["outputs"]["rungs"]] == ["720p", "360p"]
+    assert (
+        shown["outputs"]["thumbnail_url"]
+        == f"https://cdn.example/media/alice/{created.id}/run1/thumbnail.jpg"
+    )
+
+
+def test_a_processing_video_not_yet_playable_shows_no_outputs(
+    service: VideoService, settings: Settings
+) -> None:
+    created, _ = service.create(ALICE, create_request(settings))
+    # Outputs recorded, but the stream is not (or no longer) playable: nothing to show yet.
+    video = created.with_changes(status=VideoStatus.PROCESSING, playable=False, outputs=hls_outputs(created))
+    shown = service.present(video)
+    assert (shown.playable, shown.outputs) == (False, None)
+
+
+def test_a_video_made_before_adaptive_streaming_shows_its_mp4_and_no_stream(
+    service: VideoService, settings: Settings
+) -> None:
+    created, _ = service.create(ALICE, create_request(settings))
+    old = Outputs(
+        renditions=(Rendition("720p", 1280, 720, "media/alice/v/720p.mp4"),),
+        thumbnail_key="media/alice/v/t.jpg",
+    )
+    shown = service.present(created.with_changes(status=VideoStatus.READY, progress=100, outputs=old))
+    assert shown.playable is False and shown.outputs is not None
+    assert (shown.outputs.hls_url, shown.outputs.rungs) == (None, [])
+    assert shown.outputs.renditions[0].url == "https://cdn.example/media/alice/v/720p.mp4"
+    assert shown.outputs.thumbnail_url == "https://cdn.example/media/alice/v/t.jpg"
 
 
 def test_a_video_whose_upload_can_no_longer_arrive_is_shown_as_failed(
