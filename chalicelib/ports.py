@@ -82,6 +82,14 @@ class StoredObject:
     etag: str = ""
 
 
+# Cache-Control of stored objects. Objects never change under their key, and
+# only signed URLs reach them (the CDN checks those before its cache), so
+# browsers and CDN edges may keep them for good; only playlists that still grow
+# (HLS EVENT playlists while a video is processing) must be revalidated.
+IMMUTABLE = "max-age=31536000, immutable"
+NO_CACHE = "no-cache"
+
+
 class BlobStore(Protocol):
     """One bucket of objects."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +16,7 @@ from chalicelib.domain import (
     NotAuthenticated,
     Page,
     Principal,
+    Rung,
     Tokens,
     UploadTicket,
     Video,
@@ -23,7 +24,7 @@ from chalicelib.domain import (
     utcnow,
 )
 from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
-from chalicelib.ports import ObjectChanged, StaleUpdate, StoredObject
+from chalicelib.ports import IMMUTABLE, ObjectChanged, StaleUpdate, StoredObject
 from chalicelib.settings import Settings
 
 
@@ -82,6 +83,9 @@ class FakeVideoRepository:
 class FakeBlobStore:
     objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     presigned: list[dict[str, Any]] = field(default_factory=list)
+    cache_control: dict[str, str] = field(default_factory=dict)
+    # Every upload's key, in order.
+    uploads: list[str] = field(default_factory=list)
 
     def presign_upload(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> UploadTicket:
         self.presigned.append(
@@ -108,8 +112,10 @@ class FakeBlobStore:
             raise ObjectChanged(key)
         Path(path).write_bytes(self.objects[key][0])
 
-    def upload(self, path: str, key: str, content_type: str) -> None:
+    def upload(self, path: str, key: str, content_type: str, *, cache_control: str = IMMUTABLE) -> None:
         self.objects[key] = (Path(path).read_bytes(), content_type)
+        self.cache_control[key] = cache_control
+        self.uploads.append(key)
 
     def delete_prefix(self, prefix: str) -> None:
         for key in [k for k in self.objects if k.startswith(prefix)]:
@@ -193,6 +199,78 @@ class FakeTranscoder:
             ffmpeg_seconds=0.1,
             ffmpeg_maxrss_kb=None,
         )
+
+
+class HlsDirWriter:
+    """Writes an HLS directory as ffmpeg does, over time: each variant's init file
+    and segments before the playlist that lists them, playlists replaced
+    atomically, the master once every variant has a segment."""
+
+    def __init__(self, hls_dir: Path, rungs: Sequence[Rung] = (), segment_s: float = 2.0):
+        self.hls_dir = hls_dir
+        self.rungs = tuple(rungs) or (
+            Rung("1080p", 1920, 1080, 5_628_000),
+            Rung("360p", 640, 360, 828_000),
+        )
+        self.variants = [rung.name for rung in self.rungs] + ["audio"]
+        self.segment_s = segment_s
+        self.segments: dict[str, int] = dict.fromkeys(self.variants, 0)
+        self.ended = False
+
+    def write_segment(self, variants: Iterable[str] | None = None, *, listed: bool = True) -> None:
+        """One more segment of each of `variants` (all by default); unlisted: still being written."""
+        for variant in self.variants if variants is None else variants:
+            folder = self.hls_dir / variant
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / "init.mp4").exists():
+                (folder / "init.mp4").write_bytes(b"init " + variant.encode())
+            (folder / f"seg{self.segments[variant]:05d}.m4s").write_bytes(b"segment " + variant.encode())
+            if listed:
+                self.segments[variant] += 1
+                self._write_playlist(variant)
+        if all(self.segments.values()) and not (self.hls_dir / "master.m3u8").exists():
+            self._replace(self.hls_dir / "master.m3u8", self.master())
+
+    def end(self) -> None:
+        """ffmpeg's last write: every playlist ends (ENDLIST)."""
+        self.ended = True
+        for variant in self.variants:
+            self._write_playlist(variant)
+
+    def master(self) -> str:
+        lines = [
+            "#EXTM3U",
+            "#EXT-X-VERSION:7",
+            '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="audio_0",DEFAULT=YES,URI="audio/index.m3u8"',
+        ]
+        for rung in self.rungs:
+            lines.append(
+                f"#EXT-X-STREAM-INF:BANDWIDTH={rung.bandwidth},RESOLUTION={rung.width}x{rung.height},"
+                f'CODECS="avc1.640028,mp4a.40.2",AUDIO="aud"'
+            )
+            lines.append(f"{rung.name}/index.m3u8")
+        return "\n".join(lines) + "\n"
+
+    def _write_playlist(self, variant: str) -> None:
+        lines = [
+            "#EXTM3U",
+            "#EXT-X-VERSION:7",
+            f"#EXT-X-TARGETDURATION:{int(self.segment_s)}",
+            "#EXT-X-MEDIA-SEQUENCE:0",
+            "#EXT-X-PLAYLIST-TYPE:EVENT",
+            '#EXT-X-MAP:URI="init.mp4"',
+        ]
+        for number in range(self.segments[variant]):
+            lines += [f"#EXTINF:{self.segment_s:.6f},", f"seg{number:05d}.m4s"]
+        if self.ended:
+            lines.append("#EXT-X-ENDLIST")
+        self._replace(self.hls_dir / variant / "index.m3u8", "\n".join(lines) + "\n")
+
+    @staticmethod
+    def _replace(path: Path, text: str) -> None:
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(text)
+        temporary.replace(path)
 
 
 class FakeMediaUrls:
