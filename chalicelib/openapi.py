@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from chalicelib.schemas import CreateVideoRequest, ErrorOut
+from chalicelib.schemas import CreateVideoRequest, ErrorOut, RungOut
 from chalicelib.settings import Settings
 
 REF = "#/components/schemas/{model}"
@@ -36,6 +36,10 @@ def _limits(schemas: dict[str, Any], settings: Settings) -> None:
     props["filename"]["maxLength"] = settings.max_filename_length
     props["content_type"]["enum"] = list(settings.allowed_content_types)
     props["size_bytes"]["maximum"] = settings.max_upload_bytes
+    if RungOut.__name__ in schemas:
+        # New videos get the configured ladder's rungs (those the source allows); not an
+        # enum, since videos made under another ladder keep theirs.
+        schemas[RungOut.__name__]["properties"]["name"]["examples"] = [f"{side}p" for side in settings.ladder]
 
 
 def _error(status: int) -> dict[str, Any]:

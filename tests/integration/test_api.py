@@ -10,9 +10,11 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import boto3
 import jwt
@@ -24,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chalicelib.adapters.cdn import SignedCdnUrls, ssm_secret
 from chalicelib.adapters.cognito import CognitoIdentity
 from chalicelib.bootstrap import Container
-from chalicelib.domain import Outputs, Rendition, VideoStatus
+from chalicelib.domain import Outputs, Rendition, Rung, Video, VideoStatus
 from chalicelib.settings import Settings
 from devstack.client import ROOT
 
@@ -177,6 +179,109 @@ def test_another_users_video_is_not_found(api: Api, token: str) -> None:
     assert status == 200 and page["items"] == []
     status, _ = api.call("GET", f"/videos/{video_id}", token=token)
     assert status == 200
+
+
+# presentation: playable while processing, then ready
+
+RUNGS = (Rung("1080p", 1920, 1080, 5_328_000), Rung("720p", 1280, 720, 3_328_000))
+
+
+def stored_video(api_module: ModuleType, token: str, video_id: str) -> Video:
+    container = api_module.container
+    video: Video | None = container.videos.get(container.identity.verify(token).user_id, video_id)
+    assert video is not None
+    return video
+
+
+def made_playable(api_module: ModuleType, video: Video, **outputs: Any) -> Video:
+    """What the worker records once the first segments of every rung are stored."""
+    master = f"{video.hls_prefix('run1')}master.m3u8"
+    playable = replace(
+        Outputs(renditions=(), thumbnail_key=None, hls_master_key=master, rungs=RUNGS), **outputs
+    )
+    updated: Video = api_module.container.videos.update(
+        video, status=VideoStatus.PROCESSING, progress=30, playable=True, outputs=playable
+    )
+    return updated
+
+
+def cdn_policy(url: str) -> dict[str, Any]:
+    """The custom policy a CloudFront signed URL carries, decoded."""
+    query = parse_qs(urlsplit(url).query)
+    assert set(query) == {"Policy", "Signature", "Key-Pair-Id"}
+    encoded = query["Policy"][0].translate(str.maketrans("-_~", "+=/"))
+    policy: dict[str, Any] = json.loads(base64.b64decode(encoded))
+    return policy
+
+
+def test_a_playable_video_still_processing_shows_its_signed_stream(
+    api: Api, token: str, api_module: ModuleType, settings: Settings
+) -> None:
+    video_id = api.create_video(token)[1]["video"]["id"]
+    video = made_playable(api_module, stored_video(api_module, token, video_id))
+    prefix = video.hls_prefix("run1")
+
+    status, shown = api.call("GET", f"/videos/{video_id}", token=token)
+
+    assert status == 200, shown
+    assert (shown["status"], shown["playable"]) == ("processing", True)
+    outputs = shown["outputs"]
+    assert outputs["renditions"] == [] and outputs["thumbnail_url"] is None
+    assert outputs["rungs"] == [
+        {"name": "1080p", "width": 1920, "height": 1080, "bandwidth": 5_328_000},
+        {"name": "720p", "width": 1280, "height": 720, "bandwidth": 3_328_000},
+    ]
+    # One signature for the whole run's hls/ prefix, so playlists' relative URIs work.
+    base = settings.media_base_url.rstrip("/")
+    assert outputs["hls_url"].startswith(f"{base}/{quote(prefix)}master.m3u8?")
+    (statement,) = cdn_policy(outputs["hls_url"])["Statement"]
+    assert statement["Resource"] == f"{base}/{quote(prefix)}*"
+
+    status, page = api.call("GET", "/videos", token=token)
+    listed = next(item for item in page["items"] if item["id"] == video_id)
+    assert listed["playable"] is True and listed["outputs"]["rungs"] == outputs["rungs"]
+
+    # Nobody else sees that it exists, playable or not.
+    stranger = api.sign_up_and_log_in()
+    status, body = api.call("GET", f"/videos/{video_id}", token=stranger)
+    assert_error(status, body, 404, "not_found")
+
+
+def test_a_ready_video_shows_its_stream_mp4_and_thumbnail(
+    api: Api, token: str, api_module: ModuleType
+) -> None:
+    video_id = api.create_video(token)[1]["video"]["id"]
+    video = stored_video(api_module, token, video_id)
+    run = video.outputs_prefix("run1")
+    mp4 = Rendition("720p", 1280, 720, f"{run}720p.mp4")
+    video = made_playable(api_module, video, renditions=(mp4,), thumbnail_key=f"{run}thumbnail.jpg")
+    api_module.container.videos.update(video, status=VideoStatus.READY, progress=100)
+
+    status, shown = api.call("GET", f"/videos/{video_id}", token=token)
+
+    assert status == 200, shown
+    assert (shown["status"], shown["playable"]) == ("ready", True)
+    outputs = shown["outputs"]
+    assert [(r["name"], r["width"], r["height"]) for r in outputs["renditions"]] == [("720p", 1280, 720)]
+    assert "/720p.mp4?" in outputs["renditions"][0]["url"] and "Signature=" in outputs["renditions"][0]["url"]
+    assert "/thumbnail.jpg?" in outputs["thumbnail_url"] and "Signature=" in outputs["thumbnail_url"]
+    assert "/hls/master.m3u8?" in outputs["hls_url"] and [r["name"] for r in outputs["rungs"]] == [
+        "1080p",
+        "720p",
+    ]
+
+
+def test_a_processing_video_not_yet_playable_shows_no_outputs(
+    api: Api, token: str, api_module: ModuleType
+) -> None:
+    video_id = api.create_video(token)[1]["video"]["id"]
+    video = stored_video(api_module, token, video_id)
+    api_module.container.videos.update(video, status=VideoStatus.PROCESSING, progress=10)
+
+    status, shown = api.call("GET", f"/videos/{video_id}", token=token)
+
+    assert status == 200
+    assert (shown["status"], shown["playable"], shown["outputs"]) == ("processing", False, None)
 
 
 @pytest.mark.parametrize(
@@ -530,8 +635,19 @@ def test_openapi_document_describes_the_routes(api: Api, settings: Settings) -> 
     create = doc["components"]["schemas"]["CreateVideoRequest"]
     assert create["properties"]["content_type"]["enum"] == list(settings.allowed_content_types)
     assert create["properties"]["size_bytes"]["maximum"] == settings.max_upload_bytes
-    video = doc["components"]["schemas"]["VideoOut"]
+    schemas = doc["components"]["schemas"]
+    video = schemas["VideoOut"]
     assert set(video["properties"]) >= {"id", "title", "status", "progress", "error", "source", "outputs"}
+    # Adaptive streaming, with the names of ../shared/API.md.
+    assert video["properties"]["playable"]["type"] == "boolean" and "playable" in video["required"]
+    outputs = schemas["OutputsOut"]["properties"]
+    assert set(outputs) == {"renditions", "hls_url", "rungs", "thumbnail_url"}
+    for nullable in ("hls_url", "thumbnail_url"):
+        assert {"type": "null"} in outputs[nullable]["anyOf"]
+    assert outputs["rungs"]["items"] == {"$ref": "#/components/schemas/RungOut"}
+    rung = schemas["RungOut"]
+    assert set(rung["properties"]) == set(rung["required"]) == {"name", "width", "height", "bandwidth"}
+    assert rung["properties"]["name"]["examples"] == [f"{side}p" for side in settings.ladder]
 
 
 def test_deployed_routes_use_the_cognito_authorizer_except_the_public_ones() -> None:
