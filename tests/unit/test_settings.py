@@ -20,7 +20,8 @@ def settings_with(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
 
 
 def test_the_default_ladder_is_1080_720_480_360_with_the_mp4_at_720(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VIDLINE_LADDER", raising=False)
+    for name in ("VIDLINE_LADDER", "VIDLINE_RENDITION_SHORT_SIDE_PX", "VIDLINE_HLS_SEGMENT_S"):
+        monkeypatch.delenv(name, raising=False)
     settings = Settings()
     assert settings.ladder == (1080, 720, 480, 360)
     assert settings.rendition_short_side_px == 720
