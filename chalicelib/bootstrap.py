@@ -24,7 +24,8 @@ from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.adapters.idempotency import IdempotentJobs
-    from chalicelib.processing import Transcoder, UploadProcessor
+    from chalicelib.ports import Transcoder
+    from chalicelib.processing import UploadProcessor
 
 
 class Container:
@@ -134,11 +135,14 @@ class Container:
 
     @cached_property
     def transcoder(self) -> Transcoder:
-        """ffmpeg: chalicelib.media, imported on first use so the API, which
+        """ffmpeg (chalicelib.media), imported on first use so the API, which
         ships without ffmpeg, never loads it."""
-        from chalicelib import media as ffmpeg_transcoder
+        from chalicelib.media import FfmpegTranscoder, default_watermark_path, find_ffmpeg
 
-        return ffmpeg_transcoder
+        return FfmpegTranscoder(
+            find_ffmpeg(self.settings.ffmpeg_path),
+            self.settings.watermark_path or default_watermark_path(),
+        )
 
     @cached_property
     def processor(self) -> UploadProcessor:

@@ -6,11 +6,11 @@ in-memory fakes. Nothing here imports boto3 or pynamodb.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chalicelib.domain import Page, Principal, Tokens, UploadTicket, Video, VideoStatus
+from chalicelib.domain import Page, Principal, Rung, Tokens, UploadTicket, Video, VideoStatus
 
 
 class StaleUpdate(Exception):
@@ -19,6 +19,92 @@ class StaleUpdate(Exception):
 
 class ObjectChanged(Exception):
     """The object under a key is no longer the version asked for (replaced or removed)."""
+
+
+# ------------------------------------------------------------------------ media
+
+
+class MediaRejected(Exception):
+    """The input is not something we can process (permanent); ``reason`` is a
+    sentence for people, shown to the user and emailed, so it never contains
+    paths or ffmpeg output."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MediaProcessingError(Exception):
+    """Processing failed for a reason that may be transient (a timeout, a killed
+    ffmpeg, a full disk, a source read that broke): the job should be retried."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What probing learned about a media file."""
+
+    duration_s: float  # as the header says: the file may hold more or less
+    width: int  # as displayed, i.e. after rotation metadata (and pixel aspect) is applied
+    height: int
+    video_codec: str
+    audio_codec: str | None
+    rotation: int  # degrees from the display matrix, normalised to 0..359; 0 if none
+    # The demuxer that read it, as ffmpeg names it ("mov,mp4,m4a,3gp,3g2,mj2",
+    # "matroska,webm"); transcoding forces the same one. Empty if unknown.
+    container: str = ""
+    # Frames per second as the header says; 0.0 if unknown.
+    frame_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class MediaSource:
+    """Where ffmpeg reads the upload: a local path, or a presigned http(s) URL plus headers to send."""
+
+    location: str
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. (("If-Match", '"etag"'),)
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    """What one transcode made (all inside ``out_dir``) and what it cost."""
+
+    out_dir: str
+    # master.m3u8, <rung>/index.m3u8, <rung>/init_N.mp4, <rung>/segNNNNN.m4s, audio/...
+    hls_dir: str
+    rungs: tuple[Rung, ...]  # what was made, largest first
+    mp4_path: str  # faststart H.264/AAC MP4 at the MP4 rung
+    mp4_rung: Rung
+    thumbnail_path: str  # JPEG
+    duration_s: float  # decoded: the true length, whatever the source's header said
+    ffmpeg_seconds: float  # ffmpeg's own -benchmark rtime, else the subprocess's wall time
+    ffmpeg_maxrss_kb: int | None
+
+
+class Transcoder(Protocol):
+    """Probes an upload and turns it into an HLS ladder, an MP4 and a thumbnail."""
+
+    def probe(self, source: MediaSource) -> MediaInfo:
+        """Describe the source, or raise MediaRejected / MediaProcessingError."""
+        ...
+
+    def transcode(
+        self,
+        source: MediaSource,
+        info: MediaInfo,
+        out_dir: str,
+        *,
+        ladder: Sequence[int],
+        mp4_short_side: int,
+        segment_s: float,
+        max_duration_s: float,
+        max_pixels: int,
+        on_progress: Callable[[float], None] | None = None,
+        timeout_s: float = 780.0,
+    ) -> TranscodeResult:
+        """One ffmpeg process in the calling thread: HLS into out_dir/hls while it
+        runs, then the MP4 and thumbnail. Raises MediaRejected (the file is bad),
+        MediaProcessingError (try again) or ObjectChanged (the source was replaced)."""
+        ...
 
 
 class VideoRepository(Protocol):

@@ -5,14 +5,21 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from chalicelib.media import ffmpeg_exe
+from chalicelib.media import FfmpegTranscoder, default_watermark_path, find_ffmpeg
+from chalicelib.ports import MediaInfo, MediaSource, TranscodeResult
 
 Frame = npt.NDArray[np.int16]
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary tests run: the imageio-ffmpeg wheel's, the worker's default."""
+    return find_ffmpeg()
 
 
 def ffmpeg(*args: str) -> bytes:
@@ -176,3 +183,45 @@ def make_reference_movie(source: Path, path: Path, *, target_name: str) -> Path:
 
     path.write_bytes(rebuild(source.read_bytes(), top=True))
     return path
+
+
+# ------------------------------------------------------------- the adapter
+
+
+def transcoder() -> FfmpegTranscoder:
+    """The adapter as the container builds it by default: the wheel's ffmpeg, the shipped mark."""
+    return FfmpegTranscoder(ffmpeg_exe(), default_watermark_path())
+
+
+def probe(path: str) -> MediaInfo:
+    """Probe a local file as the worker probes its source."""
+    return transcoder().probe(MediaSource(path))
+
+
+def transcode(
+    path: str,
+    out_dir: Path,
+    *,
+    info: MediaInfo | None = None,
+    ladder: tuple[int, ...] = (720, 360),
+    mp4_short_side: int = 720,
+    segment_s: float = 1.0,
+    max_duration_s: float = 30 * 60,
+    max_pixels: int = 4096 * 4096,
+    on_progress: Callable[[float], None] | None = None,
+    timeout_s: float = 120.0,
+) -> TranscodeResult:
+    """Probe (unless ``info`` is given) and transcode ``path`` into ``out_dir``, as a worker does."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return transcoder().transcode(
+        MediaSource(path),
+        info or probe(path),
+        str(out_dir),
+        ladder=ladder,
+        mp4_short_side=mp4_short_side,
+        segment_s=segment_s,
+        max_duration_s=max_duration_s,
+        max_pixels=max_pixels,
+        on_progress=on_progress,
+        timeout_s=timeout_s,
+    )

@@ -157,9 +157,11 @@ def test_layer_holds_an_executable_ffmpeg_the_worker_code_finds(build: Build, un
         task,
         build.runtime,
         env,
-        "import importlib.util, subprocess; from chalicelib import media; "
+        "import importlib.util, subprocess; from chalicelib.media import find_ffmpeg; "
+        "from chalicelib.settings import get_settings; "
         "assert importlib.util.find_spec('imageio_ffmpeg') is None; "
-        "print(subprocess.run([media.ffmpeg_exe(), '-version'], capture_output=True, text=True).stdout)",
+        "exe = find_ffmpeg(get_settings().ffmpeg_path); "
+        "print(subprocess.run([exe, '-version'], capture_output=True, text=True).stdout)",
     )
     assert output.startswith("ffmpeg version")
 

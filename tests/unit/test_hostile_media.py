@@ -30,28 +30,25 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.media import (
+from chalicelib.media.ffmpeg import (
     DURATION_TOLERANCE_S,
     FfmpegRun,
-    MediaInfo,
-    MediaProcessingError,
-    MediaRejected,
     classify_ffmpeg_run,
-    default_watermark_path,
-    encode,
-    ffmpeg_exe,
     judge_decoded_duration,
-    probe,
     untrusted_input_args,
 )
+from chalicelib.ports import MediaInfo, MediaProcessingError, MediaRejected
 from chalicelib.settings import DEFAULT_CONTENT_TYPES
 from tests.media_tools import (
     ffmpeg,
     ffmpeg_children_of,
+    ffmpeg_exe,
     make_clip,
     make_reference_movie,
     make_resolution_bomb,
+    probe,
     set_mkv_header_duration,
+    transcode,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,16 +63,7 @@ def encode_as_worker(
     max_pixels: int = 4096 * 4096,
 ) -> float:
     """Encode ``path`` (probed unless ``info`` is given); return the true duration."""
-    out_dir.mkdir(exist_ok=True)
-    result = encode(
-        str(path),
-        info or probe(str(path)),
-        str(out_dir),
-        watermark_path=default_watermark_path(),
-        max_duration_s=max_duration_s,
-        max_pixels=max_pixels,
-        timeout_s=120,
-    )
+    result = transcode(str(path), out_dir, info=info, max_duration_s=max_duration_s, max_pixels=max_pixels)
     return result.duration_s
 
 
@@ -574,13 +562,13 @@ def test_judge_decoded_duration(
 
 WORKER = """
 import sys
-from chalicelib.media import ffmpeg_exe, run_ffmpeg
+from chalicelib.media.ffmpeg import find_ffmpeg, run_ffmpeg
 
 print("starting", flush=True)
 # -re paces the endless source at its frame rate: cheap, and it never ends.
 # Nothing on stdout, so no broken pipe would stop it either.
 run_ffmpeg(
-    [ffmpeg_exe(), "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5", "-f", "null", "-"],
+    [find_ffmpeg(), "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5", "-f", "null", "-"],
     timeout_s=600,
 )
 """

@@ -16,17 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chalicelib.media import (
-    EncodeResult,
-    MediaInfo,
-    MediaProcessingError,
-    MediaRejected,
-    default_watermark_path,
-    encode,
-    probe,
-    rendition_size,
-)
-from tests.media_tools import decode_frame, ffmpeg, ffmpeg_children_of, make_clip
+from chalicelib.media.ladder import rung_size
+from chalicelib.ports import MediaProcessingError, MediaRejected, TranscodeResult
+from tests.media_tools import decode_frame, ffmpeg, ffmpeg_children_of, make_clip, probe, transcode
 
 
 def cut_in_half(source: str, target: Path) -> str:
@@ -41,20 +33,13 @@ def encode_clip(
     *,
     on_progress: Callable[[float], None] | None = None,
     timeout_s: float = 780.0,
-    max_duration_s: float = 30 * 60,
-    max_pixels: int = 4096 * 4096,
-) -> EncodeResult:
-    """Probe and encode ``path`` into ``out_dir`` with the shipped watermark, as a worker does."""
-    return encode(
-        path,
-        probe(path),
-        str(out_dir),
-        watermark_path=default_watermark_path(),
-        max_duration_s=max_duration_s,
-        max_pixels=max_pixels,
-        on_progress=on_progress,
-        timeout_s=timeout_s,
-    )
+) -> TranscodeResult:
+    """Probe and transcode ``path`` into ``out_dir`` with the shipped watermark, as a worker does."""
+    return transcode(path, out_dir, on_progress=on_progress, timeout_s=timeout_s)
+
+
+def mp4_size(result: TranscodeResult) -> tuple[int, int]:
+    return (result.mp4_rung.width, result.mp4_rung.height)
 
 
 def top_level_boxes(path: str) -> list[str]:
@@ -117,7 +102,7 @@ def long_clip(clips: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def landscape_encoded(landscape_clip: str, tmp_path_factory: pytest.TempPathFactory) -> EncodeResult:
+def landscape_encoded(landscape_clip: str, tmp_path_factory: pytest.TempPathFactory) -> TranscodeResult:
     return encode_clip(landscape_clip, tmp_path_factory.mktemp("landscape-out"))
 
 
@@ -225,17 +210,6 @@ def test_probe_of_a_missing_file_is_not_blamed_on_the_user(tmp_path: Path) -> No
 # ----------------------------------------------------------------- rendition size
 
 
-def info_of_size(width: int, height: int) -> MediaInfo:
-    return MediaInfo(
-        duration_s=1.0,
-        width=width,
-        height=height,
-        video_codec="h264",
-        audio_codec=None,
-        rotation=0,
-    )
-
-
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
@@ -248,46 +222,47 @@ def info_of_size(width: int, height: int) -> MediaInfo:
     ],
 )
 def test_rendition_size(source: tuple[int, int], expected: tuple[int, int]) -> None:
-    assert rendition_size(info_of_size(*source)) == expected
+    assert rung_size(*source, 720) == expected
 
 
 def test_rendition_size_takes_a_smaller_short_side() -> None:
-    assert rendition_size(info_of_size(1920, 1080), short_side=480) == (854, 480)
+    assert rung_size(1920, 1080, 480) == (854, 480)
 
 
 # ------------------------------------------------------------------------ encode
 
 
 def test_encode_writes_a_web_ready_rendition_and_a_thumbnail(
-    landscape_clip: str, landscape_encoded: EncodeResult
+    landscape_clip: str, landscape_encoded: TranscodeResult
 ) -> None:
     result = landscape_encoded
-    rendition = probe(result.rendition_path)
+    rendition = probe(result.mp4_path)
 
-    assert Path(result.rendition_path).name == "rendition.mp4"
+    assert Path(result.mp4_path).name == "rendition.mp4"
     assert (rendition.video_codec, rendition.audio_codec) == ("h264", "aac")
-    assert (result.width, result.height) == (rendition.width, rendition.height) == (640, 360)
+    assert mp4_size(result) == (rendition.width, rendition.height) == (640, 360)
     assert result.duration_s == pytest.approx(probe(landscape_clip).duration_s, abs=0.1)
-    boxes = top_level_boxes(result.rendition_path)
+    boxes = top_level_boxes(result.mp4_path)
     assert boxes.index("moov") < boxes.index("mdat"), boxes  # +faststart: playable while downloading
     assert Path(result.thumbnail_path).read_bytes()[:2] == b"\xff\xd8"
-    assert sorted(os.listdir(Path(result.rendition_path).parent)) == [
+    assert sorted(os.listdir(Path(result.mp4_path).parent)) == [
+        "hls",
         "rendition.mp4",
         "thumbnail.jpg",
     ]
 
 
-def test_encode_reports_ffmpeg_cost(landscape_encoded: EncodeResult) -> None:
+def test_encode_reports_ffmpeg_cost(landscape_encoded: TranscodeResult) -> None:
     assert 0 < landscape_encoded.ffmpeg_seconds < 30
     assert landscape_encoded.ffmpeg_maxrss_kb is not None
     assert landscape_encoded.ffmpeg_maxrss_kb > 1000
 
 
 def test_encode_burns_the_watermark_into_the_bottom_right(
-    landscape_clip: str, landscape_encoded: EncodeResult
+    landscape_clip: str, landscape_encoded: TranscodeResult
 ) -> None:
-    size = (landscape_encoded.width, landscape_encoded.height)
-    watermarked = decode_frame(landscape_encoded.rendition_path, size, frame_number=30)
+    size = mp4_size(landscape_encoded)
+    watermarked = decode_frame(landscape_encoded.mp4_path, size, frame_number=30)
     original = decode_frame(landscape_clip, size, frame_number=30)
 
     difference = np.abs(watermarked - original).mean(axis=2)
@@ -301,12 +276,12 @@ def test_encode_burns_the_watermark_into_the_bottom_right(
     assert corner[rows, cols].all()
 
 
-def test_thumbnail_is_the_frame_at_one_second(landscape_encoded: EncodeResult) -> None:
-    size = (landscape_encoded.width, landscape_encoded.height)
+def test_thumbnail_is_the_frame_at_one_second(landscape_encoded: TranscodeResult) -> None:
+    size = mp4_size(landscape_encoded)
     thumbnail = decode_frame(landscape_encoded.thumbnail_path, size, frame_number=0)
 
     def distance(frame_number: int) -> float:
-        frame = decode_frame(landscape_encoded.rendition_path, size, frame_number=frame_number)
+        frame = decode_frame(landscape_encoded.mp4_path, size, frame_number=frame_number)
         return float(np.abs(thumbnail - frame).mean())
 
     # testsrc2 moves every frame; JPEG and H.264 losses stay well below that.
@@ -318,7 +293,7 @@ def test_thumbnail_is_the_frame_at_one_second(landscape_encoded: EncodeResult) -
 def test_encode_keeps_phone_rotation_and_portrait_size(rotated_clip: str, tmp_path: Path) -> None:
     result = encode_clip(rotated_clip, tmp_path)
 
-    assert (result.width, result.height) == (360, 640)
+    assert mp4_size(result) == (360, 640)
     thumbnail = decode_frame(result.thumbnail_path, (360, 640), frame_number=0)
     assert thumbnail.shape == (640, 360, 3)
 
@@ -326,8 +301,8 @@ def test_encode_keeps_phone_rotation_and_portrait_size(rotated_clip: str, tmp_pa
 def test_encode_without_audio_has_no_audio_stream(silent_clip: str, tmp_path: Path) -> None:
     result = encode_clip(silent_clip, tmp_path)
 
-    assert probe(result.rendition_path).audio_codec is None
-    assert (result.width, result.height) == (320, 240)
+    assert probe(result.mp4_path).audio_codec is None
+    assert mp4_size(result) == (320, 240)
 
 
 def test_encode_makes_a_thumbnail_of_a_very_short_clip(tiny_clip: str, tmp_path: Path) -> None:
