@@ -2,24 +2,47 @@
 
     GET /, /index.html, /config.json   the built front end, revalidated on every load
     GET /assets/<hash>/...             its assets, cached for good (their names change with them)
-    GET /media/<key>?Expires&Signature&Key-Pair-Id
-                                       a private media object, for a valid signed URL only
+    GET /media/<key>                   a private media object, for a valid signature only
+    OPTIONS /media/<key>               a CORS preflight, for a signed URL from an allowed origin
 
 Like the CloudFront distribution in `infra/`, media comes from the private
-media bucket and only through URLs signed with the stage's key (canned
-policy, RSA-SHA1); anything else is 403. Byte ranges are passed to S3 so
-the browser's `<video>` can seek. ETags let the browser revalidate the HTML
-and config with a 304.
+media bucket and only to requests signed with the stage's key (RSA-SHA1),
+checked as CloudFront checks them:
+
+- a canned policy (`Expires`, `Signature`, `Key-Pair-Id`), rebuilt from the
+  URL itself, so it opens that one URL;
+- a custom policy (`Policy`, `Signature`, `Key-Pair-Id`): the signature is
+  over the policy's bytes; its one statement's Resource may hold `*` and `?`
+  wildcards and is matched against the full URL without the signing
+  parameters; DateLessThan is required, DateGreaterThan and IpAddress are
+  optional;
+- the same values from the query string or, when the query has none, from
+  the cookies `CloudFront-Policy` (or `CloudFront-Expires`),
+  `CloudFront-Signature` and `CloudFront-Key-Pair-Id` (what native HLS sends,
+  as it cannot add a query to the URIs in a playlist).
+
+Anything else is 403. The path is normalised first (RFC 3986 dot segments,
+as CloudFront does), so `/media/../` never reaches a media key, and a key
+that would still climb out (`..` behind an encoded slash) is refused. Byte
+ranges are passed to S3 so a `<video>` can seek; the object's Content-Type
+and Cache-Control are relayed (playlists under processing say no-cache).
+Media answers CORS for the configured front-end origins, so hls.js on
+another origin can read it. ETags let the browser revalidate the HTML and
+config with a 304.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
+import json
 import logging
+import re
+import string
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -39,7 +62,16 @@ from devstack.http_server import BackgroundHTTPServer
 log = logging.getLogger(__name__)
 
 MEDIA_PREFIX = "/media/"
-_SIGNING_PARAMS = frozenset({"Expires", "Signature", "Key-Pair-Id"})
+_SIGNING_PARAMS = frozenset({"Expires", "Policy", "Signature", "Key-Pair-Id"})
+_COOKIE_PREFIX = "CloudFront-"
+_CONDITIONS = frozenset({"DateLessThan", "DateGreaterThan", "IpAddress"})
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+# What a player may ask for and read across origins.
+_CORS_ALLOW_METHODS = "GET, HEAD"
+_CORS_ALLOW_HEADERS = "Range"
+_CORS_EXPOSE_HEADERS = "Content-Length, Content-Range"
+_CORS_MAX_AGE_S = "600"
 _CHUNK = 256 * 1024
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -53,7 +85,7 @@ class _Page:
 
 
 class SignedUrlVerifier:
-    """Checks CloudFront canned-policy signed URLs, as CloudFront does before serving."""
+    """Checks CloudFront signed URLs and cookies, canned or custom, as CloudFront does before serving."""
 
     def __init__(self, private_key_pem: bytes, key_pair_id: str, base_url: str, clock: Any = time.time):
         key = serialization.load_pem_private_key(private_key_pem, password=None)
@@ -64,39 +96,215 @@ class SignedUrlVerifier:
         self._base_url = base_url.rstrip("/")
         self._clock = clock
 
-    def problem(self, path: str, query: str) -> str | None:
-        """Why the signed URL for `path` + `query` is refused, or None if it is good."""
-        params = dict(parse_qsl(query, keep_blank_values=True))
-        if not params.keys() >= _SIGNING_PARAMS:
+    def problem(
+        self,
+        path: str,
+        query: str,
+        *,
+        cookies: Mapping[str, str] | None = None,
+        client_ip: str = "127.0.0.1",
+    ) -> str | None:
+        """Why a request for `path` + `query` (with these cookies, from this address) is refused, or None."""
+        pairs = [name for name, _ in parse_qsl(query, keep_blank_values=True) if name in _SIGNING_PARAMS]
+        if pairs:
+            # A signed URL wins over signed cookies. What was signed is the
+            # URL with any other query parameters, as sent.
+            if len(pairs) != len(set(pairs)):
+                return "Access denied: a signing parameter is repeated"
+            signed = {k: v for k, v in parse_qsl(query, keep_blank_values=True) if k in _SIGNING_PARAMS}
+            others = "&".join(p for p in query.split("&") if p.split("=", 1)[0] not in _SIGNING_PARAMS)
+            url = f"{self._base_url}{path}" + (f"?{others}" if others else "")
+        else:
+            signed = {
+                name.removeprefix(_COOKIE_PREFIX): value
+                for name, value in (cookies or {}).items()
+                if name.startswith(_COOKIE_PREFIX) and name.removeprefix(_COOKIE_PREFIX) in _SIGNING_PARAMS
+            }
+            url = f"{self._base_url}{path}" + (f"?{query}" if query else "")
+        if "Key-Pair-Id" not in signed:
             return "Missing Key-Pair-Id query parameter or cookie value"
-        if params["Key-Pair-Id"] != self._key_pair_id:
+        if "Signature" not in signed or ("Policy" in signed) == ("Expires" in signed):
+            return "Access denied: a signature needs either Expires (canned) or Policy (custom)"
+        if signed["Key-Pair-Id"] != self._key_pair_id:
             return "Unknown Key"
         try:
-            expires = datetime.fromtimestamp(int(params["Expires"]), tz=UTC)
-            encoded = params["Signature"].translate(str.maketrans("-_~", "+=/"))
-            signature = base64.b64decode(encoded, validate=True)
+            signature = _cloudfront_b64decode(signed["Signature"])
+        except ValueError:
+            return "Invalid signature"
+        if "Expires" in signed:
+            return self._canned_problem(url, signed["Expires"], signature)
+        return self._custom_problem(url, signed["Policy"], signature, client_ip)
+
+    def _canned_problem(self, url: str, expires_value: str, signature: bytes) -> str | None:
+        try:
+            expires = datetime.fromtimestamp(int(expires_value), tz=UTC)
         except (ValueError, OverflowError, OSError):
             return "Invalid signature"
         if expires.timestamp() <= self._clock():
             return "Access denied: the URL has expired"
-        # The signed resource is the URL with any other query parameters, as sent.
-        others = "&".join(p for p in query.split("&") if p.split("=", 1)[0] not in _SIGNING_PARAMS)
-        resource = f"{self._base_url}{path}" + (f"?{others}" if others else "")
-        policy = CloudFrontSigner(self._key_pair_id, _no_signer).build_policy(resource, expires)
-        try:
-            self._public_key.verify(signature, policy.encode(), padding.PKCS1v15(), hashes.SHA1())
-        except InvalidSignature:
+        # A canned policy is not sent: it is rebuilt from the URL, so it opens only that URL.
+        policy = CloudFrontSigner(self._key_pair_id, _no_signer).build_policy(url, expires)
+        if not self._signed(policy.encode(), signature):
             return "Access denied: the signature does not match"
         return None
+
+    def _custom_problem(self, url: str, encoded_policy: str, signature: bytes, client_ip: str) -> str | None:
+        try:
+            policy = _cloudfront_b64decode(encoded_policy)
+        except ValueError:
+            return "Malformed Policy"
+        # The signature covers the policy's exact bytes; only then is it read.
+        if not self._signed(policy, signature):
+            return "Access denied: the signature does not match"
+        statement = _statement(policy)
+        if statement is None:
+            return "Malformed Policy"
+        resource, conditions = statement
+        if not _wildcard_matches(resource, url):
+            return "Access denied: the policy's Resource does not cover this URL"
+        now = self._clock()
+        if conditions["DateLessThan"] <= now:
+            return "Access denied: the policy has expired"
+        not_before = conditions.get("DateGreaterThan")
+        if not_before is not None and now < not_before:
+            return "Access denied: the policy is not valid yet"
+        network = conditions.get("IpAddress")
+        if network is not None and not _address_in(client_ip, str(network)):
+            return "Access denied: the policy does not allow this address"
+        return None
+
+    def _signed(self, message: bytes, signature: bytes) -> bool:
+        try:
+            self._public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA1())
+        except InvalidSignature:
+            return False
+        return True
+
+
+def _cloudfront_b64decode(value: str) -> bytes:
+    """CloudFront's URL-safe base64 ('+=/' sent as '-_~'); ValueError if it is not that."""
+    return base64.b64decode(value.translate(str.maketrans("-_~", "+=/")), validate=True)
+
+
+def _statement(policy: bytes) -> tuple[str, dict[str, Any]] | None:
+    """The Resource and conditions of a custom policy's one statement, or None if malformed.
+
+    Conditions map DateLessThan/DateGreaterThan to epoch seconds and IpAddress to a CIDR.
+    """
+    try:
+        document = json.loads(policy)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    statements = document.get("Statement") if isinstance(document, dict) else None
+    if not isinstance(statements, list) or len(statements) != 1 or not isinstance(statements[0], dict):
+        return None
+    statement = statements[0]
+    # Without a Resource a policy covers every URL of the distribution (CloudFront's rule).
+    resource = statement.get("Resource", "*")
+    condition = statement.get("Condition")
+    if not isinstance(resource, str) or not isinstance(condition, dict):
+        return None
+    if not condition.keys() <= _CONDITIONS or "DateLessThan" not in condition:
+        return None
+    conditions: dict[str, Any] = {}
+    for name in ("DateLessThan", "DateGreaterThan"):
+        if name in condition:
+            moment = condition[name]
+            epoch = moment.get("AWS:EpochTime") if isinstance(moment, dict) else None
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or len(moment) != 1:
+                return None
+            conditions[name] = epoch
+    if "IpAddress" in condition:
+        address = condition["IpAddress"]
+        source = address.get("AWS:SourceIp") if isinstance(address, dict) else None
+        if not isinstance(source, str) or len(address) != 1:
+            return None
+        conditions["IpAddress"] = source
+    return resource, conditions
+
+
+def _wildcard_matches(resource: str, url: str) -> bool:
+    """CloudFront's Resource match: `*` is any run of characters (none included), `?` exactly one."""
+    pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in resource)
+    return re.fullmatch(pattern, url, flags=re.DOTALL) is not None
+
+
+def _address_in(client_ip: str, cidr: str) -> bool:
+    try:
+        return ipaddress.ip_address(client_ip) in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+
+
+def normalize_path(path: str) -> str:
+    """The path as CloudFront reads it (RFC 3986): unreserved characters decoded, dot segments removed."""
+
+    def decode_unreserved(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else match.group(0)
+
+    return _remove_dot_segments(_PERCENT.sub(decode_unreserved, path))
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4."""
+    output: list[str] = []
+    rest = path
+    while rest:
+        if rest.startswith("../"):
+            rest = rest[3:]
+        elif rest.startswith(("./", "/./")):
+            rest = rest[2:]
+        elif rest == "/.":
+            rest = "/"
+        elif rest.startswith("/../"):
+            rest = rest[3:]
+            if output:
+                output.pop()
+        elif rest == "/..":
+            rest = "/"
+            if output:
+                output.pop()
+        elif rest in {".", ".."}:
+            rest = ""
+        else:
+            start = 1 if rest.startswith("/") else 0
+            end = rest.find("/", start)
+            end = len(rest) if end < 0 else end
+            output.append(rest[:end])
+            rest = rest[end:]
+    return "".join(output)
+
+
+def _media_key(path: str) -> str | None:
+    """The media bucket key of a normalised /media/ path, or None if it would climb out of its folder."""
+    key = unquote(path).lstrip("/")
+    # Only an encoded slash ("..%2F") can still bring dot segments here; S3
+    # would take them literally, but no key of ours has them.
+    if any(segment in {".", ".."} for segment in key.split("/")):
+        return None
+    return key
 
 
 class CdnServer(BackgroundHTTPServer):
     """The stand-in's HTTP server, in a background thread."""
 
-    def __init__(self, host: str, port: int, *, s3: Any, media_bucket: str, verifier: SignedUrlVerifier):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        s3: Any,
+        media_bucket: str,
+        verifier: SignedUrlVerifier,
+        cors_origins: Sequence[str] = (),
+    ):
         self.s3 = s3
         self.media_bucket = media_bucket
         self.verifier = verifier
+        # Front-end origins whose scripts may read media ("*": any), like the
+        # response headers policy on CloudFront's media behaviour.
+        self.cors_origins = frozenset(cors_origins)
         self._site: dict[str, _Page] = {}
         self._lock = threading.Lock()
         super().__init__(host, port, self._handler_class(), "cdn")
@@ -115,6 +323,14 @@ class CdnServer(BackgroundHTTPServer):
         with self._lock:
             return self._site.get(key)
 
+    def allowed_origin(self, origin: str | None) -> str | None:
+        """The Access-Control-Allow-Origin for a request from `origin`, or None if it may not read media."""
+        if origin is None:
+            return None
+        if "*" in self.cors_origins:
+            return "*"
+        return origin if origin in self.cors_origins else None
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         cdn = self
 
@@ -128,12 +344,40 @@ class _CdnHandler(BaseHTTPRequestHandler):
     server_cdn: CdnServer
     protocol_version = "HTTP/1.1"
     _headers_sent = False
+    _cors: Mapping[str, str] = {}
 
     def do_GET(self) -> None:
         self._serve(with_body=True)
 
     def do_HEAD(self) -> None:
         self._serve(with_body=False)
+
+    def do_OPTIONS(self) -> None:
+        """A CORS preflight. Media only; like every request to the media behaviour, it must be signed."""
+        self._headers_sent = False
+        self._cors = {}
+        url = urlsplit(self.path)
+        path = normalize_path(url.path)
+        if not path.startswith(MEDIA_PREFIX):
+            self._send_text(HTTPStatus.FORBIDDEN, "This method is not allowed for this path", with_body=True)
+            return
+        problem = self._media_problem(path, url.query)
+        allowed = self.server_cdn.allowed_origin(self.headers.get("Origin"))
+        method = self.headers.get("Access-Control-Request-Method", "")
+        if problem is None and (allowed is None or method not in {"GET", "HEAD"}):
+            problem = "CORS: this origin or method is not allowed"
+        if problem is not None:
+            self._send_text(HTTPStatus.FORBIDDEN, problem, with_body=True)
+            return
+        assert allowed is not None
+        headers = {
+            "Access-Control-Allow-Origin": allowed,
+            "Access-Control-Allow-Methods": _CORS_ALLOW_METHODS,
+            "Access-Control-Allow-Headers": _CORS_ALLOW_HEADERS,
+            "Access-Control-Max-Age": _CORS_MAX_AGE_S,
+            "Vary": "Origin",
+        }
+        self._send(HTTPStatus.NO_CONTENT, headers, b"", with_body=False)
 
     def end_headers(self) -> None:
         self._headers_sent = True
@@ -144,12 +388,15 @@ class _CdnHandler(BaseHTTPRequestHandler):
 
     def _serve(self, *, with_body: bool) -> None:
         self._headers_sent = False
+        self._cors = {}
         url = urlsplit(self.path)
+        path = normalize_path(url.path)  # before choosing media or site, as CloudFront does
         try:
-            if url.path.startswith(MEDIA_PREFIX):
-                self._serve_media(url.path, url.query, with_body=with_body)
+            if path.startswith(MEDIA_PREFIX):
+                self._cors = self._cors_headers()
+                self._serve_media(path, url.query, with_body=with_body)
             else:
-                self._serve_site(url.path, with_body=with_body)
+                self._serve_site(path, with_body=with_body)
         except _DISCONNECTS:
             pass  # the browser moved on (a <video> does this all the time)
         except Exception:  # any other failure is the origin's, as CloudFront would say
@@ -171,13 +418,41 @@ class _CdnHandler(BaseHTTPRequestHandler):
             return
         self._send(HTTPStatus.OK, headers, page.body, with_body=with_body)
 
+    def _cors_headers(self) -> dict[str, str]:
+        allowed = self.server_cdn.allowed_origin(self.headers.get("Origin"))
+        if allowed is None:
+            return {}
+        return {
+            "Access-Control-Allow-Origin": allowed,
+            "Access-Control-Expose-Headers": _CORS_EXPOSE_HEADERS,
+            "Vary": "Origin",
+        }
+
+    def _cookies(self) -> dict[str, str]:
+        """The request's cookies; of a repeated name the first (browsers send the longest path first)."""
+        cookies: dict[str, str] = {}
+        for header in self.headers.get_all("Cookie") or []:
+            for pair in header.split(";"):
+                name, _, value = pair.strip().partition("=")
+                if name and name not in cookies:
+                    cookies[name] = value.strip().strip('"')
+        return cookies
+
+    def _media_problem(self, path: str, query: str) -> str | None:
+        if _media_key(path) is None:
+            return "Access denied: not a media key"
+        return self.server_cdn.verifier.problem(
+            path, query, cookies=self._cookies(), client_ip=self.client_address[0]
+        )
+
     def _serve_media(self, path: str, query: str, *, with_body: bool) -> None:
         cdn = self.server_cdn
-        problem = cdn.verifier.problem(path, query)
-        if problem is not None:
-            self._send_text(HTTPStatus.FORBIDDEN, problem, with_body=with_body)
+        problem = self._media_problem(path, query)
+        key = _media_key(path)
+        if problem is not None or key is None:
+            self._send_text(HTTPStatus.FORBIDDEN, problem or "Access denied", with_body=with_body)
             return
-        request: dict[str, Any] = {"Bucket": cdn.media_bucket, "Key": unquote(path).lstrip("/")}
+        request: dict[str, Any] = {"Bucket": cdn.media_bucket, "Key": key}
         if self.headers.get("Range"):
             request["Range"] = self.headers["Range"]
         if self.headers.get("If-None-Match"):
@@ -224,9 +499,9 @@ class _CdnHandler(BaseHTTPRequestHandler):
             body.close()
 
     def _start(self, status: HTTPStatus, headers: Mapping[str, str | None]) -> None:
-        """Send the status line and the headers that have a value."""
+        """Send the status line and the headers that have a value (and CORS's, for media)."""
         self.send_response(status)
-        for name, value in headers.items():
+        for name, value in {**self._cors, **headers}.items():
             if value is not None:
                 self.send_header(name, value)
         self.end_headers()

@@ -413,7 +413,12 @@ class LocalStack:
         )
         s3 = local_client("s3", self.endpoint_url, settings.region)
         self._cdn = CdnServer(
-            HOST, self.ports.cdn_port, s3=s3, media_bucket=settings.media_bucket, verifier=verifier
+            HOST,
+            self.ports.cdn_port,
+            s3=s3,
+            media_bucket=settings.media_bucket,
+            verifier=verifier,
+            cors_origins=(settings.cors_origin,),  # the front ends that may call the API may play its media
         )
         self._frontend_watcher = CodeWatcher(self.project_dir / "frontend", suffixes=None)
         self._publish_frontend()
