@@ -24,10 +24,12 @@ MOTO_UNMODELLED_TYPES = frozenset(
     {
         "AWS::ApiGateway::DomainName",
         "AWS::CertificateManager::Certificate",
+        "AWS::CloudFront::CachePolicy",
         "AWS::CloudFront::Distribution",
         "AWS::CloudFront::KeyGroup",
         "AWS::CloudFront::OriginAccessControl",
         "AWS::CloudFront::PublicKey",
+        "AWS::CloudFront::ResponseHeadersPolicy",
         "AWS::CloudWatch::Alarm",
         "AWS::Cognito::UserPool",
         "AWS::Cognito::UserPoolClient",

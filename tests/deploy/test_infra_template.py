@@ -11,6 +11,7 @@ template itself, and `NOT_PROVEN_ON_MOTO` names it.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,96 @@ def test_cdn_serves_private_buckets_over_https_with_signed_media(stack_template:
         grants = [s["Fn::If"][1] for s in statements if "Fn::If" in s]
         assert [g["Principal"] for g in grants] == [{"Service": "cloudfront.amazonaws.com"}]
         assert "AWS:SourceArn" in grants[0]["Condition"]["StringEquals"]
+
+
+def _evaluate(value: Any, parameters: dict[str, str]) -> Any:
+    """Fn::Split / Fn::Join / Fn::Sub / Ref of parameters, as CloudFormation evaluates them."""
+    if isinstance(value, list):
+        return [_evaluate(item, parameters) for item in value]
+    if isinstance(value, dict):
+        ((function, argument),) = value.items()
+        if function == "Ref":
+            return parameters[argument]
+        if function == "Fn::Sub":
+            return re.sub(r"\$\{(\w+)\}", lambda m: parameters[m.group(1)], argument)
+        if function == "Fn::Join":
+            return argument[0].join(_evaluate(argument[1], parameters))
+        if function == "Fn::Split":
+            return _evaluate(argument[1], parameters).split(argument[0])
+        raise ValueError(function)
+    return value
+
+
+def test_media_honours_its_cache_control_and_shares_one_copy_per_object(
+    stack_template: dict[str, Any],
+) -> None:
+    resources = stack_template["Resources"]
+    config = resources["Distribution"]["Properties"]["DistributionConfig"]
+    (media,) = config["CacheBehaviors"]
+    assert media["CachePolicyId"] == {"Ref": "MediaCachePolicy"}
+    policy = resources["MediaCachePolicy"]["Properties"]["CachePolicyConfig"]
+    # A playlist that still grows says no-cache; a minimum TTL above 0 would
+    # cache it anyway (CachingOptimized's is 1 s). Immutable objects stay a year.
+    assert policy["MinTTL"] == 0 and policy["MaxTTL"] >= 31536000
+    key = policy["ParametersInCacheKeyAndForwardedToOrigin"]
+    # Neither the signed query nor the signed cookies are in the cache key.
+    assert key["QueryStringsConfig"] == {"QueryStringBehavior": "none"}
+    assert key["CookiesConfig"] == {"CookieBehavior": "none"}
+    assert key["HeadersConfig"] == {"HeaderBehavior": "none"}
+    # Every media request is signed (URL or cookies) by the key group; preflights reach S3, uncached.
+    assert media["TrustedKeyGroups"] == [{"Ref": "CdnKeyGroup"}]
+    assert media["AllowedMethods"] == ["GET", "HEAD", "OPTIONS"] and media["CachedMethods"] == ["GET", "HEAD"]
+    assert media["OriginRequestPolicyId"] == "88a5eaf4-2fd4-4709-b370-b4c650ea3fcf"  # Managed-CORS-S3Origin
+
+
+@pytest.mark.parametrize(
+    ("extra", "origins"),
+    [
+        ({}, None),
+        ({"CdnDomainName": "app.x.com"}, ["https://app.x.com"]),
+        (
+            {"CdnDomainName": "app.x.com", "MediaCorsOrigins": "https://a.example,http://localhost:5173"},
+            ["https://app.x.com", "https://a.example", "http://localhost:5173"],
+        ),
+        ({"MediaCorsOrigins": "https://a.example"}, ["https://a.example"]),
+    ],
+)
+def test_media_answers_cors_only_for_the_front_ends_origins(
+    stack_template: dict[str, Any], tmp_path: Path, extra: dict[str, str], origins: list[str] | None
+) -> None:
+    parameters = {**AWS_PARAMETERS, "HostedZoneId": "Z1", **extra}
+    template = specialise(stack_template, parameters)
+    resources = template["Resources"]
+    (media,) = resources["Distribution"]["Properties"]["DistributionConfig"]["CacheBehaviors"]
+    bucket = resources["MediaBucket"]["Properties"]
+    values = {name: str(spec.get("Default", "")) for name, spec in stack_template["Parameters"].items()}
+    values.update(parameters)
+    if origins is None:
+        # The site and its media share the distribution's domain: same-origin, no CORS.
+        assert "MediaResponseHeadersPolicy" not in resources and "CorsConfiguration" not in bucket
+        assert media["ResponseHeadersPolicyId"] == "67f7725c-6f97-4210-82d7-5512b31e9d03"
+    else:
+        assert media["ResponseHeadersPolicyId"] == {"Ref": "MediaResponseHeadersPolicy"}
+        config = resources["MediaResponseHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"]
+        cors = config["CorsConfig"]
+        assert _evaluate(cors["AccessControlAllowOrigins"]["Items"], values) == origins
+        assert cors["AccessControlAllowHeaders"]["Items"] == ["Range"]
+        assert cors["AccessControlAllowMethods"]["Items"] == ["GET", "HEAD"]
+        assert cors["AccessControlExposeHeaders"]["Items"] == ["Content-Length", "Content-Range"]
+        assert cors["AccessControlAllowCredentials"] is False  # signatures, not credentials
+        assert config["SecurityHeadersConfig"]["FrameOptions"]["FrameOption"] == "SAMEORIGIN"
+        (rule,) = bucket["CorsConfiguration"]["CorsRules"]  # S3 answers the preflights
+        assert _evaluate(rule["AllowedOrigins"], values) == origins
+        assert rule["AllowedMethods"] == ["GET", "HEAD"] and rule["AllowedHeaders"] == ["Range"]
+    lint(template, tmp_path, "W2001")
+
+
+def test_the_media_cors_origins_parameter_takes_only_origins(stack_template: dict[str, Any]) -> None:
+    pattern = stack_template["Parameters"]["MediaCorsOrigins"]["AllowedPattern"]
+    for good in ("", "https://a.example", "https://a.example,http://127.0.0.1:5173", "*"):
+        assert re.fullmatch(pattern, good), good
+    for bad in ("a.example", "https://a.example/", "https://a.example, https://b", "https://a.example,"):
+        assert not re.fullmatch(pattern, bad), bad
 
 
 def test_queues_tables_and_user_pool_have_the_settings_the_apps_rely_on(
