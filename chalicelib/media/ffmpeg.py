@@ -351,7 +351,7 @@ _PROBED_FORMAT_RE = re.compile(r"Format (?P<name>\S+) probed with size=")
 
 # The source's store answered that the object asked for (with If-Match) is not
 # there any more: replaced (412) or removed (404). Retrying cannot bring it back.
-_SOURCE_REPLACED_RE = re.compile(r"Server returned (?P<status>412|404)\b")
+_SOURCE_REPLACED_RE = re.compile(r"(?:HTTP error|Server returned) (?P<status>412|404)\b")
 # A network read of the source that broke: ours (or the store's) to retry, not
 # the file's fault, even when ffmpeg then exits 0 with what it had read.
 _NETWORK_BROKE = (

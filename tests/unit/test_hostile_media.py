@@ -37,7 +37,7 @@ from chalicelib.media.ffmpeg import (
     judge_decoded_duration,
     untrusted_input_args,
 )
-from chalicelib.ports import MediaInfo, MediaProcessingError, MediaRejected
+from chalicelib.ports import MediaInfo, MediaProcessingError, MediaRejected, ObjectChanged
 from chalicelib.settings import DEFAULT_CONTENT_TYPES
 from tests.media_tools import (
     ffmpeg,
@@ -495,11 +495,26 @@ WHITELIST = "[in#0 @ 0x1] Format not on whitelist 'mov,mp4,m4a,3gp,3g2,mj2,matro
          "cut short"),
         (run(1, "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x1] moov atom not found\n"), PERMANENT, "cut short"),
         (run(187, "[aost#0:1 @ 0x1] Something nobody expected\n"), TRANSIENT, "exited with status 187"),
+        # Reading the source over the network (a presigned GET).
+        (run(0, "[http @ 0x1] Stream ends prematurely at 508131, should be 1016262\n"), TRANSIENT,
+         "reading the source broke off"),
+        (run(183, "[h264 @ 0x1] Invalid NAL unit size (7708 > 3115).\n"
+                  "[tcp @ 0x2] Connection reset by peer\n"), TRANSIENT, "reading the source broke off"),
+        (run(1, "[tls @ 0x1] Error in the pull function.\n"), TRANSIENT, "reading the source broke off"),
+        (run(1, "[in#0 @ 0x1] Error opening input: Server returned 5XX Server Error reply\n"), TRANSIENT,
+         "reading the source broke off"),
+        (run(1, "[in#0 @ 0x1] Error opening input: Server returned 403 Forbidden (access denied)\n"),
+         TRANSIENT, "reading the source broke off"),
+        (run(1, "[http @ 0x1] HTTP error 412 Precondition Failed\n"), ObjectChanged, "replaced or removed"),
+        (run(1, "[in#0 @ 0x1] Error opening input: Server returned 404 Not Found\n"), ObjectChanged,
+         "replaced or removed"),
     ],
     ids=[
         "timeout", "sigkill", "sigxfsz", "disk-full-exit-0", "no-memory", "external-track", "success",
         "whitelist-manifest", "whitelist-other-format", "whitelist-unknown-format", "protocol-refused",
         "pixel-cap", "no-decoder", "invalid-data", "moov-not-found", "unknown-exit",
+        "network-cut-exit-0", "network-reset-with-damage", "tls-pull", "http-5xx", "http-403",
+        "http-412", "http-404",
     ],
 )  # fmt: skip
 def test_classify_ffmpeg_run(outcome: FfmpegRun, expected: type[Exception] | None, says: str | None) -> None:
@@ -518,6 +533,7 @@ def test_an_uploaders_metadata_cannot_pose_as_an_ffmpeg_error() -> None:
         "Input #0, matroska,webm, from 'file:/tmp/source':\n"
         "  Metadata:\n"
         "    title           : No space left on device\n"
+        "    comment         : HTTP error 412 Connection reset\n"
     )
 
     assert classify_ffmpeg_run(run(0, dump)) is None

@@ -6,9 +6,13 @@ so the whole file runs in seconds.
 
 from __future__ import annotations
 
+import http.server
 import os
+import re
 import resource
+import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +20,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chalicelib.media.ffmpeg import source_args
 from chalicelib.media.ladder import rung_size
-from chalicelib.ports import MediaProcessingError, MediaRejected, TranscodeResult
-from tests.media_tools import decode_frame, ffmpeg, ffmpeg_children_of, make_clip, probe, transcode
+from chalicelib.ports import MediaProcessingError, MediaRejected, MediaSource, ObjectChanged, TranscodeResult
+from tests.media_tools import (
+    decode_frame,
+    ffmpeg,
+    ffmpeg_children_of,
+    make_clip,
+    probe,
+    transcode,
+    transcoder,
+)
 
 
 def cut_in_half(source: str, target: Path) -> str:
@@ -420,3 +433,154 @@ def test_encode_treats_a_killed_ffmpeg_as_retryable(
         encode_clip(long_clip, tmp_path)
 
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------ reading the source over HTTP
+
+
+class SourceServer:
+    """A presigned-GET stand-in on 127.0.0.1: serves one file (with Range), records
+    the If-Match headers it got, and can misbehave as ``mode`` says:
+    "whole", "half" (sends half the file, then drops the connection) or "412"."""
+
+    def __init__(self, data: bytes, mode: str) -> None:
+        self.data, self.mode = data, mode
+        self.if_match: list[str | None] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.if_match.append(self.headers.get("If-Match"))
+                if server.mode == "412":
+                    self.send_response(412)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                ranged = re.match(r"bytes=(\d+)-", self.headers.get("Range", ""))
+                start = int(ranged[1]) if ranged else 0
+                body = server.data[start:]
+                self.send_response(206 if ranged else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Accept-Ranges", "bytes")
+                if ranged:
+                    self.send_header(
+                        "Content-Range", f"bytes {start}-{len(server.data) - 1}/{len(server.data)}"
+                    )
+                self.end_headers()
+                if server.mode == "half":
+                    self.wfile.write(body[: max(0, len(server.data) // 2 - start)])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def source(self, etag: str = "abc") -> MediaSource:
+        host, port = self.httpd.server_address[:2]
+        return MediaSource(
+            f"http://{host!s}:{port}/uploads/source?X-Amz-Signature=x", (("If-Match", f'"{etag}"'),)
+        )
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[str, str], SourceServer]]:
+    servers: list[SourceServer] = []
+
+    def start(path: str, mode: str) -> SourceServer:
+        servers.append(SourceServer(Path(path).read_bytes(), mode))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def front_indexed_clip(clips: Path) -> str:
+    return str(make_clip(clips / "front-indexed-4s.mp4", seconds=4, faststart=True))
+
+
+def test_a_source_over_http_is_read_with_its_headers(
+    serve: Callable[[str, str], SourceServer], front_indexed_clip: str, tmp_path: Path
+) -> None:
+    server = serve(front_indexed_clip, "whole")
+    adapter = transcoder()
+
+    info = adapter.probe(server.source())
+    result = adapter.transcode(
+        server.source(), info, str(tmp_path), ladder=(360,), mp4_short_side=720, segment_s=1,
+        max_duration_s=60, max_pixels=4096 * 4096,
+    )  # fmt: skip
+
+    assert result.duration_s == pytest.approx(4.0, abs=0.1)
+    assert server.if_match and set(server.if_match) == {'"abc"'}
+
+
+def test_a_source_read_that_breaks_midway_is_retryable_and_leaves_nothing(
+    serve: Callable[[str, str], SourceServer], front_indexed_clip: str, tmp_path: Path
+) -> None:
+    # Without the network rows the damaged half would read as "cut short": permanent.
+    info = probe(front_indexed_clip)
+    server = serve(front_indexed_clip, "half")
+
+    with pytest.raises(MediaProcessingError, match="reading the source broke off"):
+        transcoder().transcode(
+            server.source(), info, str(tmp_path), ladder=(360,), mp4_short_side=720, segment_s=1,
+            max_duration_s=60, max_pixels=4096 * 4096,
+        )  # fmt: skip
+
+    assert os.listdir(tmp_path) == []
+    assert child_pids() == []
+
+
+def test_a_replaced_source_answering_412_is_object_changed(
+    serve: Callable[[str, str], SourceServer], front_indexed_clip: str, tmp_path: Path
+) -> None:
+    server = serve(front_indexed_clip, "412")
+    info = probe(front_indexed_clip)
+
+    with pytest.raises(ObjectChanged):
+        transcoder().probe(server.source())
+    with pytest.raises(ObjectChanged):
+        transcoder().transcode(
+            server.source(), info, str(tmp_path), ladder=(360,), mp4_short_side=720, segment_s=1,
+            max_duration_s=60, max_pixels=4096 * 4096,
+        )  # fmt: skip
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("location", "protocols"),
+    [
+        ("/tmp/job/source", "file"),
+        ("http://127.0.0.1:9000/uploads/k?X-Amz-Signature=s", "http,tcp"),
+        ("https://uploads.s3.eu-west-1.amazonaws.com/k?X-Amz-Signature=s", "https,tls,tcp"),
+    ],
+)
+def test_the_protocols_a_source_may_open_come_from_its_scheme(location: str, protocols: str) -> None:
+    headers = (("If-Match", '"e1"'), ("X-Extra", "1"))
+
+    args = source_args(MediaSource(location, headers))
+
+    assert args[args.index("-protocol_whitelist") + 1] == protocols
+    if protocols == "file":
+        assert "-headers" not in args and args[-1] == "file:/tmp/job/source"
+    else:
+        assert args[args.index("-headers") + 1] == 'If-Match: "e1"\r\nX-Extra: 1\r\n'
+        assert args[-1] == location
+
+
+def test_a_source_of_another_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="ftp"):
+        source_args(MediaSource("ftp://example.com/x"))
