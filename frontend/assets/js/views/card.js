@@ -1,11 +1,13 @@
 /**
  * A video card in the library grid:
  *
- *   <article class="card" data-video-id="…" data-status="processing">
+ *   <article class="card" data-video-id="…" data-status="processing" data-playable="true">
  *
  * The title is the card's link (to /?video=ID); CSS stretches it over the
  * whole card so everything is clickable while the link's accessible name
- * stays just the title.
+ * stays just the title. A video that can be watched while it is still
+ * processing also shows a "Watch now" link on its thumbnail, beside its
+ * progress.
  */
 
 import { formatDateTime, formatDuration, formatRelative } from "../format.js";
@@ -14,6 +16,18 @@ import { h, icon } from "../ui.js";
 
 export function watchUrl(id) {
   return `/?video=${encodeURIComponent(id)}`;
+}
+
+/**
+ * Whether the video can be played now: its HLS stream once it is playable
+ * (possibly before it is ready), or the MP4 of a ready video (videos from
+ * before streaming have only that).
+ */
+export function canWatch(video) {
+  const outputs = video.outputs;
+  if (!outputs || video.status === "failed") return false;
+  if (outputs.hls_url && (video.playable || video.status === "ready")) return true;
+  return video.status === "ready" && Boolean(outputs.renditions?.[0]?.url);
 }
 
 /** Build a card for `video`; keep it current with updateCard(). */
@@ -42,6 +56,7 @@ export function createCard(video) {
 /** Bring a card up to date with the latest state of its video. */
 export function updateCard(card, video) {
   card.dataset.status = video.status;
+  card.dataset.playable = String(canWatch(video));
   card.querySelector(".card-link").textContent = video.title;
   renderBadge(card.querySelector(".badge"), video);
 
@@ -73,9 +88,13 @@ function renderThumb(thumb, video) {
   const url = video.outputs?.thumbnail_url;
   const duration = formatDuration(video.source?.duration_s);
   const current = thumb.querySelector("img");
+  const early = canWatch(video) && video.status !== "ready"; // playable while processing
   // Don't rebuild while the URL is unchanged: that would flash the image.
-  if (url && current?.dataset.src === url && thumb.dataset.status === video.status) return;
+  if (url && current?.dataset.src === url && thumb.dataset.status === video.status && thumb.dataset.early === String(early)) {
+    return;
+  }
   thumb.dataset.status = video.status;
+  thumb.dataset.early = String(early);
 
   const children = [];
   if (url) {
@@ -93,11 +112,22 @@ function renderThumb(thumb, video) {
     children.push(placeholder(video));
   }
   if (duration) children.push(h("span", { class: "duration" }, duration));
+  if (early) {
+    // Above the card's stretched link; its name says which video it plays.
+    children.push(
+      h(
+        "a",
+        { class: "watch-now", href: watchUrl(video.id), "aria-label": `Watch now: ${video.title}` },
+        icon("play"),
+        "Watch now",
+      ),
+    );
+  }
   thumb.replaceChildren(...children);
 }
 
 /** The designed stand-in when there is no thumbnail (yet). */
 export function placeholder(video) {
-  const kind = video.status === "failed" ? "alert" : video.status === "ready" ? "play" : "film";
+  const kind = video.status === "failed" ? "alert" : canWatch(video) ? "play" : "film";
   return h("div", { class: `placeholder placeholder-${video.status}` }, icon(kind, "icon placeholder-icon"));
 }

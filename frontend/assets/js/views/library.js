@@ -7,7 +7,7 @@
 import { followVideo } from "../poller.js";
 import { isFinal } from "../status.js";
 import { announce, childController, h, icon } from "../ui.js";
-import { createCard, refreshCardTime, updateCard } from "./card.js";
+import { canWatch, createCard, refreshCardTime, updateCard } from "./card.js";
 import { createUploader } from "./uploader.js";
 
 const PAGE_SIZE = 12;
@@ -68,12 +68,13 @@ export function mountLibrary(root, ctx) {
   function follow(video, card, cardSignal) {
     followVideo(api, video, {
       signal: cardSignal,
-      onChange(next) {
+      onChange(next, previous) {
         // Right after an upload the API may still say awaiting_upload for a
         // moment; the card already (correctly) says queued.
         if (next.status === "awaiting_upload" && card.dataset.status === "queued") return;
         updateCard(card, next);
         if (next.status === "ready") announce(`“${next.title}” is ready`);
+        else if (canWatch(next) && !canWatch(previous)) announce(`“${next.title}” can be watched now`);
         if (next.status === "failed") announce(`“${next.title}” failed: ${next.error ?? "it could not be processed"}`);
       },
       onGone: () => removeCard(video.id),

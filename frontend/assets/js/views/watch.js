@@ -1,13 +1,15 @@
 /**
- * Watch a video: the player when it is ready, its progress or the reason it
- * failed otherwise, its details, and Delete.
+ * Watch a video: the player as soon as it is playable (its stream can play
+ * while it is still processing), its progress or the reason it failed
+ * otherwise, its details, and Delete.
  */
 
 import { formatDateTime, formatDuration, formatMegabytes } from "../format.js";
+import { createPlayer } from "../player.js";
 import { followVideo } from "../poller.js";
 import { isFinal, renderBadge } from "../status.js";
-import { announce, confirmDialog, h, icon } from "../ui.js";
-import { placeholder } from "./card.js";
+import { announce, childController, confirmDialog, h, icon } from "../ui.js";
+import { canWatch, placeholder } from "./card.js";
 
 /**
  * @param {HTMLElement} root
@@ -37,13 +39,20 @@ export async function mountWatch(root, ctx, id) {
     return;
   }
 
+  // The stage (player or progress) and the details are updated separately:
+  // a playing video must never be re-created or moved, or it would stop.
+  const stage = createStage(signal);
+  let details = h("aside");
+  body.setAttribute("aria-busy", "false");
+  body.replaceChildren(stage.element, details);
   render(video);
   if (!isFinal(video.status)) {
     followVideo(api, video, {
       signal,
-      onChange(next) {
+      onChange(next, previous) {
         render(next);
         if (next.status === "ready") announce(`“${next.title}” is ready`);
+        else if (canWatch(next) && !canWatch(previous)) announce(`“${next.title}” can be watched now`);
         if (next.status === "failed") announce(`“${next.title}” failed: ${next.error ?? "it could not be processed"}`);
       },
       onGone: () => ctx.navigate("/"),
@@ -53,11 +62,13 @@ export async function mountWatch(root, ctx, id) {
   function render(current) {
     video = current;
     document.title = `${current.title} · Vidline`;
+    stage.update(current);
     // Re-rendering replaces the heading and Delete button: keep focus where it was.
-    const focusKey = body.contains(document.activeElement) ? document.activeElement.dataset.focusKey : undefined;
-    body.setAttribute("aria-busy", "false");
-    body.replaceChildren(renderStage(current), renderDetails(current, onDelete));
-    if (focusKey) body.querySelector(`[data-focus-key="${focusKey}"]`)?.focus();
+    const focusKey = details.contains(document.activeElement) ? document.activeElement.dataset.focusKey : undefined;
+    const next = renderDetails(current, onDelete);
+    details.replaceWith(next);
+    details = next;
+    if (focusKey) details.querySelector(`[data-focus-key="${focusKey}"]`)?.focus();
   }
 
   async function onDelete(button) {
@@ -88,28 +99,55 @@ export async function mountWatch(root, ctx, id) {
   }
 }
 
-/** The player, or what stands in for it while the video is not ready. */
-function renderStage(video) {
-  const rendition = video.outputs?.renditions?.[0];
-  if (video.status === "ready" && rendition) {
-    const player = h("video", {
-      class: "player-video",
-      controls: true,
-      playsinline: true,
-      preload: "metadata",
-      poster: video.outputs.thumbnail_url ?? null,
-      src: rendition.url,
-      "aria-label": video.title,
-    });
-    const note = h(
-      "p",
-      { class: "player-note", hidden: true },
-      "This video couldn’t be played. The link may have expired — reload the page to get a fresh one.",
-    );
-    player.addEventListener("error", () => (note.hidden = false), { once: true });
-    return h("div", { class: "player" }, player, note);
+/**
+ * The player once the video can be watched, or what stands in for it: its
+ * progress, or why it failed. While a playable video is still processing, a
+ * note under the player says so, with the progress; the player itself is
+ * made once and kept (update() only passes it the latest state).
+ */
+function createStage(signal) {
+  const element = h("div", { class: "watch-stage" });
+  let player = null;
+  let playerController = null;
+  const progress = h("progress", { class: "progress", max: 100 });
+  const noteText = h("span", { class: "stream-note-text" });
+  const note = h(
+    "div",
+    { class: "stream-note" },
+    h("p", {}, icon("clock"), noteText),
+    progress,
+    h("p", { class: "stream-note-hint" }, "You can watch already: the rest of the video arrives as it is encoded."),
+  );
+
+  function update(current) {
+    if (canWatch(current)) {
+      if (!player) {
+        playerController = childController(signal);
+        player = createPlayer(current, { signal: playerController.signal });
+        element.replaceChildren(h("div", { class: "player" }, player.element, player.note), note);
+      } else {
+        player.update(current);
+      }
+      const processing = current.status !== "ready";
+      note.hidden = !processing;
+      element.dataset.stream = processing ? "processing" : "ready";
+      noteText.textContent = processing ? `Still processing — ${Math.round(current.progress ?? 0)}%` : "";
+      progress.value = current.progress ?? 0;
+      progress.setAttribute("aria-label", `Progress of “${current.title}”`);
+      return;
+    }
+    // Not (or no longer) watchable, e.g. a failed attempt took its stream back.
+    playerController?.abort();
+    player = playerController = null;
+    delete element.dataset.stream;
+    element.replaceChildren(renderWaiting(current));
   }
 
+  return { element, update };
+}
+
+/** What stands in for the player while the video can't be watched. */
+function renderWaiting(video) {
   const overlay =
     video.status === "failed"
       ? h(
