@@ -146,7 +146,6 @@ class Container:
 
     @cached_property
     def processor(self) -> UploadProcessor:
-        from chalicelib.media import default_watermark_path
         from chalicelib.processing import UploadProcessor
 
         return UploadProcessor(
@@ -156,7 +155,6 @@ class Container:
             mailer=self.mailer,
             transcoder=self.transcoder,
             settings=self.settings,
-            watermark_path=self.settings.watermark_path or default_watermark_path(),
         )
 
     @cached_property

@@ -183,12 +183,13 @@ class BlobStore(Protocol):
 
     def head(self, key: str) -> StoredObject | None: ...
 
-    def download(self, key: str, path: str, *, if_match: str | None = None) -> None:
-        """Write the object to `path`; with `if_match`, only the version with that
-        ETag, else raise ObjectChanged."""
+    def presign_download(self, key: str, *, if_match: str | None, expires_s: int) -> MediaSource:
+        """A GET of the object that a reader (ffmpeg) can make for `expires_s` seconds.
+        With `if_match`, the If-Match header is part of the signature and is in the
+        source's headers: the store serves only the version with that ETag (412 else)."""
         ...
 
-    def upload(self, path: str, key: str, content_type: str) -> None: ...
+    def upload(self, path: str, key: str, content_type: str, *, cache_control: str = IMMUTABLE) -> None: ...
 
     def delete_prefix(self, prefix: str) -> None: ...
 

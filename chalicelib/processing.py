@@ -17,11 +17,26 @@ from then on the video belongs to that upload:
 - an event whose object was already replaced when its job looks (the key's
   ETag is no longer the event's) claims nothing: the newer object's own
   event will;
-- the job reads exactly the bytes it claimed (a GET with If-Match on the
-  claimed ETag). If another upload replaced them before that, or between a
-  failed attempt and its retry, the claimed upload is gone for good (the
-  bucket keeps one version per key): the video fails with a reason that asks
-  for a new upload, rather than being encoded from a file it never took.
+- the job reads exactly the bytes it claimed: ffmpeg reads a presigned GET
+  whose signature includes If-Match on the claimed ETag. If another upload
+  replaced them before that, or between a failed attempt and its retry, the
+  claimed upload is gone for good (the bucket keeps one version per key): the
+  video fails with a reason that asks for a new upload, rather than being
+  encoded from a file it never took.
+
+Stream, don't copy. The source is never downloaded: probing and the one
+ffmpeg process read it over HTTP from that short-lived URL. A read that
+breaks mid-way is a MediaProcessingError (retried).
+
+Playable while processing. ffmpeg writes the HLS ladder (EVENT playlists)
+into the job directory while it encodes; an `HlsPublisher` thread stores each
+finished segment, then its playlist, and deletes the local segment. Once the
+master playlist and a segment of every variant are stored, the video becomes
+`playable` (still `processing`, outputs with the HLS master and rungs, no
+MP4 yet). At the end the final (ENDLIST) playlists, the MP4 and the
+thumbnail are stored and the video is `ready`. A run that fails after the
+video became playable makes it unplayable (if it still points at this run)
+before removing the run's objects; its retry publishes a new run.
 
 Each run writes its outputs under its own prefix (`Video.outputs_prefix`).
 A run that ends without recording them (its video was deleted or changed
@@ -60,7 +75,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 from urllib.parse import unquote_plus
 
 from chalicelib import emails
@@ -69,19 +83,36 @@ from chalicelib.domain import (
     PROCESSABLE_STATUSES,
     Outputs,
     Rendition,
+    Rung,
     Video,
     VideoStatus,
     parse_upload_key,
     upload_prefix,
 )
-from chalicelib.media import EncodeResult, MediaInfo, MediaRejected, judge_decoded_duration
-from chalicelib.ports import BlobStore, Mailer, ObjectChanged, StaleUpdate, StoredObject, VideoRepository
+from chalicelib.media import judge_decoded_duration
+from chalicelib.ports import (
+    BlobStore,
+    Mailer,
+    MediaInfo,
+    MediaProcessingError,
+    MediaRejected,
+    MediaSource,
+    ObjectChanged,
+    StaleUpdate,
+    StoredObject,
+    Transcoder,
+    TranscodeResult,
+    VideoRepository,
+)
+from chalicelib.publishing import DEFAULT_POLL_S, HlsPublisher
 from chalicelib.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 # Time kept after ffmpeg for storing the outputs and recording the outcome.
 RESERVED_AFTER_ENCODE_S = 90.0
+# How long the source's presigned GET outlives ffmpeg's own deadline.
+SOURCE_URL_MARGIN_S = 60
 MIN_FFMPEG_TIMEOUT_S = 30.0
 
 # How much of the progress bar each phase fills.
@@ -161,24 +192,6 @@ def uploaded_objects(body: str) -> list[UploadedObject]:
     return objects
 
 
-class Transcoder(Protocol):
-    def probe(self, path: str) -> MediaInfo: ...
-
-    def encode(
-        self,
-        source_path: str,
-        info: MediaInfo,
-        out_dir: str,
-        *,
-        watermark_path: str,
-        short_side: int = 720,
-        max_duration_s: float,
-        max_pixels: int,
-        on_progress: Callable[[float], None] | None = None,
-        timeout_s: float = 780.0,
-    ) -> EncodeResult: ...
-
-
 @dataclass
 class _Run:
     """What one processing run wrote, so that it can take back only that."""
@@ -197,7 +210,8 @@ class UploadProcessor:
     mailer: Mailer
     transcoder: Transcoder
     settings: Settings
-    watermark_path: str
+    # How often the HLS publisher looks for new segments.
+    publish_poll_s: float = DEFAULT_POLL_S
     _scratch_swept: bool = field(default=False, init=False, repr=False)
 
     def process(
@@ -273,6 +287,8 @@ class UploadProcessor:
                 if current is None:
                     return "ignored"
                 video = current
+            else:
+                video = self._unpublish_partial_outputs(video)
         self._notify_once(video)
         return video.status.value
 
@@ -355,57 +371,130 @@ class UploadProcessor:
         return max(MIN_FFMPEG_TIMEOUT_S, min(self.settings.ffmpeg_timeout_s, budget))
 
     def _encode(self, video: Video, stored: StoredObject, run: _Run, ffmpeg_timeout_s: float) -> Video:
+        # ffmpeg reads the claimed upload straight from the bucket. The URL must
+        # outlive the encode: ffmpeg may open it again to seek (an MP4 whose index
+        # is at the end).
+        source = self.uploads.presign_download(
+            video.upload_key,
+            if_match=video.upload_etag,
+            expires_s=int(ffmpeg_timeout_s + SOURCE_URL_MARGIN_S),
+        )
+        with self._reading_claimed(video):
+            info = self.transcoder.probe(source)
+        self._check_media(info)
+        video = self.videos.update(
+            video,
+            expected={VideoStatus.QUEUED},
+            status=VideoStatus.PROCESSING,
+            progress=PROGRESS_PROBED,
+            source=dataclasses.replace(
+                video.source,
+                size_bytes=stored.size_bytes,
+                duration_s=round(info.duration_s, 3),
+                width=info.width,
+                height=info.height,
+            ),
+        )
         with job_dir(self.settings.work_dir) as work:
-            source_path = os.path.join(work, "source")
-            self.uploads.download(video.upload_key, source_path, if_match=video.upload_etag)
-            info = self.transcoder.probe(source_path)
-            self._check_media(info)
-            video = self.videos.update(
-                video,
-                expected={VideoStatus.QUEUED},
-                status=VideoStatus.PROCESSING,
-                progress=PROGRESS_PROBED,
-                source=dataclasses.replace(
-                    video.source,
-                    size_bytes=stored.size_bytes,
-                    duration_s=round(info.duration_s, 3),
-                    width=info.width,
-                    height=info.height,
-                ),
-            )
             started = time.monotonic()
-            result = self.transcoder.encode(
-                source_path,
-                info,
-                work,
-                watermark_path=self.watermark_path,
-                short_side=self.settings.rendition_short_side_px,
-                max_duration_s=self.settings.max_duration_s,
-                max_pixels=self.settings.frame_pixel_limit,
-                on_progress=self._progress_reporter(video),
-                timeout_s=ffmpeg_timeout_s,
-            )
+            result, publisher = self._transcode_and_publish(video, source, info, work, run, ffmpeg_timeout_s)
             encoded = time.monotonic()
-            outputs = self._store(result, run)
+            outputs = self._store(result, run, publisher.master_key)
             logger.info(
-                "video %s encoded: ffmpeg %.2fs (maxrss %s KiB), encode step %.2fs, store %.2fs",
+                "video %s encoded: ffmpeg %.2fs (maxrss %s KiB), encode step %.2fs, store %.2fs, "
+                "playable after %s",
                 video.id,
                 result.ffmpeg_seconds,
                 result.ffmpeg_maxrss_kb,
                 encoded - started,
                 time.monotonic() - encoded,
+                "-" if publisher.playable_after_s is None else f"{publisher.playable_after_s:.2f}s",
             )
         video = self.videos.update(
             video,
             expected={VideoStatus.PROCESSING},
             status=VideoStatus.READY,
             progress=PROGRESS_STORED,
+            playable=True,
             outputs=outputs,
             # What decoding found, not what the header said.
             source=dataclasses.replace(video.source, duration_s=round(result.duration_s, 3)),
         )
         run.kept = True
         return video
+
+    def _transcode_and_publish(
+        self,
+        video: Video,
+        source: MediaSource,
+        info: MediaInfo,
+        work: str,
+        run: _Run,
+        ffmpeg_timeout_s: float,
+    ) -> tuple[TranscodeResult, HlsPublisher]:
+        """Run ffmpeg while a publisher thread stores its HLS output as it appears
+        and makes the video playable once every variant has a segment stored."""
+
+        def on_playable(rungs: tuple[Rung, ...]) -> None:
+            self.videos.update(
+                video,
+                expected={VideoStatus.PROCESSING},
+                playable=True,
+                outputs=Outputs(
+                    renditions=(),
+                    thumbnail_key=None,
+                    hls_master_key=publisher.master_key,
+                    rungs=rungs,
+                ),
+            )
+            logger.info("video %s is playable (%s)", video.id, ", ".join(r.name for r in rungs))
+
+        publisher = HlsPublisher(
+            self.media,
+            os.path.join(work, "hls"),
+            f"{run.outputs_prefix}hls/",
+            written=run.written,
+            on_playable=on_playable,
+            poll_s=self.publish_poll_s,
+        )
+        report_progress = self._progress_reporter(video)
+
+        def on_progress(fraction: float) -> None:
+            publisher.check()  # a failed upload or update stops ffmpeg
+            report_progress(fraction)
+
+        publisher.start()
+        try:
+            with self._reading_claimed(video):
+                result = self.transcoder.transcode(
+                    source,
+                    info,
+                    work,
+                    ladder=self.settings.ladder,
+                    mp4_short_side=self.settings.rendition_short_side_px,
+                    segment_s=self.settings.hls_segment_s,
+                    max_duration_s=self.settings.max_duration_s,
+                    max_pixels=self.settings.frame_pixel_limit,
+                    on_progress=on_progress,
+                    timeout_s=ffmpeg_timeout_s,
+                )
+            publisher.finish()
+        finally:
+            publisher.stop()
+        return result, publisher
+
+    @contextlib.contextmanager
+    def _reading_claimed(self, video: Video) -> Iterator[None]:
+        """Reading the source failed: if that is because the claimed upload is no
+        longer stored (the presigned GET's If-Match refused another object), say
+        so with ObjectChanged, which no retry can help."""
+        try:
+            yield
+        except (MediaRejected, MediaProcessingError) as error:
+            stored = self.uploads.head(video.upload_key)
+            if stored is None or stored.etag != video.upload_etag:
+                raise ObjectChanged(video.upload_key) from error
+            raise
 
     def _check_stored(self, video: Video, stored: StoredObject) -> None:
         # Real S3 enforces the POST policy; checking again keeps local mode
@@ -458,37 +547,54 @@ class UploadProcessor:
 
         return report
 
-    def _store(self, result: EncodeResult, run: _Run) -> Outputs:
-        name = f"{min(result.width, result.height)}p"
-        rendition_key = f"{run.outputs_prefix}{name}.mp4"
+    def _store(self, result: TranscodeResult, run: _Run, hls_master_key: str) -> Outputs:
+        """Store the MP4 and the thumbnail (the HLS outputs are stored already)."""
+        rung = result.mp4_rung
+        rendition_key = f"{run.outputs_prefix}{rung.name}.mp4"
         thumbnail_key = f"{run.outputs_prefix}thumbnail.jpg"
         for path, key, content_type in (
-            (result.rendition_path, rendition_key, "video/mp4"),
+            (result.mp4_path, rendition_key, "video/mp4"),
             (result.thumbnail_path, thumbnail_key, "image/jpeg"),
         ):
             run.written.append(key)
             self.media.upload(path, key, content_type)
         return Outputs(
-            renditions=(Rendition(name=name, width=result.width, height=result.height, key=rendition_key),),
+            renditions=(Rendition(name=rung.name, width=rung.width, height=rung.height, key=rendition_key),),
             thumbnail_key=thumbnail_key,
+            hls_master_key=hls_master_key,
+            rungs=result.rungs,
         )
 
     def _remove_unkept_outputs(self, video: Video, run: _Run) -> None:
-        """Take back what a run that did not finish wrote, and only that."""
+        """Take back what a run that did not finish wrote, and only that. A video
+        left playable from this run's HLS is made unplayable first, so no player
+        is sent to objects that are about to go."""
         if run.kept or not run.written:
             return
         try:
-            # The READY update may have been applied although its answer was
-            # lost: outputs the video records are never removed.
             current = self.videos.get(video.owner_id, video.id)
             if current is not None and current.uses_outputs_under(run.outputs_prefix):
-                return
+                if current.status is VideoStatus.READY:
+                    # The READY update was applied although its answer was lost:
+                    # outputs the video records as final are never removed.
+                    return
+                self.videos.update(current, expected={current.status}, playable=False, outputs=None)
             self.media.delete_prefix(run.outputs_prefix)
             logger.info("removed the unused outputs of video %s under %s", video.id, run.outputs_prefix)
         except JobInterrupted:
             raise
         except Exception:
             logger.warning("could not remove the outputs under %s", run.outputs_prefix, exc_info=True)
+
+    def _unpublish_partial_outputs(self, video: Video) -> Video:
+        """A failed video that a killed run left playable: no longer playable, and
+        that run's objects removed (the run cannot take them back itself)."""
+        hls_prefix = video.outputs.hls_prefix if video.outputs is not None else None
+        if video.status is not VideoStatus.FAILED or hls_prefix is None:
+            return video
+        video = self.videos.update(video, expected={VideoStatus.FAILED}, playable=False, outputs=None)
+        self.media.delete_prefix(hls_prefix.removesuffix("hls/"))
+        return video
 
     def _fail(self, video: Video, reason: str) -> Video:
         logger.info("video %s failed: %s", video.id, reason)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,8 +23,16 @@ from chalicelib.domain import (
     VideoStatus,
     utcnow,
 )
-from chalicelib.media import EncodeResult, MediaInfo, MediaRejected
-from chalicelib.ports import IMMUTABLE, ObjectChanged, StaleUpdate, StoredObject
+from chalicelib.ports import (
+    IMMUTABLE,
+    MediaInfo,
+    MediaProcessingError,
+    MediaRejected,
+    MediaSource,
+    StaleUpdate,
+    StoredObject,
+    TranscodeResult,
+)
 from chalicelib.settings import Settings
 
 
@@ -79,10 +87,26 @@ class FakeVideoRepository:
         pass
 
 
+# Presigned GET locations the fake stores handed out: location -> (store, key).
+_PRESIGNED: dict[str, tuple[FakeBlobStore, str]] = {}
+
+
+def read_source(source: MediaSource) -> bytes:
+    """What a GET of a fake presigned source answers, as S3 does: the bytes, or
+    an error like ffmpeg's when the key no longer holds the version asked for (412)."""
+    store, key = _PRESIGNED[source.location]
+    stored = store.head(key)
+    if_match = dict(source.headers).get("If-Match", "").strip('"')
+    if stored is None or (if_match and stored.etag != if_match):
+        raise MediaProcessingError("Server returned 412 Precondition Failed")
+    return store.objects[key][0]
+
+
 @dataclass
 class FakeBlobStore:
     objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     presigned: list[dict[str, Any]] = field(default_factory=list)
+    presigned_downloads: list[dict[str, Any]] = field(default_factory=list)
     cache_control: dict[str, str] = field(default_factory=dict)
     # Every upload's key, in order.
     uploads: list[str] = field(default_factory=list)
@@ -106,11 +130,11 @@ class FakeBlobStore:
             key=key, size_bytes=len(data), content_type=content_type, etag=hashlib.md5(data).hexdigest()
         )
 
-    def download(self, key: str, path: str, *, if_match: str | None = None) -> None:
-        stored = self.head(key)
-        if if_match is not None and (stored is None or stored.etag != if_match):
-            raise ObjectChanged(key)
-        Path(path).write_bytes(self.objects[key][0])
+    def presign_download(self, key: str, *, if_match: str | None, expires_s: int) -> MediaSource:
+        self.presigned_downloads.append({"key": key, "if_match": if_match, "expires_s": expires_s})
+        location = f"fake-store://{id(self)}/{key}"
+        _PRESIGNED[location] = (self, key)
+        return MediaSource(location, (("If-Match", f'"{if_match}"'),) if if_match else ())
 
     def upload(self, path: str, key: str, content_type: str, *, cache_control: str = IMMUTABLE) -> None:
         self.objects[key] = (Path(path).read_bytes(), content_type)
@@ -142,7 +166,9 @@ class FakeMailer:
 
 @dataclass
 class FakeTranscoder:
-    """Pretends to encode: 'probes' the bytes, copies them as the outputs."""
+    """Pretends to transcode: 'probes' the source as the presigned GET reads it,
+    writes an HLS directory a segment at a time (as ffmpeg does) and copies the
+    source's bytes as the MP4."""
 
     info: MediaInfo = field(
         default_factory=lambda: MediaInfo(
@@ -155,50 +181,75 @@ class FakeTranscoder:
     timeouts: list[float] = field(default_factory=list)
     # Runs while "encoding", to make things happen meanwhile.
     during_encode: Callable[[], None] | None = None
+    # Runs once the first segment of every variant is written.
+    after_first_segments: Callable[[], None] | None = None
     # What decoding "finds" when the header lied; None: the probed duration.
     decoded_duration_s: float | None = None
     limits: list[tuple[float, int]] = field(default_factory=list)
+    sources: list[MediaSource] = field(default_factory=list)
 
-    def probe(self, path: str) -> MediaInfo:
+    def probe(self, source: MediaSource) -> MediaInfo:
+        self.sources.append(source)
+        read_source(source)
         if self.reject_probe:
             raise MediaRejected(self.reject_probe)
         return self.info
 
-    def encode(
+    def transcode(
         self,
-        source_path: str,
+        source: MediaSource,
         info: MediaInfo,
         out_dir: str,
         *,
-        watermark_path: str,
-        short_side: int = 720,
+        ladder: Sequence[int],
+        mp4_short_side: int,
+        segment_s: float,
         max_duration_s: float,
         max_pixels: int,
         on_progress: Callable[[float], None] | None = None,
         timeout_s: float = 780.0,
-    ) -> EncodeResult:
+    ) -> TranscodeResult:
         self.encodes += 1
         self.timeouts.append(timeout_s)
         self.limits.append((max_duration_s, max_pixels))
+        self.sources.append(source)
+        data = read_source(source)
         if self.during_encode:
             self.during_encode()
         if self.encode_error:
             raise self.encode_error
-        for fraction in (0.25, 0.5, 1.0):
+        rungs = tuple(_fake_rung(info, side) for side in ladder if side <= min(info.width, info.height))
+        hls = HlsDirWriter(Path(out_dir) / "hls", rungs, segment_s)
+        duration_s = info.duration_s if self.decoded_duration_s is None else self.decoded_duration_s
+        count = max(1, math.ceil(duration_s / segment_s))
+        for number in range(count):
+            hls.write_segment()
+            if number == 0 and self.after_first_segments:
+                self.after_first_segments()
             if on_progress:
-                on_progress(fraction)
-        rendition, thumbnail = Path(out_dir) / "r.mp4", Path(out_dir) / "t.jpg"
-        shutil.copy(source_path, rendition)
+                on_progress((number + 1) / count)
+        hls.end()
+        mp4, thumbnail = Path(out_dir) / "out.mp4", Path(out_dir) / "thumbnail.jpg"
+        mp4.write_bytes(data)
         thumbnail.write_bytes(b"\xff\xd8fake")
-        return EncodeResult(
-            rendition_path=str(rendition),
+        mp4_rung = next((r for r in rungs if int(r.name[:-1]) <= mp4_short_side), rungs[-1])
+        return TranscodeResult(
+            out_dir=out_dir,
+            hls_dir=str(hls.hls_dir),
+            rungs=rungs,
+            mp4_path=str(mp4),
+            mp4_rung=mp4_rung,
             thumbnail_path=str(thumbnail),
-            width=1280,
-            height=720,
-            duration_s=info.duration_s if self.decoded_duration_s is None else self.decoded_duration_s,
+            duration_s=duration_s,
             ffmpeg_seconds=0.1,
             ffmpeg_maxrss_kb=None,
         )
+
+
+def _fake_rung(info: MediaInfo, short_side: int) -> Rung:
+    scale = short_side / min(info.width, info.height)
+    width, height = round(info.width * scale / 2) * 2, round(info.height * scale / 2) * 2
+    return Rung(f"{short_side}p", width, height, bandwidth=short_side * 5000)
 
 
 class HlsDirWriter:

@@ -8,10 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.domain import UploadTicket, utcnow
-from chalicelib.ports import ObjectChanged, StoredObject
-
-IMMUTABLE = "max-age=31536000, immutable"
-_CHUNK_BYTES = 8 * 1024 * 1024
+from chalicelib.ports import IMMUTABLE, MediaSource, StoredObject
 
 
 class S3BlobStore:
@@ -52,31 +49,26 @@ class S3BlobStore:
             etag=str(response.get("ETag", "")).strip('"'),
         )
 
-    def download(self, key: str, path: str, *, if_match: str | None = None) -> None:
-        if if_match is None:
-            self._s3.download_file(self.bucket, key, path)
-            return
-        # One conditional GET: S3 answers 412 if the key now holds another
-        # object, so the bytes written are exactly that version's.
-        try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=key, IfMatch=f'"{if_match}"')
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in {"PreconditionFailed", "412", "NoSuchKey", "404"}:
-                raise ObjectChanged(f"{key} is no longer the object with ETag {if_match}") from exc
-            raise
-        with open(path, "wb") as file:
-            for chunk in response["Body"].iter_chunks(_CHUNK_BYTES):
-                file.write(chunk)
+    def presign_download(self, key: str, *, if_match: str | None, expires_s: int) -> MediaSource:
+        """A presigned GET. With `if_match` the If-Match header is signed, so the
+        URL serves only that version of the object (S3 answers 412 otherwise) and
+        the reader must send the header, which the source carries."""
+        params = {"Bucket": self.bucket, "Key": key}
+        headers: tuple[tuple[str, str], ...] = ()
+        if if_match is not None:
+            params["IfMatch"] = f'"{if_match}"'
+            headers = (("If-Match", params["IfMatch"]),)
+        url = self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
+        return MediaSource(location=url, headers=headers)
 
-    def upload(self, path: str, key: str, content_type: str) -> None:
-        # Stored objects never change under their key, and only signed URLs
-        # reach them (the CDN checks those before its cache), so browsers and
-        # CDN edges may keep them for good.
+    def upload(self, path: str, key: str, content_type: str, *, cache_control: str = IMMUTABLE) -> None:
+        """Store the file at `path`; `cache_control` as ports.IMMUTABLE says, unless
+        the object will be replaced (ports.NO_CACHE)."""
         self._s3.upload_file(
             path,
             self.bucket,
             key,
-            ExtraArgs={"ContentType": content_type, "CacheControl": IMMUTABLE},
+            ExtraArgs={"ContentType": content_type, "CacheControl": cache_control},
         )
 
     def delete_prefix(self, prefix: str) -> None:

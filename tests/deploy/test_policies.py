@@ -21,8 +21,8 @@ WORKERS = workers_policy(TARGETS, WORKER_FUNCTIONS)
 IAM_ACTION_OF_CALL = {
     "generate_presigned_post": "s3:PutObject",
     "head_object": "s3:GetObject",
-    "download_file": "s3:GetObject",
-    "get_object": "s3:GetObject",  # download with If-Match
+    # A presigned GET (ffmpeg reads the upload) is authorized by the signer's s3:GetObject.
+    "generate_presigned_url": "s3:GetObject",
     "upload_file": "s3:PutObject",
     "delete_objects": "s3:DeleteObject",
     "get_paginator": "s3:ListBucket",  # list_objects_v2
@@ -141,7 +141,7 @@ API_USES = (
     Use("ssm_secret", frozenset({"read"}), (TARGETS.parameter_arn(TARGETS.cdn_private_key_parameter),)),
 )
 WORKER_USES = (
-    Use("S3BlobStore", frozenset({"head", "download", "delete_prefix"}), UPLOADS),
+    Use("S3BlobStore", frozenset({"head", "presign_download", "delete_prefix"}), UPLOADS),
     Use("S3BlobStore", frozenset({"upload", "delete_prefix"}), MEDIA),
     Use("SesMailer", frozenset({"send"}), (TARGETS.sender_identity_arn,)),
 )

@@ -8,26 +8,33 @@ event pump) would.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import posixpath
+import re
+import socket
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from boto3.exceptions import S3UploadFailedError
 from chalice.local import LambdaContext
 from chalice.test import Client
 
-from chalicelib import media
 from chalicelib.adapters.idempotency import IdempotentJobs
 from chalicelib.bootstrap import Container
 from chalicelib.domain import Principal, Video, VideoStatus
-from chalicelib.media import MediaInfo, MediaProcessingError
-from chalicelib.ports import ObjectChanged
-from chalicelib.processing import GAVE_UP_REASON, JobInterrupted
+from chalicelib.ports import IMMUTABLE, MediaInfo, MediaProcessingError, MediaSource
+from chalicelib.processing import GAVE_UP_REASON, UPLOAD_REPLACED_REASON, JobInterrupted
 from chalicelib.schemas import CreateVideoRequest
 from chalicelib.settings import Settings
 from devstack.mailbox import clear_messages, sent_messages
@@ -139,6 +146,29 @@ class Worker:
     def mails_to(self, video: Video) -> list[dict[str, Any]]:
         return [m for m in sent_messages() if video.owner_email in m["to"]]
 
+    def hls_keys(self, video: Video) -> list[str]:
+        """The master playlist of the video's outputs and every key it names (its
+        playlists, their init files and segments), each checked final: stored,
+        immutable, and playlists ended."""
+        assert video.outputs is not None and video.outputs.hls_master_key is not None
+        master_key = video.outputs.hls_master_key
+        keys = [master_key]
+        for playlist in playlist_uris(self.media_text(master_key)):
+            playlist_key = posixpath.normpath(posixpath.join(posixpath.dirname(master_key), playlist))
+            text = self.media_text(playlist_key)
+            assert text.rstrip().endswith("#EXT-X-ENDLIST")
+            folder = posixpath.dirname(playlist_key)
+            keys += [playlist_key, *(posixpath.join(folder, uri) for uri in playlist_uris(text))]
+        for key in keys:
+            stored = self.aws.s3.head_object(Bucket=self.settings.media_bucket, Key=key)
+            assert stored["ContentLength"] > 0 and stored["CacheControl"] == IMMUTABLE, key
+        return keys
+
+    def media_text(self, key: str) -> str:
+        body = self.aws.s3.get_object(Bucket=self.settings.media_bucket, Key=key)["Body"]
+        text: str = body.read().decode()
+        return text
+
     def media_keys(self, video: Video) -> list[str]:
         listing = self.aws.s3.list_objects_v2(Bucket=self.settings.media_bucket, Prefix=video.media_prefix)
         return [item["Key"] for item in listing.get("Contents", [])]
@@ -154,11 +184,13 @@ def test_an_uploaded_clip_becomes_ready_with_outputs_and_one_email(worker: Worke
     assert done.progress == 100 and done.error is None
     assert done.source.duration_s == pytest.approx(2.0, abs=0.1)
     assert (done.source.width, done.source.height) == (640, 360)
-    assert done.outputs is not None
-    assert sorted(worker.media_keys(video)) == sorted(
-        [done.outputs.renditions[0].key, done.outputs.thumbnail_key]
-    )
+    assert done.outputs is not None and done.playable
     assert done.outputs.renditions[0].name == "360p"  # never upscaled
+    assert [rung.name for rung in done.outputs.rungs] == ["360p"]
+    named = worker.hls_keys(done)
+    assert sorted(worker.media_keys(video)) == sorted(
+        [done.outputs.renditions[0].key, done.outputs.thumbnail_key, *named]
+    )
     mails = worker.mails_to(video)
     assert len(mails) == 1
     assert "is ready" in mails[0]["subject"]
@@ -279,20 +311,46 @@ def test_a_job_that_keeps_failing_lands_in_the_dlq_and_the_video_is_failed(
     assert len(worker.mails_to(video)) == 1
 
 
-class Ffmpeg:
-    """chalicelib.media, with something done at the first progress report, while
-    ffmpeg is encoding (as another worker, or the host, would meanwhile)."""
+def playlist_uris(playlist: str) -> list[str]:
+    """The URIs a playlist names: variant playlists, init files (URI="...") and segments."""
+    uris = []
+    for line in playlist.splitlines():
+        if line.startswith("#"):
+            uris += re.findall(r'URI="([^"]+)"', line)
+        elif line.strip():
+            uris.append(line.strip())
+    return uris
 
-    def __init__(self, meanwhile: Callable[[], None] | None = None, encode_error: Exception | None = None):
+
+class Ffmpeg:
+    """The worker's real transcoder, with something done before it probes, or at
+    the first progress report while ffmpeg is encoding (as another worker, or
+    the host, would meanwhile)."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        meanwhile: Callable[[], None] | None = None,
+        encode_error: Exception | None = None,
+        before_probe: Callable[[], None] | None = None,
+        before_transcode: Callable[[], None] | None = None,
+    ):
+        self.transcoder = worker.container.transcoder
         self.meanwhile = meanwhile
         self.encode_error = encode_error
+        self.before_probe = before_probe
+        self.before_transcode = before_transcode
 
-    def probe(self, path: str) -> MediaInfo:
-        return media.probe(path)
+    def probe(self, source: MediaSource) -> MediaInfo:
+        if self.before_probe is not None:
+            self.before_probe()
+        return self.transcoder.probe(source)
 
-    def encode(self, *args: Any, on_progress: Callable[[float], None] | None = None, **kwargs: Any) -> Any:
+    def transcode(self, *args: Any, on_progress: Callable[[float], None] | None = None, **kwargs: Any) -> Any:
         if self.encode_error is not None:
             raise self.encode_error
+        if self.before_transcode is not None:
+            self.before_transcode()
         meanwhile, self.meanwhile = self.meanwhile, None
 
         def report(fraction: float) -> None:
@@ -301,7 +359,7 @@ class Ffmpeg:
             if on_progress is not None:
                 on_progress(fraction)
 
-        return media.encode(*args, on_progress=report, **kwargs)
+        return self.transcoder.transcode(*args, on_progress=report, **kwargs)
 
 
 def test_a_second_upload_during_an_encode_is_refused_and_the_video_keeps_its_media(
@@ -316,7 +374,7 @@ def test_a_second_upload_during_an_encode_is_refused_and_the_video_keeps_its_med
         worker.upload(video, other_clip)  # the same presigned key, used again
         worker.invoke(worker.receive())
 
-    ffmpeg = Ffmpeg(meanwhile=second_upload_is_handled)
+    ffmpeg = Ffmpeg(worker, meanwhile=second_upload_is_handled)
     worker.rewire(monkeypatch, transcoder=ffmpeg)
     worker.invoke(first)
 
@@ -325,7 +383,7 @@ def test_a_second_upload_during_an_encode_is_refused_and_the_video_keeps_its_med
     assert done.status is VideoStatus.READY, done.error
     assert done.source.duration_s == pytest.approx(2.0, abs=0.1)  # the first upload's
     assert done.outputs is not None
-    for key in (done.outputs.renditions[0].key, done.outputs.thumbnail_key):
+    for key in (done.outputs.renditions[0].key, done.outputs.thumbnail_key, *worker.hls_keys(done)):
         stored = worker.aws.s3.get_object(Bucket=settings.media_bucket, Key=key)
         assert stored["ContentLength"] > 0
     assert len(worker.mails_to(video)) == 1
@@ -385,17 +443,42 @@ def test_a_file_bad_beyond_its_header_fails_at_the_first_attempt_with_its_reason
     assert worker.media_keys(video) == []
 
 
-def test_a_claimed_upload_replaced_before_it_was_read_is_refused_by_s3(worker: Worker, clip: Path) -> None:
+def test_the_source_url_serves_only_the_claimed_upload(worker: Worker, clip: Path) -> None:
     video = worker.new_video()
     worker.upload(video, clip)
     uploads = worker.container.uploads
     claimed = uploads.head(video.upload_key)
     assert claimed is not None and claimed.etag
+    source = uploads.presign_download(video.upload_key, if_match=claimed.etag, expires_s=60)
+    assert source.headers == (("If-Match", f'"{claimed.etag}"'),)
+    assert "if-match" in parse_qs(urlsplit(source.location).query)["X-Amz-SignedHeaders"][0].split(";")
+    with urllib.request.urlopen(urllib.request.Request(source.location, headers=dict(source.headers))) as got:
+        assert got.read() == clip.read_bytes()
+
     worker.aws.s3.put_object(
         Bucket=worker.settings.uploads_bucket, Key=video.upload_key, Body=b"another", ContentType="video/mp4"
     )
-    with pytest.raises(ObjectChanged):
-        uploads.download(video.upload_key, str(clip.parent / "never.mp4"), if_match=claimed.etag)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(source.location, headers=dict(source.headers)))
+    assert refused.value.code == 412
+
+
+def test_a_claimed_upload_replaced_before_ffmpeg_read_it_fails_the_video(
+    worker: Worker, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video, message = worker.uploaded(clip)
+
+    def replaced() -> None:
+        worker.aws.s3.put_object(
+            Bucket=worker.settings.uploads_bucket, Key=video.upload_key, Body=b"x", ContentType="video/mp4"
+        )
+
+    worker.rewire(monkeypatch, transcoder=Ffmpeg(worker, before_probe=replaced))
+    worker.invoke(message)
+
+    failed = worker.video(video)
+    assert (failed.status, failed.error) == (VideoStatus.FAILED, UPLOAD_REPLACED_REASON)
+    assert len(worker.mails_to(video)) == 1
 
 
 def test_the_dead_letter_handler_fails_a_video_its_worker_left_processing(
@@ -404,7 +487,9 @@ def test_the_dead_letter_handler_fails_a_video_its_worker_left_processing(
     video, message = worker.uploaded(clip)
     # The first attempt fails as a killed ffmpeg would; the worker then dies
     # and SQS moves the message on without another attempt.
-    worker.rewire(monkeypatch, transcoder=Ffmpeg(encode_error=MediaProcessingError("killed by SIGKILL")))
+    worker.rewire(
+        monkeypatch, transcoder=Ffmpeg(worker, encode_error=MediaProcessingError("killed by SIGKILL"))
+    )
     with pytest.raises(MediaProcessingError):
         worker.invoke(message)
     assert worker.video(video).status is VideoStatus.PROCESSING
@@ -441,7 +526,7 @@ def test_an_interrupted_last_attempt_leaves_the_video_and_its_lock_for_the_next_
 ) -> None:
     video, message = worker.uploaded(clip)
     message["Attributes"]["ApproximateReceiveCount"] = str(settings.job_max_receives)
-    worker.rewire(monkeypatch, transcoder=Ffmpeg(encode_error=JobInterrupted()))
+    worker.rewire(monkeypatch, transcoder=Ffmpeg(worker, encode_error=JobInterrupted()))
     with pytest.raises(JobInterrupted):
         worker.invoke(message)
     left = worker.video(video)
@@ -479,3 +564,179 @@ def test_the_in_progress_lock_expires_when_the_invocation_must_end(
     assert expiry_ms == pytest.approx(started_ms + remaining_ms, abs=2000)
     with pytest.raises(ValueError, match="context"):
         jobs(job=job_key, lambda_context=None)
+
+
+# --- HLS published while ffmpeg encodes, from a source read over HTTP ---
+
+
+class VideoStates:
+    """Polls the repository from a thread: every state the video was seen in, and when."""
+
+    def __init__(self, worker: Worker, video: Video):
+        self.worker, self.video = worker, video
+        self.seen: list[tuple[float, Video]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> VideoStates:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            self.seen.append((time.monotonic(), self.worker.video(self.video)))
+
+    def first_playable(self) -> tuple[float, Video] | None:
+        return next(((at, v) for at, v in self.seen if v.playable), None)
+
+    def wait_playable(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.first_playable() is None:
+            assert time.monotonic() < deadline, "the video never became playable"
+            time.sleep(0.05)
+
+
+def test_the_video_is_playable_before_ffmpeg_ends_and_ready_names_only_stored_segments(
+    worker: Worker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = make_clip(tmp_path / "six.mp4", seconds=6, size="1280x720")
+    video, message = worker.uploaded(clip)
+    transcoded_at: list[float] = []
+    ffmpeg = Ffmpeg(worker)
+    transcode = ffmpeg.transcode
+
+    def timed_transcode(*args: Any, **kwargs: Any) -> Any:
+        result = transcode(*args, **kwargs)
+        transcoded_at.append(time.monotonic())
+        return result
+
+    monkeypatch.setattr(ffmpeg, "transcode", timed_transcode)
+    worker.rewire(monkeypatch, transcoder=ffmpeg)
+    with VideoStates(worker, video) as states:
+        worker.invoke(message)
+
+    first = states.first_playable()
+    assert first is not None
+    playable_at, playable = first
+    assert playable_at < transcoded_at[0]  # while ffmpeg was still encoding
+    assert playable.status is VideoStatus.PROCESSING and playable.outputs is not None
+    assert playable.outputs.renditions == () and playable.outputs.hls_master_key
+    assert [rung.name for rung in playable.outputs.rungs] == ["720p", "480p", "360p"]
+    done = worker.video(video)
+    assert done.status is VideoStatus.READY and done.playable and done.outputs is not None
+    assert done.outputs.hls_master_key == playable.outputs.hls_master_key
+    keys = worker.hls_keys(done)
+    assert sum(key.endswith(".m4s") for key in keys) >= 4 * 3  # 3 s of 2 s segments, 3 rungs + audio
+    assert len(worker.mails_to(video)) == 1
+
+
+class CuttingProxy:
+    """A tiny HTTP proxy on 127.0.0.1 in front of moto's S3. Once armed, the first
+    response that passes byte `cut_at` of the object is cut off there, after
+    `before_cut` has run: a network read that breaks mid-way."""
+
+    def __init__(self, upstream: str, cut_at: int, before_cut: Callable[[], None]):
+        self.upstream, self.cut_at, self.before_cut = upstream, cut_at, before_cut
+        self.armed = False
+        self.cuts = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # ffmpeg stopped reading
+                    self.relay()
+
+            def relay(self) -> None:
+                headers = {name: self.headers[name] for name in ("If-Match", "Range") if name in self.headers}
+                try:
+                    request = urllib.request.Request(proxy.upstream + self.path, headers=headers)
+                    upstream = urllib.request.urlopen(request)
+                except urllib.error.HTTPError as error:
+                    upstream = error
+                with upstream:
+                    self.send_response(upstream.status)
+                    for name in ("Content-Length", "Content-Range", "Content-Type", "Accept-Ranges", "ETag"):
+                        if upstream.headers[name]:
+                            self.send_header(name, upstream.headers[name])
+                    self.end_headers()
+                    position = int(re.match(r"bytes=(\d*)", headers.get("Range", "bytes=0")).group(1) or 0)
+                    while chunk := upstream.read(16384):
+                        if proxy.armed and position + len(chunk) > proxy.cut_at:
+                            proxy.armed = False
+                            self.wfile.write(chunk[: max(0, proxy.cut_at - position)])
+                            self.wfile.flush()
+                            proxy.before_cut()
+                            proxy.cuts += 1
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            self.close_connection = True
+                            return
+                        self.wfile.write(chunk)
+                        position += len(chunk)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> CuttingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ThroughProxy:
+    """The uploads bucket, with its presigned GETs sent through the proxy."""
+
+    def __init__(self, uploads: Any, moto_endpoint: str, proxy: CuttingProxy):
+        self.uploads, self.moto_endpoint, self.proxy = uploads, moto_endpoint, proxy
+
+    def presign_download(self, key: str, *, if_match: str | None, expires_s: int) -> MediaSource:
+        source = self.uploads.presign_download(key, if_match=if_match, expires_s=expires_s)
+        assert source.location.startswith(self.moto_endpoint)
+        return MediaSource(self.proxy.url + source.location.removeprefix(self.moto_endpoint), source.headers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.uploads, name)
+
+
+def test_a_source_read_that_breaks_mid_way_is_retried_and_leaves_nothing_published(
+    worker: Worker, tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = make_clip(tmp_path / "six.mp4", seconds=6, size="1280x720", faststart=True)
+    video, message = worker.uploaded(clip)
+    with VideoStates(worker, video) as states:
+        # The stream breaks at 70 % of the file, once the video was made playable.
+        proxy = CuttingProxy(moto_endpoint, int(clip.stat().st_size * 0.7), states.wait_playable)
+        with proxy:
+            # Armed for the first transcode only: the retry reads the whole stream.
+            ffmpeg = Ffmpeg(worker, before_transcode=lambda: setattr(proxy, "armed", proxy.cuts == 0))
+            uploads = ThroughProxy(worker.container.uploads, moto_endpoint, proxy)
+            worker.rewire(monkeypatch, transcoder=ffmpeg, uploads=uploads)
+            with pytest.raises(MediaProcessingError, match="broke off"):
+                worker.invoke(message)
+            assert proxy.cuts == 1
+
+            left = worker.video(video)
+            assert left.status is VideoStatus.PROCESSING  # retried by SQS: not the video's fault
+            assert not left.playable and left.outputs is None
+            assert worker.media_keys(video) == []  # the run's prefix is empty
+            assert worker.mails_to(video) == []
+
+            worker.invoke(message)
+    assert states.first_playable() is not None
+    done = worker.video(video)
+    assert done.status is VideoStatus.READY and done.playable, done.error
+    assert done.outputs is not None
+    assert sorted(worker.media_keys(video)) == sorted(
+        [done.outputs.renditions[0].key, done.outputs.thumbnail_key, *worker.hls_keys(done)]
+    )
+    assert len(worker.mails_to(video)) == 1

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,12 @@ from chalicelib.domain import (
     new_video_id,
     utcnow,
 )
-from chalicelib.media import MediaInfo, MediaProcessingError, MediaRejected
+from chalicelib.ports import IMMUTABLE, MediaInfo, MediaProcessingError, MediaRejected, MediaSource
 from chalicelib.processing import (
     GAVE_UP_REASON,
     JOB_DIR_PREFIX,
     JOB_LOCK_NAME,
+    SOURCE_URL_MARGIN_S,
     UPLOAD_REPLACED_REASON,
     JobInterrupted,
     UploadedObject,
@@ -112,12 +115,135 @@ def test_a_good_upload_becomes_ready_and_the_owner_gets_one_email(
     assert done.status is VideoStatus.READY and done.progress == 100
     assert done.source.duration_s == 4.0 and done.source.size_bytes == len(b"video bytes")
     assert done.upload_etag == event.etag
-    assert done.outputs and done.outputs.renditions[0].name == "720p"
-    assert set(fakes.media.objects) == {done.outputs.renditions[0].key, done.outputs.thumbnail_key}
-    assert all(key.startswith(video.media_prefix) for key in fakes.media.objects)
+    assert done.playable
+    outputs = done.outputs
+    assert outputs and outputs.renditions[0].name == "720p"
+    assert [rung.name for rung in outputs.rungs] == ["1080p", "720p", "480p", "360p"]
+    assert outputs.hls_master_key and outputs.hls_master_key.endswith("/hls/master.m3u8")
+    run_prefix = outputs.hls_master_key.removesuffix("hls/master.m3u8")
+    assert {outputs.renditions[0].key, outputs.thumbnail_key, outputs.hls_master_key} <= set(
+        fakes.media.objects
+    )
+    assert f"{run_prefix}hls/360p/seg00001.m4s" in fakes.media.objects
+    assert fakes.media.cache_control[f"{run_prefix}hls/360p/index.m3u8"] == IMMUTABLE
+    assert all(key.startswith(run_prefix) for key in fakes.media.objects)
     mails = fakes.mailer.sent
     assert len(mails) == 1 and mails[0]["to"] == OWNER.email
     assert f"https://app.example/?video={video.id}" in mails[0]["text"]
+
+
+def test_the_source_is_read_through_a_presigned_get_of_the_claimed_upload(
+    processor: UploadProcessor, fakes: FakePorts
+) -> None:
+    video, event = uploaded(fakes)
+    processor.process(event, final_attempt=False)
+
+    assert fakes.uploads.presigned_downloads == [
+        {"key": video.upload_key, "if_match": event.etag, "expires_s": 780 + SOURCE_URL_MARGIN_S}
+    ]
+    # Probe and transcode read the same URL, which only serves the claimed bytes.
+    probed, transcoded = fakes.transcoder.sources
+    assert probed == transcoded and ("If-Match", f'"{event.etag}"') in probed.headers
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def quick(processor: UploadProcessor) -> UploadProcessor:
+    """The processor, publishing segments every 10 ms."""
+    processor.publish_poll_s = 0.01
+    return processor
+
+
+def test_the_video_is_playable_while_processing_once_every_rung_has_a_segment(
+    quick: UploadProcessor, fakes: FakePorts
+) -> None:
+    video, event = uploaded(fakes)
+    seen: list[Video] = []
+
+    def when_ffmpeg_wrote_the_first_segments() -> None:
+        wait_until(lambda: current(fakes, video).playable)
+        seen.append(current(fakes, video))
+
+    fakes.transcoder.after_first_segments = when_ffmpeg_wrote_the_first_segments
+    assert quick.process(event, final_attempt=False) == "ready"
+
+    playable = seen[0]
+    assert playable.status is VideoStatus.PROCESSING and playable.outputs is not None
+    outputs = playable.outputs
+    assert outputs.renditions == () and outputs.thumbnail_key is None
+    assert [rung.name for rung in outputs.rungs] == ["1080p", "720p", "480p", "360p"]
+    assert outputs.hls_master_key is not None and outputs.hls_master_key in fakes.media.objects
+    done = current(fakes, video)
+    assert done.playable and done.outputs is not None
+    assert done.outputs.hls_master_key == outputs.hls_master_key
+    assert done.outputs.rungs == outputs.rungs
+
+
+@pytest.mark.parametrize(
+    "error, final_attempt, status",
+    [
+        (MediaProcessingError("the source read broke"), False, VideoStatus.PROCESSING),
+        (MediaProcessingError("the source read broke"), True, VideoStatus.FAILED),
+        (MediaRejected("The video stream is broken after 2 seconds."), False, VideoStatus.FAILED),
+    ],
+)
+def test_a_failure_after_the_video_became_playable_takes_the_run_back(
+    quick: UploadProcessor,
+    fakes: FakePorts,
+    error: Exception,
+    final_attempt: bool,
+    status: VideoStatus,
+) -> None:
+    video, event = uploaded(fakes)
+    fakes.media.objects["media/owner-1/another-video/720p.mp4"] = (b"keep", "video/mp4")
+
+    def fail_once_playable() -> None:
+        wait_until(lambda: current(fakes, video).playable)
+        raise error
+
+    fakes.transcoder.after_first_segments = fail_once_playable
+    if status is VideoStatus.PROCESSING:
+        with pytest.raises(MediaProcessingError):
+            quick.process(event, final_attempt=final_attempt)
+    else:
+        with contextlib.suppress(MediaProcessingError):
+            quick.process(event, final_attempt=final_attempt)
+
+    after = current(fakes, video)
+    assert after.status is status and not after.playable and after.outputs is None
+    assert list(fakes.media.objects) == ["media/owner-1/another-video/720p.mp4"]
+    assert len(fakes.mailer.sent) == (0 if status is VideoStatus.PROCESSING else 1)
+
+
+def test_the_retry_of_a_run_that_was_playable_publishes_a_new_run(
+    quick: UploadProcessor, fakes: FakePorts
+) -> None:
+    video, event = uploaded(fakes)
+    masters: list[str] = []
+
+    def fail_once_playable() -> None:
+        wait_until(lambda: current(fakes, video).playable)
+        outputs = current(fakes, video).outputs
+        assert outputs is not None and outputs.hls_master_key
+        masters.append(outputs.hls_master_key)
+        raise MediaProcessingError("the source read broke")
+
+    fakes.transcoder.after_first_segments = fail_once_playable
+    with pytest.raises(MediaProcessingError):
+        quick.process(event, final_attempt=False)
+    fakes.transcoder.after_first_segments = None
+    assert quick.process(event, final_attempt=False) == "ready"
+
+    done = current(fakes, video)
+    assert done.playable and done.outputs is not None
+    assert done.outputs.hls_master_key not in masters
+    assert masters[0] not in fakes.media.objects
 
 
 class ProgressLog(FakeVideoRepository):
@@ -240,7 +366,7 @@ def test_a_transient_error_is_retried_and_the_last_attempt_fails_the_video(
 
 
 class UnreachableMedia(FakeBlobStore):
-    def upload(self, path: str, key: str, content_type: str) -> None:
+    def upload(self, path: str, key: str, content_type: str, *, cache_control: str = IMMUTABLE) -> None:
         raise ConnectionError("media bucket unreachable")
 
 
@@ -317,10 +443,10 @@ def test_another_upload_after_the_video_is_final_is_refused(
 ) -> None:
     video, first = uploaded(fakes)
     processor.process(first, final_attempt=False)
-    before = current(fakes, video)
+    before, stored = current(fakes, video), dict(fakes.media.objects)
     assert processor.process(upload(fakes, video, b"again"), final_attempt=False) == "refused"
     assert current(fakes, video) == before
-    assert len(fakes.media.objects) == 2 and len(fakes.mailer.sent) == 1
+    assert fakes.media.objects == stored and len(fakes.mailer.sent) == 1
 
 
 def test_an_upload_replaced_before_any_job_claimed_it_leaves_the_video_to_the_newer_one(
@@ -377,9 +503,9 @@ def test_a_video_claimed_before_etags_were_recorded_is_claimed_by_its_retry(
 class ReplacedBeforeRead(FakeBlobStore):
     """Another upload lands on the key just before the job reads it."""
 
-    def download(self, key: str, path: str, *, if_match: str | None = None) -> None:
+    def presign_download(self, key: str, *, if_match: str | None, expires_s: int) -> MediaSource:
         self.objects[key] = (b"second upload", "video/mp4")
-        super().download(key, path, if_match=if_match)
+        return super().presign_download(key, if_match=if_match, expires_s=expires_s)
 
 
 def test_a_claimed_upload_replaced_before_the_job_read_it_fails_the_video(settings: Settings) -> None:
@@ -472,8 +598,8 @@ class DeletedWhileStoring(FakeBlobStore):
         super().__init__()
         self.videos = videos
 
-    def upload(self, path: str, key: str, content_type: str) -> None:
-        super().upload(path, key, content_type)
+    def upload(self, path: str, key: str, content_type: str, *, cache_control: str = IMMUTABLE) -> None:
+        super().upload(path, key, content_type, cache_control=cache_control)
         for owner_id, video_id in list(self.videos.videos):
             self.videos.delete(owner_id, video_id)
 
@@ -503,7 +629,8 @@ def test_outputs_the_video_recorded_are_kept_when_the_answer_was_lost(settings: 
         fakes.container(settings).processor.process(event, final_attempt=False)
     done = current(fakes, video)
     assert done.status is VideoStatus.READY and done.outputs is not None
-    assert set(fakes.media.objects) == {done.outputs.renditions[0].key, done.outputs.thumbnail_key}
+    assert {done.outputs.renditions[0].key, done.outputs.thumbnail_key} <= set(fakes.media.objects)
+    assert done.outputs.hls_master_key in fakes.media.objects
 
 
 # --- giving up (the dead-letter queue) ---
@@ -524,6 +651,29 @@ def test_giving_up_fails_a_video_left_processing_and_emails_once(
     assert (failed.status, failed.error) == (VideoStatus.FAILED, GAVE_UP_REASON)
     (mail,) = fakes.mailer.sent
     assert GAVE_UP_REASON in mail["text"]
+
+
+def test_giving_up_on_a_video_a_killed_run_left_playable_unpublishes_that_run(
+    processor: UploadProcessor, fakes: FakePorts
+) -> None:
+    video, event = uploaded(fakes)
+    run = f"{video.media_prefix}killed-run/"
+    fakes.videos.update(
+        video,
+        status=VideoStatus.PROCESSING,
+        upload_etag=event.etag,
+        playable=True,
+        outputs=Outputs(renditions=(), thumbnail_key=None, hls_master_key=f"{run}hls/master.m3u8"),
+    )
+    for key in (f"{run}hls/master.m3u8", f"{run}hls/360p/seg00000.m4s", "media/owner-1/other/720p.mp4"):
+        fakes.media.objects[key] = (b"stored", "video/mp4")
+
+    assert processor.give_up(event) == "failed"
+
+    failed = current(fakes, video)
+    assert failed.status is VideoStatus.FAILED and not failed.playable and failed.outputs is None
+    assert list(fakes.media.objects) == ["media/owner-1/other/720p.mp4"]
+    assert len(fakes.mailer.sent) == 1
 
 
 def test_giving_up_leaves_a_final_video_as_it_is(processor: UploadProcessor, fakes: FakePorts) -> None:
