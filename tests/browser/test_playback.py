@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Page, Request, Route, expect
 
 from devstack.client import ApiClient, StackProcess
-from tests.browser.test_web_app import PASSWORD, button, sign_in
+from tests.browser.test_web_app import PASSWORD, button, cards, sign_in
 from tests.media_tools import ffmpeg, make_clip
 
 pytestmark = pytest.mark.browser
@@ -344,3 +344,59 @@ def test_without_media_source_or_native_hls_the_mp4_plays(scene: Scene) -> None:
     start_playing(page)
     wait_until_played(page, 1.0)
     assert not any(name.endswith(".m3u8") for name, _ in scene.cdn.requests)
+
+
+# The whole pipeline: long enough at 1080p that, on a small machine, the ladder is
+# still being encoded when its first segments are stored and playback starts.
+LONG_CLIP_S = 24
+READY_TIMEOUT_MS = 240_000
+STARTED = """(video) => video.currentTime > 1 && {
+  stream: document.querySelector(".watch-stage").dataset.stream,
+  status: document.querySelector(".details").dataset.status,
+  badge: document.querySelector(".details .badge").textContent,
+}"""
+
+
+@pytest.mark.parametrize("expect_http_error", [{403: ".m3u8"}])
+def test_a_1080p_upload_plays_through_hls_js_while_it_is_still_processing(
+    page: Page, stack: StackProcess, tmp_path: Path, expect_http_error: dict[int, str]
+) -> None:
+    clip = make_clip(tmp_path / "Long drive.mp4", seconds=LONG_CLIP_S, size="1920x1080")
+    user = ApiClient.sign_up(stack.api, password=PASSWORD)
+    media: list[str] = []
+    page.on("request", lambda request: media.append(request.url) if "/media/" in request.url else None)
+    sign_in(page, user.email)
+    page.get_by_label("Choose video").set_input_files(clip)
+    button(page, "Upload").click()
+
+    # The library offers it while it is still processing, with its progress.
+    card = cards(page).first
+    expect(card).to_have_attribute("data-playable", "true", timeout=PLAYING_TIMEOUT_MS * 3)
+    expect(card).to_have_attribute("data-status", "processing")
+    expect(card).to_contain_text(re.compile(r"Processing \d+%"))
+    card.get_by_role("link", name="Watch now: Long drive").click()
+
+    player = player_of(page)
+    expect(player).to_have_attribute("data-playback", "hls.js")
+    player.evaluate("(video) => { window.__player = video; }")
+    start_playing(page)
+    started = page.wait_for_function(STARTED, arg=player.element_handle(), timeout=PLAYING_TIMEOUT_MS)
+    at_start = started.json_value()  # the page at the moment playback passed 1 s
+    assert at_start["stream"] == at_start["status"] == "processing", at_start
+    assert at_start["badge"].startswith("Processing"), at_start
+    segments = [url for url in media if ".m4s" in url]
+    assert segments and all("Policy=" in url and "Key-Pair-Id=" in url for url in segments), media
+
+    # Ready: every rung complete; the same player carries on, no reload.
+    expect(page.locator(".watch-stage")).to_have_attribute("data-stream", "ready", timeout=READY_TIMEOUT_MS)
+    expect(page.get_by_text(re.compile("Still processing"))).to_be_hidden()
+    assert player.evaluate("(video) => video === window.__player && video.dataset.playback === 'hls.js'")
+    now = player.evaluate("(video) => video.currentTime")
+    wait_until_played(page, now + 0.5)
+
+    # A stream the CDN refuses: the same video plays from its MP4.
+    page.route(re.compile(r"\.m3u8(\?|$)"), lambda route: route.fulfill(status=403, body="Forbidden"))
+    page.reload()
+    expect(player_of(page)).to_have_attribute("data-playback", "mp4", timeout=PLAYING_TIMEOUT_MS)
+    start_playing(page)
+    wait_until_played(page, 1.0)
