@@ -73,14 +73,17 @@ def make_clip(
     return path
 
 
-def decode_frame(path: str, size: tuple[int, int], *, frame_number: int) -> Frame:
-    """Decode one frame of ``path``, scaled to ``size``, as an RGB array."""
+def decode_frame(
+    path: str, size: tuple[int, int], *, frame_number: int, via: tuple[int, int] | None = None
+) -> Frame:
+    """Decode one frame of ``path``, scaled to ``size`` (through ``via`` first, if given), as RGB."""
     width, height = size
+    scales = ([f"scale={via[0]}:{via[1]}"] if via else []) + [f"scale={width}:{height}"]
     raw = ffmpeg(
         "-i",
         path,
         "-vf",
-        f"select=eq(n\\,{frame_number}),scale={width}:{height}",
+        ",".join([f"select=eq(n\\,{frame_number})", *scales]),
         "-frames:v",
         "1",
         "-f",

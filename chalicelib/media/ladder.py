@@ -170,7 +170,8 @@ def filter_graph(plan: LadderPlan) -> str:
         f"[marked]format=yuv420p,split={count}{branches}" if count > 1 else "[marked]format=yuv420p[r0]"
     )
     for i, rung in enumerate(plan.rungs):
-        chain = f"[r{i}]" + ("null" if i == 0 else f"scale={rung.width}:{rung.height}")
+        # setsar=1: a scaled picture keeps square pixels (854x480 is not exactly 16:9).
+        chain = f"[r{i}]" + ("null" if i == 0 else f"scale={rung.width}:{rung.height},setsar=1")
         chain += f",split=3[v{i}][mp4][poster]" if i == plan.mp4_index else f"[v{i}]"
         parts.append(chain)
     # The thumbnail branch passes every frame up to the chosen instant (and the
