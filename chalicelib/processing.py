@@ -355,13 +355,19 @@ class UploadProcessor:
         if stored.etag != video.upload_etag:
             raise ObjectChanged(video.upload_key)
         self._check_stored(video, stored)
+        # A retry: outputs the video shows were published by a run that died
+        # (killed, timed out) and are taken back with it; this run makes its own.
+        left_by_dead_run = video.outputs
         video = self.videos.update(
             video,
             expected={VideoStatus.QUEUED, VideoStatus.PROCESSING},
             status=VideoStatus.QUEUED,
             progress=0,
             error=None,
+            playable=False,
+            outputs=None,
         )
+        self._remove_run_of(left_by_dead_run)
         return video, stored
 
     def _ffmpeg_timeout(self, time_left_s: float | None) -> float:
@@ -589,12 +595,18 @@ class UploadProcessor:
     def _unpublish_partial_outputs(self, video: Video) -> Video:
         """A failed video that a killed run left playable: no longer playable, and
         that run's objects removed (the run cannot take them back itself)."""
-        hls_prefix = video.outputs.hls_prefix if video.outputs is not None else None
-        if video.status is not VideoStatus.FAILED or hls_prefix is None:
+        if video.status is not VideoStatus.FAILED or video.outputs is None:
             return video
+        outputs = video.outputs
         video = self.videos.update(video, expected={VideoStatus.FAILED}, playable=False, outputs=None)
-        self.media.delete_prefix(hls_prefix.removesuffix("hls/"))
+        self._remove_run_of(outputs)
         return video
+
+    def _remove_run_of(self, outputs: Outputs | None) -> None:
+        """Remove every object of the run that published `outputs` (the video no longer names them)."""
+        hls_prefix = outputs.hls_prefix if outputs is not None else None
+        if hls_prefix is not None:
+            self.media.delete_prefix(hls_prefix.removesuffix("hls/"))
 
     def _fail(self, video: Video, reason: str) -> Video:
         logger.info("video %s failed: %s", video.id, reason)

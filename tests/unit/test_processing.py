@@ -676,6 +676,30 @@ def test_giving_up_on_a_video_a_killed_run_left_playable_unpublishes_that_run(
     assert len(fakes.mailer.sent) == 1
 
 
+def test_the_retry_after_a_killed_playable_run_takes_that_run_back_first(
+    quick: UploadProcessor, fakes: FakePorts
+) -> None:
+    video, event = uploaded(fakes)
+    killed = f"{video.media_prefix}killed-run/"
+    fakes.videos.update(
+        video,
+        status=VideoStatus.PROCESSING,
+        upload_etag=event.etag,
+        playable=True,
+        outputs=Outputs(renditions=(), thumbnail_key=None, hls_master_key=f"{killed}hls/master.m3u8"),
+    )
+    fakes.media.objects[f"{killed}hls/master.m3u8"] = (b"#EXTM3U", "application/vnd.apple.mpegurl")
+    claimed: list[Video] = []
+    fakes.transcoder.during_encode = lambda: claimed.append(current(fakes, video))
+
+    assert quick.process(event, final_attempt=False) == "ready"
+
+    assert not claimed[0].playable and claimed[0].outputs is None  # no longer names the dead run
+    done = current(fakes, video)
+    assert done.outputs is not None and done.outputs.hls_master_key is not None
+    assert not any(key.startswith(killed) for key in fakes.media.objects)
+
+
 def test_giving_up_leaves_a_final_video_as_it_is(processor: UploadProcessor, fakes: FakePorts) -> None:
     video, event = uploaded(fakes)
     processor.process(event, final_attempt=False)
