@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import requests
 
-from chalicelib import media
 from devstack.client import ROOT, ApiClient, StackProcess
-from tests.media_tools import decode_frame, make_clip
+from tests.media_tools import decode_frame, make_clip, probe
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +55,7 @@ def test_upload_encode_watermark_thumbnail_and_email(stack: StackProcess, tmp_pa
     assert served.headers["Cache-Control"] == "max-age=31536000, immutable"
     out = tmp_path / "rendition.mp4"
     out.write_bytes(served.content)
-    info = media.probe(str(out))
+    info = probe(str(out))
     assert (info.video_codec, info.audio_codec) == ("h264", "aac")
     assert (info.width, info.height) == (1280, 720)
     assert info.duration_s == pytest.approx(3, abs=0.5)
