@@ -10,8 +10,10 @@ Makes a 1080p30 clip with sound (default 10 s), then alternates, RUNS times:
   itself), one for the audio rendition, one for the MP4 and one for the
   thumbnail, each with the ladder's own encoder settings (ladder.py).
 
-Prints the median wall time of each, the speed-up (target ≥ 1.25×), and for
-the ladder ffmpeg's own ``-benchmark`` rtime and maxrss.
+Prints the median wall time of each and the speed-up (target ≥ 1.25×), the
+median CPU time (user + system of the ffmpeg processes) of each and its ratio
+-- the figure that holds when other work shares the cores -- and for the
+ladder ffmpeg's own ``-benchmark`` rtime and maxrss.
 
     .venv/bin/python bench/ladder.py [--runs 3] [--seconds 10] [--size 1920x1080]
 """
@@ -22,6 +24,7 @@ import argparse
 import dataclasses
 import math
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -79,27 +82,33 @@ def main() -> int:
         plan = plan_ladder(info, LADDER, mp4_short_side=MP4_SHORT_SIDE, segment_s=SEGMENT_S)
         print(f"clip: {args.seconds:g} s {args.size} 30 fps with sound; rungs {[r.name for r in plan.rungs]}")
         ladder_s, per_output_s, rtimes, maxrss, per_output_rss = [], [], [], [], []
+        ladder_cpu, per_output_cpu = [], []
         for run in range(1, args.runs + 1):
             out = work / f"ladder-{run}"
             out.mkdir()
+            cpu = children_cpu_s()
             started = time.monotonic()
             result = transcoder.transcode(
                 source, info, str(out), ladder=LADDER, mp4_short_side=MP4_SHORT_SIDE, segment_s=SEGMENT_S,
                 max_duration_s=3600, max_pixels=4096 * 4096,
             )  # fmt: skip
             ladder_s.append(time.monotonic() - started)
+            ladder_cpu.append(children_cpu_s() - cpu)
             rtimes.append(result.ffmpeg_seconds)
             maxrss.append(result.ffmpeg_maxrss_kb or 0)
             shutil.rmtree(out)
 
             out = work / f"per-output-{run}"
+            cpu = children_cpu_s()
             started = time.monotonic()
             rss = per_output(ffmpeg, str(clip), info, plan, out)
             per_output_s.append(time.monotonic() - started)
+            per_output_cpu.append(children_cpu_s() - cpu)
             per_output_rss.append(rss)
             shutil.rmtree(out)
-            print(f"run {run}: ladder {ladder_s[-1]:.2f} s (ffmpeg rtime {rtimes[-1]:.2f} s), "
-                  f"per output {per_output_s[-1]:.2f} s", flush=True)  # fmt: skip
+            print(f"run {run}: ladder {ladder_s[-1]:.2f} s (ffmpeg rtime {rtimes[-1]:.2f} s, "
+                  f"CPU {ladder_cpu[-1]:.2f} s), per output {per_output_s[-1]:.2f} s "
+                  f"(CPU {per_output_cpu[-1]:.2f} s)", flush=True)  # fmt: skip
         ladder, separate = statistics.median(ladder_s), statistics.median(per_output_s)
         rtime, ladder_mib = statistics.median(rtimes), statistics.median(maxrss) / 1024
         print(
@@ -107,6 +116,11 @@ def main() -> int:
             f"maxrss {ladder_mib:.0f} MiB); one process per output {separate:.2f} s (largest maxrss "
             f"{statistics.median(per_output_rss) / 1024:.0f} MiB); "
             f"speed-up {separate / ladder:.2f}× (target ≥ 1.25×)"
+        )
+        cpu_ladder, cpu_separate = statistics.median(ladder_cpu), statistics.median(per_output_cpu)
+        print(
+            f"CPU time, median of {args.runs}: ladder {cpu_ladder:.2f} s, per output {cpu_separate:.2f} s, "
+            f"ratio {cpu_separate / cpu_ladder:.2f}×"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -145,6 +159,12 @@ def per_output(ffmpeg: str, clip: str, info: MediaInfo, plan: LadderPlan, out: P
                        "-filter_complex", marked_graph(mp4.width, mp4.height), "-map", "[v]",
                        "-frames:v", "1", "-q:v", "3", str(out / "thumbnail.jpg")))  # fmt: skip
     return rss
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bufsize(rung: RungPlan) -> int:

@@ -126,7 +126,9 @@ class FfmpegTranscoder:
             master = _MasterWriter(hls_dir, plan)
 
             def on_line(line: str) -> None:
-                master.write_when_ready()
+                # "progress=..." ends each -progress block, about twice a second.
+                if line.startswith("progress="):
+                    master.write_when_ready()
                 reporter.feed(line)
 
             run = run_ffmpeg(args, timeout_s=timeout_s, on_stdout_line=on_line)
