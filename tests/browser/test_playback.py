@@ -164,6 +164,13 @@ class Scene:
             outputs={"renditions": [mp4], "hls_url": self.hls_url, "rungs": RUNGS, "thumbnail_url": None},
         )
 
+    def new_run(self) -> None:
+        """The video's stream moves to another run's prefix, as when a failed attempt is retried."""
+        self.cdn = FakeCdn(
+            self.cdn.root, prefix=f"/media/outputs/test/{uuid.uuid4().hex}/", live=self.cdn.live
+        )
+        self.page.route(re.compile(re.escape(self.cdn.prefix)), self.cdn.handle)
+
     @property
     def media(self) -> str:
         return f"{self.base}{self.cdn.prefix}"
@@ -261,6 +268,31 @@ def test_a_stream_still_processing_plays_with_hls_js_and_keeps_playing_once_read
     expect(player).to_have_attribute("data-playback", "hls.js")
     now = player.evaluate("(video) => video.currentTime")
     wait_until_played(page, now + 0.5)
+
+
+def test_a_stream_moved_to_a_retried_run_plays_on_in_the_same_player_from_where_it_was(scene: Scene) -> None:
+    page = scene.page
+    scene.processing(30)
+    scene.watch()
+    player = player_of(page)
+    expect(player).to_have_attribute("data-playback", "hls.js")
+    player.evaluate("(video) => { window.__player = video; }")
+    start_playing(page)
+    wait_until_played(page, 2.5)
+
+    first_run = scene.cdn
+    scene.new_run()
+    scene.processing(35)
+    expect(page.get_by_text("Still processing — 35%")).to_be_visible()
+    page.wait_for_function(
+        "(video) => video.currentTime > 4", arg=player.element_handle(), timeout=PLAYING_TIMEOUT_MS
+    )
+    assert player.evaluate("(video) => video === window.__player && !video.paused")
+    expect(player).to_have_attribute("data-playback", "hls.js")
+    assert scene.cdn.signed_by(".m4s"), "the new run's segments were fetched"
+    # It went on from where it was: nothing of the new run's first 2 s was fetched.
+    assert not any(name.endswith("seg00000.m4s") for name, _ in scene.cdn.requests), scene.cdn.requests
+    assert first_run.signed_by(".m4s")
 
 
 @pytest.mark.parametrize("expect_http_error", [{403: "master.m3u8"}])
@@ -393,6 +425,15 @@ def test_a_1080p_upload_plays_through_hls_js_while_it_is_still_processing(
     assert player.evaluate("(video) => video === window.__player && video.dataset.playback === 'hls.js'")
     now = player.evaluate("(video) => video.currentTime")
     wait_until_played(page, now + 0.5)
+
+    # A browser without MSE plays it itself, the CDN stand-in taking the signature as cookies.
+    page.add_init_script(WITHOUT_MSE)
+    page.reload()
+    expect(player_of(page)).to_have_attribute("data-playback", "native")
+    start_playing(page)
+    wait_until_played(page, 1.0)
+    segments = [url for url in media[len(segments) :] if ".m4s" in url]
+    assert segments and not any("Policy=" in url for url in segments), "native requests carry no query"
 
     # A stream the CDN refuses: the same video plays from its MP4.
     page.route(re.compile(r"\.m3u8(\?|$)"), lambda route: route.fulfill(status=403, body="Forbidden"))

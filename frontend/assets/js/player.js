@@ -63,19 +63,23 @@ export function createPlayer(video, { signal }) {
     note.hidden = false;
   }
 
-  async function start() {
+  /** Play the video's stream, or its MP4; from `position` (seconds), playing on if `playing`. */
+  async function start({ position = 0, playing = false } = {}) {
     const hlsUrl = current.outputs?.hls_url;
     if (hlsUrl) {
       stream = splitSignedUrl(hlsUrl);
-      if (await startHlsJs(hlsUrl)) return;
+      if (await startHlsJs(hlsUrl, position)) {
+        if (playing) element.play().catch(() => {}); // the browser may want a click first
+        return;
+      }
       if (signal.aborted) return;
-      if (element.canPlayType(HLS_TYPE)) return startNative(hlsUrl);
+      if (element.canPlayType(HLS_TYPE)) return startNative(hlsUrl, { position, playing });
     }
     playMp4();
   }
 
   /** Play with hls.js; false when this browser can't (no MSE, or the module didn't load). */
-  async function startHlsJs(hlsUrl) {
+  async function startHlsJs(hlsUrl, position) {
     if (!("MediaSource" in window || "ManagedMediaSource" in window)) return false;
     let Hls;
     try {
@@ -87,8 +91,9 @@ export function createPlayer(video, { signal }) {
 
     hls = new Hls({
       // Until the video is ready its playlists are EVENT playlists, which
-      // hls.js treats as live and would join at the live edge: start at 0.
-      startPosition: 0,
+      // hls.js treats as live and would join at the live edge: start at the
+      // beginning (or where a restarted stream was).
+      startPosition: position,
       // CMAF segments need no transmuxing, so no worker (the ES module build has no inline one).
       enableWorker: false,
       xhrSetup(xhr, url) {
@@ -118,10 +123,11 @@ export function createPlayer(video, { signal }) {
     hls = null;
   }
 
-  function startNative(hlsUrl) {
+  function startNative(hlsUrl, at) {
     setSignedCookies(stream);
     element.src = hlsUrl;
     setMode("native");
+    resumeAt(at);
   }
 
   /** Play the MP4 (from where HLS stopped, if `resume`), or say why there is nothing to play. */
@@ -138,21 +144,24 @@ export function createPlayer(video, { signal }) {
       );
       return;
     }
-    const position = element.currentTime;
-    const playing = !element.paused;
+    const at = { position: element.currentTime, playing: !element.paused };
     note.hidden = true;
     element.src = mp4;
     setMode("mp4");
-    if (resume && position > 0) {
-      element.addEventListener(
-        "loadedmetadata",
-        () => {
-          element.currentTime = position;
-          if (playing) element.play().catch(() => {}); // the browser may want a click first
-        },
-        { once: true },
-      );
-    }
+    if (resume) resumeAt(at);
+  }
+
+  /** Once the new source is loaded, go back to where the previous one was. */
+  function resumeAt({ position, playing }) {
+    if (position <= 0 && !playing) return;
+    element.addEventListener(
+      "loadedmetadata",
+      () => {
+        if (position > 0) element.currentTime = position;
+        if (playing) element.play().catch(() => {}); // the browser may want a click first
+      },
+      { once: true },
+    );
   }
 
   // The native player and the MP4 report failures on the element itself.
@@ -161,6 +170,14 @@ export function createPlayer(video, { signal }) {
     if (mode === "native") playMp4({ resume: true });
     else if (mode === "mp4") showProblem("This video couldn’t be played. The link may have expired — reload the page to get a fresh one.");
   });
+
+  function restart() {
+    const position = element.currentTime;
+    const playing = !element.paused;
+    stopHlsJs();
+    note.hidden = true;
+    start({ position, playing });
+  }
 
   signal.addEventListener(
     "abort",
@@ -188,6 +205,11 @@ export function createPlayer(video, { signal }) {
       if (renewed && renewed.prefix === stream.prefix) {
         stream = renewed;
         if (element.dataset.playback === "native") setSignedCookies(stream);
+      } else if (renewed && element.dataset.playback !== "mp4") {
+        // Another run's stream: the one playing was from an attempt that was
+        // retried, and its files are going. Same element, same place, new stream.
+        restart();
+        return;
       }
       if (element.dataset.playback === "none" && outputs.renditions?.[0]?.url) playMp4();
     },
