@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -44,7 +45,15 @@ class JobRun:
     playable_after_s: float | None  # from the publisher's start (as the worker logs it)
     ffmpeg_seconds: float | None
     ffmpeg_rss_kb: int | None  # ffmpeg's own -benchmark maxrss
+    cpu_s: float  # CPU of the worker's process and its children (probe, ffmpeg)
+    moto_cpu_s: float  # CPU the moto server spent meanwhile (S3's, DynamoDB's work: not the worker's on AWS)
     video: Video
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 class _LastEncodeLine(logging.Handler):
@@ -69,6 +78,12 @@ class WorkerJob:
         logging.getLogger("chalicelib.processing").addHandler(self._log)
         logging.getLogger("chalicelib.processing").setLevel(logging.INFO)
 
+    def moto_cpu_s(self) -> float:
+        """User + system CPU seconds the moto server has used so far."""
+        with open(f"/proc/{self.moto_pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def run(self, clip: Path) -> JobRun:
         request = CreateVideoRequest.model_validate(
             {
@@ -87,9 +102,11 @@ class WorkerJob:
         stored = self.container.uploads.head(video.upload_key)
         assert stored is not None
         uploaded = UploadedObject(bucket=self.settings.uploads_bucket, key=video.upload_key, etag=stored.etag)
+        moto_cpu, cpu = self.moto_cpu_s(), cpu_seconds()
         started = time.perf_counter()
         outcome = self.container.processor.process(uploaded, final_attempt=False)
         seconds = time.perf_counter() - started
+        moto_cpu, cpu = self.moto_cpu_s() - moto_cpu, cpu_seconds() - cpu
         done = self.container.videos.get(video.owner_id, video.id)
         assert outcome == "ready" and done is not None and done.status is VideoStatus.READY, (outcome, done)
         playable = _PLAYABLE.search(self._log.message)
@@ -100,6 +117,8 @@ class WorkerJob:
             playable_after_s=float(playable[1]) if playable else None,
             ffmpeg_seconds=float(ffmpeg[1]) if ffmpeg else None,
             ffmpeg_rss_kb=int(rss[1]) if rss else None,
+            cpu_s=cpu,
+            moto_cpu_s=moto_cpu,
             video=done,
         )
 
