@@ -101,8 +101,10 @@ class FfmpegTranscoder:
         hls_dir = os.path.join(out_dir, HLS_DIR_NAME)
         mp4_final, thumbnail_final = os.path.join(out_dir, MP4_NAME), os.path.join(out_dir, THUMBNAIL_NAME)
         written: list[str] = []  # every file to delete if anything goes wrong
+        made_hls_dir = False  # only a folder this call made is removed on failure
         try:
             os.makedirs(hls_dir)
+            made_hls_dir = True
             for variant in plan.variants:
                 os.mkdir(os.path.join(hls_dir, variant))
             mp4_tmp = _temp_path(out_dir, ".rendition-", ".mp4", written)
@@ -152,7 +154,8 @@ class FfmpegTranscoder:
             for path in written:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-            shutil.rmtree(hls_dir, ignore_errors=True)
+            if made_hls_dir:
+                shutil.rmtree(hls_dir, ignore_errors=True)
             if isinstance(exc, OSError):
                 # Our disk or directory failed (ENOSPC, missing out_dir): retryable.
                 raise MediaProcessingError(f"could not write the outputs: {exc}") from exc

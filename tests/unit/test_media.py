@@ -584,3 +584,15 @@ def test_the_protocols_a_source_may_open_come_from_its_scheme(location: str, pro
 def test_a_source_of_another_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="ftp"):
         source_args(MediaSource("ftp://example.com/x"))
+
+
+def test_a_job_folder_that_already_has_hls_outputs_is_left_alone(landscape_clip: str, tmp_path: Path) -> None:
+    earlier = tmp_path / "hls" / "360p" / "index.m3u8"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("#EXTM3U\n")
+
+    with pytest.raises(MediaProcessingError, match="could not write the outputs"):
+        encode_clip(landscape_clip, tmp_path)
+
+    assert earlier.read_text() == "#EXTM3U\n"  # not ours to remove
+    assert sorted(os.listdir(tmp_path)) == ["hls"]
