@@ -419,20 +419,25 @@ def test_a_1080p_upload_plays_through_hls_js_while_it_is_still_processing(
     segments = [url for url in media if ".m4s" in url]
     assert segments and all("Policy=" in url and "Key-Pair-Id=" in url for url in segments), media
 
-    # Ready: every rung complete; the same player carries on, no reload.
+    # Ready: every rung complete; the same player carries on, no reload, to the end of the whole clip
+    # (it may have caught up with the encoder and be waiting there).
     expect(page.locator(".watch-stage")).to_have_attribute("data-stream", "ready", timeout=READY_TIMEOUT_MS)
     expect(page.get_by_text(re.compile("Still processing"))).to_be_hidden()
     assert player.evaluate("(video) => video === window.__player && video.dataset.playback === 'hls.js'")
-    now = player.evaluate("(video) => video.currentTime")
-    wait_until_played(page, now + 0.5)
+    page.wait_for_function(
+        f"(video) => video.ended && Math.abs(video.duration - {LONG_CLIP_S}) < 0.5",
+        arg=player.element_handle(),
+        timeout=PLAYING_TIMEOUT_MS + LONG_CLIP_S * 1000,
+    )
 
     # A browser without MSE plays it itself, the CDN stand-in taking the signature as cookies.
     page.add_init_script(WITHOUT_MSE)
+    before_reload = len(media)
     page.reload()
     expect(player_of(page)).to_have_attribute("data-playback", "native")
     start_playing(page)
     wait_until_played(page, 1.0)
-    segments = [url for url in media[len(segments) :] if ".m4s" in url]
+    segments = [url for url in media[before_reload:] if ".m4s" in url]
     assert segments and not any("Policy=" in url for url in segments), "native requests carry no query"
 
     # A stream the CDN refuses: the same video plays from its MP4.
