@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Page, Request, Route, expect
+from playwright.sync_api import Locator, Page, Request, Route, expect
 
 from devstack.client import ApiClient, StackProcess
 from tests.browser.test_web_app import PASSWORD, button, cards, sign_in
@@ -219,7 +219,7 @@ def scene(page: Page, stack: StackProcess, ladder: Path, tmp_path: Path) -> Iter
     yield Scene(page, video_id, cdn, state, stack.cdn)
 
 
-def player_of(page: Page) -> Any:
+def player_of(page: Page) -> Locator:
     return page.locator("video")
 
 
@@ -235,18 +235,30 @@ def wait_until_played(page: Page, seconds: float) -> None:
     )
 
 
+def play_with_hls_js(page: Page) -> Locator:
+    """The page's player once it streams with hls.js, playing, and remembered as window.__player."""
+    player = player_of(page)
+    expect(player).to_have_attribute("data-playback", "hls.js")
+    player.evaluate("(video) => { window.__player = video; }")
+    start_playing(page)
+    return player
+
+
+def assert_still_the_same_stream_playing(player: Locator) -> None:
+    """Nothing was torn down: the same element, still streaming with hls.js, not paused."""
+    assert player.evaluate("(video) => video === window.__player && !video.paused")
+    expect(player).to_have_attribute("data-playback", "hls.js")
+
+
 def test_a_stream_still_processing_plays_with_hls_js_and_keeps_playing_once_ready(scene: Scene) -> None:
     page = scene.page
     scene.processing(40)
     scene.watch()
 
-    player = player_of(page)
-    expect(player).to_have_attribute("data-playback", "hls.js")
+    player = play_with_hls_js(page)
     expect(player).to_have_accessible_name("Streamed")
     expect(page.get_by_text("Still processing — 40%")).to_be_visible()
     expect(page.get_by_role("progressbar", name="Progress of “Streamed”")).to_be_visible()
-    player.evaluate("(video) => { window.__player = video; }")
-    start_playing(page)
     wait_until_played(page, 1.0)
 
     # From the start of the EVENT playlist, not its live edge; every request under the prefix signed.
@@ -263,9 +275,7 @@ def test_a_stream_still_processing_plays_with_hls_js_and_keeps_playing_once_read
     scene.ready()
     expect(page.locator("[data-status=ready]")).to_be_visible()
     expect(page.get_by_text(re.compile("Still processing"))).to_be_hidden()
-    # The same element, still the stream, still playing: nothing was torn down.
-    assert player.evaluate("(video) => video === window.__player && !video.paused")
-    expect(player).to_have_attribute("data-playback", "hls.js")
+    assert_still_the_same_stream_playing(player)
     now = player.evaluate("(video) => video.currentTime")
     wait_until_played(page, now + 0.5)
 
@@ -274,21 +284,15 @@ def test_a_stream_moved_to_a_retried_run_plays_on_in_the_same_player_from_where_
     page = scene.page
     scene.processing(30)
     scene.watch()
-    player = player_of(page)
-    expect(player).to_have_attribute("data-playback", "hls.js")
-    player.evaluate("(video) => { window.__player = video; }")
-    start_playing(page)
+    player = play_with_hls_js(page)
     wait_until_played(page, 2.5)
 
     first_run = scene.cdn
     scene.new_run()
     scene.processing(35)
     expect(page.get_by_text("Still processing — 35%")).to_be_visible()
-    page.wait_for_function(
-        "(video) => video.currentTime > 4", arg=player.element_handle(), timeout=PLAYING_TIMEOUT_MS
-    )
-    assert player.evaluate("(video) => video === window.__player && !video.paused")
-    expect(player).to_have_attribute("data-playback", "hls.js")
+    wait_until_played(page, 4.0)
+    assert_still_the_same_stream_playing(player)
     assert scene.cdn.signed_by(".m4s"), "the new run's segments were fetched"
     # It went on from where it was: nothing of the new run's first 2 s was fetched.
     assert not any(name.endswith("seg00000.m4s") for name, _ in scene.cdn.requests), scene.cdn.requests
@@ -408,10 +412,7 @@ def test_a_1080p_upload_plays_through_hls_js_while_it_is_still_processing(
     expect(card).to_contain_text(re.compile(r"Processing \d+%"))
     card.get_by_role("link", name="Watch now: Long drive").click()
 
-    player = player_of(page)
-    expect(player).to_have_attribute("data-playback", "hls.js")
-    player.evaluate("(video) => { window.__player = video; }")
-    start_playing(page)
+    player = play_with_hls_js(page)
     started = page.wait_for_function(STARTED, arg=player.element_handle(), timeout=PLAYING_TIMEOUT_MS)
     at_start = started.json_value()  # the page at the moment playback passed 1 s
     assert at_start["stream"] == at_start["status"] == "processing", at_start
