@@ -59,6 +59,20 @@ Scratch space. Each job works in its own directory under `work_dir`
 its whole life. A process's first job removes the job directories whose lock
 it can take: their owner died (a crash, an out-of-memory kill, a timeout),
 and no live worker sharing the same `/tmp` can be using them.
+
+What a job needs (measured with bench/job_resources.py: a 60 s 1080p30
+source of 117 MB, the 1080/720/480/360 ladder and the 720p MP4):
+
+- `/tmp`: 13 MB at peak. The source is never copied there; HLS segments are
+  deleted as soon as they are stored; what stays until the end is the MP4
+  being written (its bitrate × the duration: the 720p MP4 is capped at
+  3 Mb/s + 128 kb/s of audio, so at most about 24 MB a minute, 705 MB for
+  the 30-minute limit) and the thumbnail, plus the few segments not yet
+  stored (a few MB). It does not depend on the source's size.
+- memory: about 880 MB at peak for the worker's process and its ffmpeg
+  together (ffmpeg about 670 MB, Python about 200 MB), for a 1080p source.
+  It grows with the source's frame size and the number of rungs, not with
+  its length.
 """
 
 from __future__ import annotations
