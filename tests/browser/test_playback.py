@@ -11,6 +11,7 @@ encoded.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Locator, Page, Request, Route, expect
+from playwright.sync_api import APIResponse, Locator, Page, Request, Route, expect
+from playwright.sync_api import Error as PlaywrightError
 
 from devstack.client import ApiClient, StackProcess
 from tests.browser.test_web_app import PASSWORD, button, cards, sign_in
@@ -73,6 +75,7 @@ def ladder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         re.sub(r'#EXT-X-STREAM-INF:[^\n]*CODECS="mp4a[^\n]*\naudio/index\.m3u8\n', "", master)
     )
     ffmpeg(*source, *tone, *video, "-c:a", "aac", "-movflags", "+faststart", str(root / "360p.mp4"))
+    ffmpeg(*source, "-frames:v", "1", str(root / "thumbnail.jpg"))
     return root
 
 
@@ -111,7 +114,7 @@ class FakeCdn:
                 text = body.decode().replace("#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-PLAYLIST-TYPE:EVENT")
                 body = text.replace("#EXT-X-ENDLIST\n", "").encode()
         else:
-            headers["Content-Type"] = "video/mp4"
+            headers["Content-Type"] = "image/jpeg" if name.endswith(".jpg") else "video/mp4"
         ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("range", ""))
         if ranged:
             start, end = int(ranged[1]), int(ranged[2] or len(body) - 1)
@@ -161,7 +164,12 @@ class Scene:
             status="ready",
             progress=100,
             playable=True,
-            outputs={"renditions": [mp4], "hls_url": self.hls_url, "rungs": RUNGS, "thumbnail_url": None},
+            outputs={
+                "renditions": [mp4],
+                "hls_url": self.hls_url,
+                "rungs": RUNGS,
+                "thumbnail_url": self.thumbnail,
+            },
         )
 
     def new_run(self) -> None:
@@ -176,6 +184,10 @@ class Scene:
         return f"{self.base}{self.cdn.prefix}"
 
     @property
+    def thumbnail(self) -> str:
+        return f"{self.media}thumbnail.jpg?{SIGNING_QUERY}"
+
+    @property
     def hls_url(self) -> str:
         return f"{self.media}hls/master.m3u8?{SIGNING_QUERY}"
 
@@ -187,6 +199,18 @@ RUNGS = [
     {"name": "360p", "width": 640, "height": 360, "bandwidth": 2_100_000},
     {"name": "240p", "width": 426, "height": 240, "bandwidth": 1_100_000},
 ]
+
+
+def fetch_through_restarts(route: Route, patience_s: float = 20) -> APIResponse:
+    """The API's own answer to the request; a local stack restarts its API when the code changes."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return route.fetch()
+        except PlaywrightError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture
@@ -206,7 +230,7 @@ def scene(page: Page, stack: StackProcess, ladder: Path, tmp_path: Path) -> Iter
     }
 
     def answer(route: Route) -> None:
-        response = route.fetch()
+        response = fetch_through_restarts(route)
         if route.request.method != "GET" or not response.ok:
             route.fulfill(response=response)
             return
@@ -276,6 +300,7 @@ def test_a_stream_still_processing_plays_with_hls_js_and_keeps_playing_once_read
     expect(page.locator("[data-status=ready]")).to_be_visible()
     expect(page.get_by_text(re.compile("Still processing"))).to_be_hidden()
     assert_still_the_same_stream_playing(player)
+    expect(player).to_have_attribute("poster", scene.thumbnail)  # the thumbnail came with ready
     now = player.evaluate("(video) => video.currentTime")
     wait_until_played(page, now + 0.5)
 
@@ -354,7 +379,9 @@ def test_without_media_source_the_browser_plays_hls_itself_with_signed_cookies(s
     wait_until_played(page, 1.0)
     # The master came signed by its query; what it names had only the cookies to show.
     assert ("hls/master.m3u8", "query") in scene.cdn.requests
-    beyond = [(name, by) for name, by in scene.cdn.requests if name != "hls/master.m3u8"]
+    beyond = [
+        (name, by) for name, by in scene.cdn.requests if name.startswith("hls/") and "master" not in name
+    ]
     assert beyond and all(by == "cookies" for _, by in beyond), scene.cdn.requests
     cookies = {c["name"]: c for c in page.context.cookies()}
     for name, value in COOKIES.items():
