@@ -38,7 +38,8 @@ const COOKIE_NAMES = { Policy: "CloudFront-Policy", Signature: "CloudFront-Signa
  *
  * @param {object} video
  * @param {{signal: AbortSignal}} options
- * @returns {{element: HTMLVideoElement, update: (video: object) => void}}
+ * @returns {{element: HTMLVideoElement, note: HTMLElement, update: (video: object) => void}}
+ *   `note` says why nothing plays, when that happens; place it over the element.
  */
 export function createPlayer(video, { signal }) {
   const element = h("video", {
