@@ -22,8 +22,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import requests
 
 from devstack.client import ApiClient, StackProcess
 from tests.conftest import make_clip
@@ -64,6 +67,16 @@ def main() -> int:
     return 0
 
 
+def poll(user: ApiClient, video_id: str) -> dict[str, Any]:
+    """The video; across a restart of `chalice local` (it reloads when code changes)."""
+    for _ in range(100):
+        try:
+            return user.video(video_id)
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    return user.video(video_id)
+
+
 def run_once(stack: StackProcess, user: ApiClient, clip: Path, run: int) -> tuple[float, ...]:
     """One upload: seconds to upload, and from landing to first playable, ready, email; ffmpeg's."""
     started = time.monotonic()
@@ -71,7 +84,7 @@ def run_once(stack: StackProcess, user: ApiClient, clip: Path, run: int) -> tupl
     landed = time.monotonic()
     playable_at = None
     deadline = landed + 600
-    while (video := user.video(video_id))["status"] not in {"ready", "failed"}:
+    while (video := poll(user, video_id))["status"] not in {"ready", "failed"}:
         if playable_at is None and video["playable"]:
             playable_at = time.monotonic()
         assert time.monotonic() < deadline, "timed out"
