@@ -653,20 +653,28 @@ def test_giving_up_fails_a_video_left_processing_and_emails_once(
     assert GAVE_UP_REASON in mail["text"]
 
 
-def test_giving_up_on_a_video_a_killed_run_left_playable_unpublishes_that_run(
-    processor: UploadProcessor, fakes: FakePorts
-) -> None:
-    video, event = uploaded(fakes)
-    run = f"{video.media_prefix}killed-run/"
+def left_playable_by_a_killed_run(fakes: FakePorts, video: Video, event: UploadedObject) -> str:
+    """The video as a worker killed after it became playable leaves it: processing,
+    playable, naming that run's HLS, whose objects are stored. Returns the run's prefix."""
+    killed = f"{video.media_prefix}killed-run/"
     fakes.videos.update(
         video,
         status=VideoStatus.PROCESSING,
         upload_etag=event.etag,
         playable=True,
-        outputs=Outputs(renditions=(), thumbnail_key=None, hls_master_key=f"{run}hls/master.m3u8"),
+        outputs=Outputs(renditions=(), thumbnail_key=None, hls_master_key=f"{killed}hls/master.m3u8"),
     )
-    for key in (f"{run}hls/master.m3u8", f"{run}hls/360p/seg00000.m4s", "media/owner-1/other/720p.mp4"):
-        fakes.media.objects[key] = (b"stored", "video/mp4")
+    for key in (f"{killed}hls/master.m3u8", f"{killed}hls/360p/seg00000.m4s"):
+        fakes.media.objects[key] = (b"stored", "application/octet-stream")
+    return killed
+
+
+def test_giving_up_on_a_video_a_killed_run_left_playable_unpublishes_that_run(
+    processor: UploadProcessor, fakes: FakePorts
+) -> None:
+    video, event = uploaded(fakes)
+    left_playable_by_a_killed_run(fakes, video, event)
+    fakes.media.objects["media/owner-1/other/720p.mp4"] = (b"keep", "video/mp4")
 
     assert processor.give_up(event) == "failed"
 
@@ -680,15 +688,7 @@ def test_the_retry_after_a_killed_playable_run_takes_that_run_back_first(
     quick: UploadProcessor, fakes: FakePorts
 ) -> None:
     video, event = uploaded(fakes)
-    killed = f"{video.media_prefix}killed-run/"
-    fakes.videos.update(
-        video,
-        status=VideoStatus.PROCESSING,
-        upload_etag=event.etag,
-        playable=True,
-        outputs=Outputs(renditions=(), thumbnail_key=None, hls_master_key=f"{killed}hls/master.m3u8"),
-    )
-    fakes.media.objects[f"{killed}hls/master.m3u8"] = (b"#EXTM3U", "application/vnd.apple.mpegurl")
+    killed = left_playable_by_a_killed_run(fakes, video, event)
     claimed: list[Video] = []
     fakes.transcoder.during_encode = lambda: claimed.append(current(fakes, video))
 
