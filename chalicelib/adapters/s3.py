@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,9 @@ from botocore.exceptions import ClientError
 
 from chalicelib.domain import UploadTicket, utcnow
 from chalicelib.ports import IMMUTABLE, MediaSource, StoredObject
+
+# Larger files go through upload_file, which sends them in parts.
+_SINGLE_PUT_MAX_BYTES = 8 * 1024 * 1024
 
 
 class S3BlobStore:
@@ -64,6 +68,19 @@ class S3BlobStore:
     def upload(self, path: str, key: str, content_type: str, *, cache_control: str = IMMUTABLE) -> None:
         """Store the file at `path`; `cache_control` as ports.IMMUTABLE says, unless
         the object will be replaced (ports.NO_CACHE)."""
+        if os.path.getsize(path) <= _SINGLE_PUT_MAX_BYTES:
+            # HLS segments and playlists: one PUT each. upload_file's transfer
+            # manager (threads, multipart checks) costs more CPU than the upload,
+            # and a job stores hundreds of them while ffmpeg wants every core.
+            with open(path, "rb") as body:
+                self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType=content_type,
+                    CacheControl=cache_control,
+                )
+            return
         self._s3.upload_file(
             path,
             self.bucket,

@@ -24,6 +24,7 @@ IAM_ACTION_OF_CALL = {
     # A presigned GET (ffmpeg reads the upload) is authorized by the signer's s3:GetObject.
     "generate_presigned_url": "s3:GetObject",
     "upload_file": "s3:PutObject",
+    "put_object": "s3:PutObject",  # small files (HLS segments, playlists)
     "delete_objects": "s3:DeleteObject",
     "get_paginator": "s3:ListBucket",  # list_objects_v2
     "head_bucket": "s3:ListBucket",
