@@ -81,6 +81,10 @@ DURATION_TOLERANCE_S = 0.5
 # half the duration keeps very short clips (0.2 s) inside their frames.
 THUMBNAIL_AT_S = 1.0
 
+# The most frames a second a rendition gets: with the duration cap this bounds
+# what any file costs to encode.
+MAX_FRAME_RATE = 60
+
 # Progress callbacks fire when progress moved by this much or this long has passed.
 PROGRESS_MIN_STEP = 0.05
 PROGRESS_MIN_INTERVAL_S = 1.0
@@ -261,8 +265,12 @@ class _Stream:
         return "(attached pic)" in self.rest
 
 
-def probe(path: str) -> MediaInfo:
+def probe(path: str, *, max_pixels: int | None = None) -> MediaInfo:
     """Describe the media file at ``path``, or reject it with a reason for people.
+
+    ``max_pixels`` caps the frames the probe decodes to learn the streams, so
+    a huge first frame costs no memory here: it is rejected with the pixel
+    cap's reason.
 
     Parses the stderr of ``ffmpeg -i`` because imageio-ffmpeg ships no ffprobe.
     The file is opened as :func:`untrusted_input_args` says: a playlist or
@@ -287,16 +295,19 @@ def probe(path: str) -> MediaInfo:
         "-nostdin",
         "-loglevel",
         "debug",
-        *untrusted_input_args(_file_url(path)),
+        *untrusted_input_args(_file_url(path), max_pixels=max_pixels),
     ]
     run = run_ffmpeg(args, timeout_s=PROBE_TIMEOUT_S)
     if run.returncode > 0 and _INPUT_RE.search(run.stderr) is not None:
         # Without an output ffmpeg exits 1 once the input is open ("At least
         # one output file must be specified"): that status means nothing.
         run = dataclasses.replace(run, returncode=0)
-    verdict = classify_ffmpeg_run(run)
+    verdict = classify_ffmpeg_run(run, max_pixels=max_pixels)
     if verdict is not None:
         raise verdict
+    if any(pattern in run.stderr for pattern in _PIXEL_CAP):
+        # The decoder refused the first frames, so their size is unknown too.
+        raise MediaRejected(_pixel_cap_reason(max_pixels))
     return _parse_probe(run.stderr)
 
 
@@ -439,7 +450,7 @@ def encode(
         )
         reporter = _ProgressReporter(info.duration_s, on_progress)
         run = run_ffmpeg(args, timeout_s=timeout_s, on_stdout_line=reporter.feed)
-        verdict = classify_ffmpeg_run(run, max_pixels=max_pixels)
+        verdict = classify_ffmpeg_run(run, max_pixels=max_pixels, out_dir=out_dir)
         if verdict is not None:
             raise verdict
         rendition = _validate_outputs(info, (width, height), rendition_tmp, thumbnail_tmp, run)
@@ -499,13 +510,21 @@ def _encode_args(
     graph = ";".join(
         [
             # 0:V = video that is not cover art; ffmpeg auto-rotates it before this.
-            f"[0:V:0]scale={width}:{height},setsar=1[video]",
+            # At most MAX_FRAME_RATE frames a second: the duration cap then bounds
+            # the encode's work too (a 1000 fps file is encoded as 60 fps).
+            f"[0:V:0]scale={width}:{height},setsar=1,fps=fps='min(source_fps,{MAX_FRAME_RATE})'[video]",
             f"[1:v]scale=-2:{mark_height}[mark]",
             f"[video][mark]overlay=W-w-{margin}:H-h-{margin},format=yuv420p,split=2[rendition][poster]",
             f"[poster]select='lte(t,{thumbnail_at + 0.001:.3f})+eq(n,0)'[thumbnail]",
         ]
     )
-    audio = ["-map", "0:a:0", "-c:a", "aac", "-b:a", "128k"] if info.audio_codec else []
+    # Stereo at 48 kHz: the AAC encoder refuses some layouts and rates a file
+    # may carry (e.g. 16 channels), and a player needs no more.
+    audio = (
+        ["-map", "0:a:0", "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000"]
+        if info.audio_codec
+        else []
+    )
     return [
         ffmpeg_exe(),
         "-hide_banner",
@@ -735,7 +754,11 @@ class _ProgressReporter:
 _REFERRING_FORMATS = frozenset({"dash", "hls", "concat", "imf", "sdp", "rtsp", "rtp", "avisynth"})
 _PROBED_FORMAT_RE = re.compile(r"Format (?P<name>\S+) probed with size=")
 
-_OUT_OF_RESOURCES = ("No space left on device", "Disk quota exceeded", "Cannot allocate memory")
+_DISK_FULL = ("No space left on device", "Disk quota exceeded")
+_OUT_OF_MEMORY = ("Cannot allocate memory",)
+# Below this much free space in the output folder, "disk full" is believed.
+_DISK_FULL_BELOW_BYTES = 16 * 1024 * 1024
+_ENCODER_REFUSED = ("Error while opening encoder", "Could not open encoder")
 _EXTERNAL_TRACK_SKIPPED = ("Skipped opening external track",)
 _NOT_ON_WHITELIST = ("Format not on whitelist",)
 _PROTOCOL_REFUSED = ("not on whitelist",)  # "Protocol 'http' not on whitelist 'file'!"
@@ -753,7 +776,7 @@ _BAD_INPUT = (
 
 
 def classify_ffmpeg_run(
-    run: FfmpegRun, *, max_pixels: int | None = None
+    run: FfmpegRun, *, max_pixels: int | None = None, out_dir: str | None = None
 ) -> MediaRejected | MediaProcessingError | None:
     """Say what an ffmpeg run's ending means: the one table of outcomes.
 
@@ -766,12 +789,14 @@ def classify_ffmpeg_run(
                                                          bound a good file's work
     killed by a signal                      transient    OOM killer, RLIMIT_FSIZE, ...
     a QuickTime external track skipped      rejected     a reference movie, not a video
-    disk full, quota, no memory (stderr)    transient    ours; even with exit 0
+    disk full (and out_dir really is full)  transient    ours; even with exit 0
     exit 0                                  none         the outputs are checked next
+    no memory                               transient    ours
     format or protocol not on whitelist     rejected     a container we do not accept,
                                                          or one that refers to others
     a frame over max_pixels                 rejected     the pixel cap while decoding
     no decoder for the video                rejected     a format we cannot decode
+    an encoder refused the decoded stream   rejected     a layout we cannot convert
     invalid data, corrupt packets           rejected     a damaged or cut-short file
     any other non-zero exit                 transient    unknown: give it another try
     ======================================  ===========  ================================
@@ -781,12 +806,17 @@ def classify_ffmpeg_run(
 
     Only log lines count: lines that start with whitespace are ffmpeg's dump
     of the file's own metadata (titles, tags), which an uploader controls.
+    ffmpeg also quotes some of the file's own strings in its input's log lines
+    (a codec id, say), so the input's lines cannot make a run look like ours
+    to retry: "disk full" is believed only when ``out_dir``'s disk really is
+    nearly full, and "no memory" only from lines that are not the input's.
     """
     log = "\n".join(line for line in run.stderr.splitlines() if line[:1] not in (" ", "\t"))
     lowered = log.lower()
+    ours = "\n".join(line for line in log.splitlines() if not _from_input(line)).lower()
 
-    def says(patterns: Sequence[str]) -> bool:
-        return any(pattern.lower() in lowered for pattern in patterns)
+    def says(patterns: Sequence[str], text: str = lowered) -> bool:
+        return any(pattern.lower() in text for pattern in patterns)
 
     if run.timed_out:
         return MediaProcessingError(f"ffmpeg did not finish in time and was killed after {run.wall_s:.3g} s")
@@ -794,10 +824,12 @@ def classify_ffmpeg_run(
         return MediaProcessingError(f"ffmpeg was killed by {_signal_name(-run.returncode)}")
     if says(_EXTERNAL_TRACK_SKIPPED):
         return MediaRejected(_EXTERNAL_TRACKS)
-    if says(_OUT_OF_RESOURCES):
-        return MediaProcessingError(f"ffmpeg ran out of disk space or memory: {_last_lines(log)}")
+    if says(_DISK_FULL) and out_dir is not None and _disk_nearly_full(out_dir):
+        return MediaProcessingError(f"ffmpeg ran out of disk space: {_last_lines(log)}")
     if run.returncode == 0:
         return None
+    if says(_OUT_OF_MEMORY, ours):
+        return MediaProcessingError(f"ffmpeg ran out of memory: {_last_lines(log)}")
     if says(_NOT_ON_WHITELIST):
         probed = _PROBED_FORMAT_RE.search(log)
         refers = probed is not None and probed["name"] in _REFERRING_FORMATS
@@ -805,12 +837,35 @@ def classify_ffmpeg_run(
     if says(_PROTOCOL_REFUSED):
         return MediaRejected(_REFERS_TO_OTHER_FILES)
     if says(_PIXEL_CAP):
-        return MediaRejected(f"This video has frames larger than the {_pixels_in_words(max_pixels)} allowed.")
+        return MediaRejected(_pixel_cap_reason(max_pixels))
     if says(_NO_DECODER):
         return MediaRejected("This video uses a format we cannot decode.")
+    if says(_ENCODER_REFUSED):
+        return MediaRejected("This video's picture or sound is in a form we cannot convert.")
     if says(_BAD_INPUT):
         return MediaRejected(_CUT_SHORT)
     return MediaProcessingError(f"ffmpeg exited with status {run.returncode}: {_last_lines(log)}")
+
+
+def _pixel_cap_reason(max_pixels: int | None) -> str:
+    return f"This video has frames larger than the {_pixels_in_words(max_pixels)} allowed."
+
+
+# "[in#0 @ 0x...]" and the demuxer's own "[matroska,webm @ 0x...]" lines speak
+# for the input: they may quote strings from the file.
+_INPUT_LOG_PREFIXES = ("[in#", *(f"[{name}" for name in ("mov,mp4", "matroska,webm")))
+
+
+def _from_input(line: str) -> bool:
+    return line.startswith(_INPUT_LOG_PREFIXES)
+
+
+def _disk_nearly_full(path: str) -> bool:
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return True  # the folder itself is gone or unreadable: ours, not the file's
+    return stats.f_bavail * stats.f_frsize < _DISK_FULL_BELOW_BYTES
 
 
 def judge_decoded_duration(

@@ -162,7 +162,7 @@ def uploaded_objects(body: str) -> list[UploadedObject]:
 
 
 class Transcoder(Protocol):
-    def probe(self, path: str) -> MediaInfo: ...
+    def probe(self, path: str, *, max_pixels: int | None = None) -> MediaInfo: ...
 
     def encode(
         self,
@@ -337,6 +337,10 @@ class UploadProcessor:
                 self._check_stored(claimed, stored)
                 return claimed, stored
         if stored.etag != video.upload_etag:
+            if not uploaded.etag:
+                # An event that does not say which upload it is cannot speak for
+                # the one the video took (whose own event does): not this job's.
+                return None
             raise ObjectChanged(video.upload_key)
         self._check_stored(video, stored)
         video = self.videos.update(
@@ -358,7 +362,7 @@ class UploadProcessor:
         with job_dir(self.settings.work_dir) as work:
             source_path = os.path.join(work, "source")
             self.uploads.download(video.upload_key, source_path, if_match=video.upload_etag)
-            info = self.transcoder.probe(source_path)
+            info = self.transcoder.probe(source_path, max_pixels=self.settings.frame_pixel_limit)
             self._check_media(info)
             video = self.videos.update(
                 video,

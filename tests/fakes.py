@@ -153,7 +153,7 @@ class FakeTranscoder:
     decoded_duration_s: float | None = None
     limits: list[tuple[float, int]] = field(default_factory=list)
 
-    def probe(self, path: str) -> MediaInfo:
+    def probe(self, path: str, *, max_pixels: int | None = None) -> MediaInfo:
         if self.reject_probe:
             raise MediaRejected(self.reject_probe)
         return self.info
