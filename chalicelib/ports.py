@@ -83,7 +83,7 @@ class TranscodeResult:
 class Transcoder(Protocol):
     """Probes an upload and turns it into an HLS ladder, an MP4 and a thumbnail."""
 
-    def probe(self, source: MediaSource) -> MediaInfo:
+    def probe(self, source: MediaSource, *, max_pixels: int | None = None) -> MediaInfo:
         """Describe the source, or raise MediaRejected / MediaProcessingError."""
         ...
 

@@ -367,6 +367,10 @@ class UploadProcessor:
                 self._check_stored(claimed, stored)
                 return claimed, stored
         if stored.etag != video.upload_etag:
+            if not uploaded.etag:
+                # An event that does not say which upload it is cannot speak for
+                # the one the video took (whose own event does): not this job's.
+                return None
             raise ObjectChanged(video.upload_key)
         self._check_stored(video, stored)
         # A retry: outputs the video shows were published by a run that died
@@ -400,7 +404,7 @@ class UploadProcessor:
             expires_s=int(ffmpeg_timeout_s + SOURCE_URL_MARGIN_S),
         )
         with self._reading_claimed(video):
-            info = self.transcoder.probe(source)
+            info = self.transcoder.probe(source, max_pixels=self.settings.frame_pixel_limit)
         self._check_media(info)
         video = self.videos.update(
             video,

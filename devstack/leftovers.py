@@ -7,8 +7,10 @@ pid); a process holding a port that carries this project's mark, and whose
 stack is no longer running, is provably ours and safe to stop. So is an
 unmarked one (from a version before the marks) whose command line is
 `chalice --project-dir THIS local`, `-m devstack.api --project-dir THIS` or
-`-m devstack.pump --worker-dir THIS/...`, and whose parent is not a stack.
-Anything else is only named, with what to do.
+`-m devstack.pump --worker-dir THIS/...` (relative paths read from its own
+working directory) and that is an orphan (its parent is gone, so it was
+handed to init): one run by hand from a shell has that shell as its parent,
+and is somebody's. Anything else is only named, with what to do.
 
 Linux only (it reads /proc); elsewhere nothing is found and the stack just
 says the port is taken.
@@ -40,6 +42,7 @@ class PortHolder:
     ppid: int
     project_dir: str | None  # from its mark; None when it is not a stack's child
     stack_pid: int | None
+    cwd: str | None = None  # its working directory, which relative paths in argv are against
 
     @property
     def command(self) -> str:
@@ -53,15 +56,20 @@ class PortHolder:
             if Path(self.project_dir) != project_dir:
                 return False
             return self.stack_pid is None or not _is_devstack(self.stack_pid)
-        return _serves(self.argv, project_dir) and not _is_devstack(self.ppid)
+        return self.ppid == 1 and _serves(self.argv, project_dir, self.cwd)
 
 
-def _serves(argv: Sequence[str], project_dir: Path) -> bool:
+def _serves(argv: Sequence[str], project_dir: Path, cwd: str | None) -> bool:
     # An unmarked chalice local, API or pump of `project_dir`, by its arguments.
     def option(name: str) -> Path | None:
-        if name in argv[:-1]:
-            return Path(argv[argv.index(name) + 1]).resolve()
-        return None
+        if name not in argv[:-1]:
+            return None
+        path = Path(argv[argv.index(name) + 1])
+        if not path.is_absolute():
+            if cwd is None:
+                return None  # relative to a directory we cannot see: not provably ours
+            path = Path(cwd) / path
+        return path.resolve()
 
     names = [Path(arg).name for arg in argv[:2]]
     if "chalice" in names and "local" in argv:
@@ -111,12 +119,14 @@ def port_holders(port: int, proc: Path = Path("/proc")) -> list[PortHolder]:
     return holders
 
 
-def stop_process_group(pid: int, grace_s: float = 5.0) -> bool:
-    """SIGTERM `pid`'s process group (the stack started each child as a group
-    leader), SIGKILL it after `grace_s`; True once `pid` is gone."""
+def stop_process_group(pid: int, grace_s: float = 5.0, *, whole_group: bool = True) -> bool:
+    """SIGTERM `pid` and, with `whole_group`, its process group (the stack
+    starts each child as a group leader, so its ffmpeg goes too); SIGKILL after
+    `grace_s`. True once `pid` is gone. Only a marked child of a stack is
+    known to lead a group the stack made: for anything else pass False."""
     leads_group = False
     with contextlib.suppress(OSError):
-        leads_group = os.getpgid(pid) == pid
+        leads_group = whole_group and os.getpgid(pid) == pid
     for signum, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if leads_group:  # its ffmpeg too
@@ -139,12 +149,17 @@ def _holder(pid: int, proc: Path) -> PortHolder:
         raw, ppid = b"", 0
     environ = _environ(pid, proc)
     stack_pid = environ.get(STACK_PID_MARK, "")
+    try:
+        cwd: str | None = os.readlink(proc / str(pid) / "cwd")
+    except OSError:
+        cwd = None
     return PortHolder(
         pid=pid,
         argv=tuple(arg.decode(errors="replace") for arg in raw.split(b"\0") if arg),
         ppid=ppid,
         project_dir=environ.get(PROJECT_MARK),
         stack_pid=int(stack_pid) if stack_pid.isdigit() else None,
+        cwd=cwd,
     )
 
 

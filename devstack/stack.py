@@ -206,7 +206,7 @@ def claim_ports(ports: Mapping[str, int], project_dir: Path, host: str = HOST) -
                 f"port {port} ({name}) is held by pid {holder.pid} ({holder.command}), left over "
                 "from a local stack of this project that is gone; stopping it"
             )
-            stop_process_group(holder.pid)
+            stop_process_group(holder.pid, whole_group=holder.project_dir is not None)
         if leftovers and (error := bind_error(host, port)) is None:
             continue
         raise StackError(_port_taken(name, port, host, error, [h for h in holders if h not in leftovers]))

@@ -188,7 +188,7 @@ class FakeTranscoder:
     limits: list[tuple[float, int]] = field(default_factory=list)
     sources: list[MediaSource] = field(default_factory=list)
 
-    def probe(self, source: MediaSource) -> MediaInfo:
+    def probe(self, source: MediaSource, *, max_pixels: int | None = None) -> MediaInfo:
         self.sources.append(source)
         read_source(source)
         if self.reject_probe:

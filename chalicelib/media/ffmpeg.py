@@ -364,7 +364,11 @@ _NETWORK_BROKE = (
     "Server returned 4",
     "Server returned 5",
 )
-_OUT_OF_RESOURCES = ("No space left on device", "Disk quota exceeded", "Cannot allocate memory")
+_DISK_FULL = ("No space left on device", "Disk quota exceeded")
+_OUT_OF_MEMORY = ("Cannot allocate memory",)
+# Below this much free space in the output folder, "disk full" is believed.
+_DISK_FULL_BELOW_BYTES = 16 * 1024 * 1024
+_ENCODER_REFUSED = ("Error while opening encoder", "Could not open encoder")
 _EXTERNAL_TRACK_SKIPPED = ("Skipped opening external track",)
 _NOT_ON_WHITELIST = ("Format not on whitelist",)
 _PROTOCOL_REFUSED = ("not on whitelist",)  # "Protocol 'http' not on whitelist 'file'!"
@@ -382,7 +386,7 @@ _BAD_INPUT = (
 
 
 def classify_ffmpeg_run(
-    run: FfmpegRun, *, max_pixels: int | None = None
+    run: FfmpegRun, *, max_pixels: int | None = None, out_dir: str | None = None
 ) -> MediaRejected | MediaProcessingError | ObjectChanged | None:
     """Say what an ffmpeg run's ending means: the one table of outcomes.
 
@@ -399,12 +403,14 @@ def classify_ffmpeg_run(
     a network read of the source broke      transient    reset, cut off, 4xx/5xx; even
                                                          with exit 0 (what was read
                                                          would look cut short)
-    disk full, quota, no memory (stderr)    transient    ours; even with exit 0
+    disk full (and out_dir really is full)  transient    ours; even with exit 0
     exit 0                                  none         the outputs are checked next
+    no memory (not in the input's lines)    transient    ours
     format or protocol not on whitelist     rejected     a container we do not accept,
                                                          or one that refers to others
     a frame over max_pixels                 rejected     the pixel cap while decoding
     no decoder for the video                rejected     a format we cannot decode
+    an encoder refused the decoded stream   rejected     a layout we cannot convert
     invalid data, corrupt packets           rejected     a damaged or cut-short file
     any other non-zero exit                 transient    unknown: give it another try
     ======================================  ===========  ================================
@@ -414,12 +420,17 @@ def classify_ffmpeg_run(
 
     Only log lines count: lines that start with whitespace are ffmpeg's dump
     of the file's own metadata (titles, tags), which an uploader controls.
+    ffmpeg also quotes some of the file's own strings in its input's log lines
+    (a codec id, say), so the input's lines cannot make a run look like ours
+    to retry: "disk full" is believed only when ``out_dir``'s disk really is
+    nearly full, and "no memory" only from lines that are not the input's.
     """
     log = "\n".join(line for line in run.stderr.splitlines() if line[:1] not in (" ", "\t"))
     lowered = log.lower()
+    ours = "\n".join(line for line in log.splitlines() if not _from_input(line)).lower()
 
-    def says(patterns: Sequence[str]) -> bool:
-        return any(pattern.lower() in lowered for pattern in patterns)
+    def says(patterns: Sequence[str], text: str = lowered) -> bool:
+        return any(pattern.lower() in text for pattern in patterns)
 
     if run.timed_out:
         return MediaProcessingError(f"ffmpeg did not finish in time and was killed after {run.wall_s:.3g} s")
@@ -431,10 +442,12 @@ def classify_ffmpeg_run(
         return ObjectChanged(f"the source answered {replaced['status']}: it was replaced or removed")
     if says(_NETWORK_BROKE):
         return MediaProcessingError(f"reading the source broke off: {last_lines(log)}")
-    if says(_OUT_OF_RESOURCES):
-        return MediaProcessingError(f"ffmpeg ran out of disk space or memory: {last_lines(log)}")
+    if says(_DISK_FULL) and out_dir is not None and _disk_nearly_full(out_dir):
+        return MediaProcessingError(f"ffmpeg ran out of disk space: {last_lines(log)}")
     if run.returncode == 0:
         return None
+    if says(_OUT_OF_MEMORY, ours):
+        return MediaProcessingError(f"ffmpeg ran out of memory: {last_lines(log)}")
     if says(_NOT_ON_WHITELIST):
         probed = _PROBED_FORMAT_RE.search(log)
         refers = probed is not None and probed["name"] in _REFERRING_FORMATS
@@ -442,12 +455,41 @@ def classify_ffmpeg_run(
     if says(_PROTOCOL_REFUSED):
         return MediaRejected(_REFERS_TO_OTHER_FILES)
     if says(_PIXEL_CAP):
-        return MediaRejected(f"This video has frames larger than the {_pixels_in_words(max_pixels)} allowed.")
+        return MediaRejected(pixel_cap_reason(max_pixels))
     if says(_NO_DECODER):
         return MediaRejected("This video uses a format we cannot decode.")
+    if says(_ENCODER_REFUSED):
+        return MediaRejected("This video's picture or sound is in a form we cannot convert.")
     if says(_BAD_INPUT):
         return MediaRejected(CUT_SHORT)
     return MediaProcessingError(f"ffmpeg exited with status {run.returncode}: {last_lines(log)}")
+
+
+def pixel_cap_reason(max_pixels: int | None) -> str:
+    """The reason given for a frame over ``max_pixels``."""
+    return f"This video has frames larger than the {_pixels_in_words(max_pixels)} allowed."
+
+
+def said_pixel_cap(stderr: str) -> bool:
+    """Whether ffmpeg refused a frame for the pixel cap."""
+    return any(pattern in stderr for pattern in _PIXEL_CAP)
+
+
+# "[in#0 @ 0x...]" and the demuxer's own "[matroska,webm @ 0x...]" lines speak
+# for the input: they may quote strings from the file.
+_INPUT_LOG_PREFIXES = ("[in#", "[mov,mp4", "[matroska,webm")
+
+
+def _from_input(line: str) -> bool:
+    return line.startswith(_INPUT_LOG_PREFIXES)
+
+
+def _disk_nearly_full(path: str) -> bool:
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return True  # the folder itself is gone or unreadable: ours, not the file's
+    return stats.f_bavail * stats.f_frsize < _DISK_FULL_BELOW_BYTES
 
 
 def judge_decoded_duration(

@@ -43,6 +43,8 @@ AUDIO_NAME = "audio"  # the shared audio rendition's folder: hls/audio/
 # Assumed when the probe found no frame rate: only -g depends on it, and the
 # forced keyframes keep segments aligned whatever it is.
 FALLBACK_FRAME_RATE = 30.0
+# The most frames a second a rendition gets.
+MAX_FRAME_RATE = 60
 
 # The thumbnail is the frame at min(1 s, duration / 2): 1 s skips fade-ins, and
 # half the duration keeps very short clips (0.2 s) inside their frames.
@@ -142,7 +144,7 @@ def plan_ladder(
         maxrate = video_maxrate_bps(min(width, height))
         rungs.append(RungPlan(f"{min(width, height)}p", width, height, maxrate, maxrate + audio))
     at_or_below = [i for i, r in enumerate(rungs) if min(r.width, r.height) <= mp4_short_side]
-    frame_rate = info.frame_rate if 0 < info.frame_rate <= 240 else FALLBACK_FRAME_RATE
+    frame_rate = min(info.frame_rate, MAX_FRAME_RATE) if info.frame_rate > 0 else FALLBACK_FRAME_RATE
     return LadderPlan(
         rungs=tuple(rungs),
         mp4_index=at_or_below[0] if at_or_below else len(rungs) - 1,
@@ -162,7 +164,11 @@ def filter_graph(plan: LadderPlan) -> str:
     rung, ``[mp4]`` and ``[thumbnail]`` (split off the MP4's rung).
     """
     top = plan.rungs[0]
-    parts = [f"[0:V:0]scale={top.width}:{top.height},setsar=1[frame]"]
+    # At most MAX_FRAME_RATE frames a second: with the duration cap this bounds
+    # what any file costs to encode (a 1000 fps file is encoded as 60 fps).
+    parts = [
+        f"[0:V:0]scale={top.width}:{top.height},setsar=1,fps=fps='min(source_fps,{MAX_FRAME_RATE})'[frame]"
+    ]
     parts += watermark_filters("frame", "1:v", "marked", (top.width, top.height))
     count = len(plan.rungs)
     branches = "".join(f"[r{i}]" for i in range(count))
@@ -228,7 +234,11 @@ def ffmpeg_args(
     if "%" in hls_dir:
         raise ValueError(f"the HLS folder's path must not contain '%': {hls_dir!r}")
     audio = ["-map", "0:a:0"] if plan.has_audio else []
-    audio_codec = ["-c:a", "aac", "-b:a", str(AUDIO_BITRATE_BPS)] if plan.has_audio else []
+    # Stereo at 48 kHz: the AAC encoder refuses some layouts and rates a file
+    # may carry (e.g. 16 channels), and a player needs no more.
+    audio_codec = ["-c:a", "aac", "-b:a", str(AUDIO_BITRATE_BPS), "-ac", "2", "-ar", "48000"]
+    if not plan.has_audio:
+        audio_codec = []
     caps: list[str] = []
     for i, rung in enumerate(plan.rungs):
         caps += [f"-maxrate:v:{i}", str(rung.maxrate_bps), f"-bufsize:v:{i}", str(_bufsize(rung))]

@@ -7,7 +7,14 @@ import os
 import re
 from dataclasses import dataclass
 
-from chalicelib.media.ffmpeg import NOT_A_VIDEO, classify_ffmpeg_run, run_ffmpeg, source_args
+from chalicelib.media.ffmpeg import (
+    NOT_A_VIDEO,
+    classify_ffmpeg_run,
+    pixel_cap_reason,
+    run_ffmpeg,
+    said_pixel_cap,
+    source_args,
+)
 from chalicelib.ports import MediaInfo, MediaRejected, MediaSource
 
 PROBE_TIMEOUT_S = 60.0
@@ -45,8 +52,12 @@ class _Stream:
         return "(attached pic)" in self.rest
 
 
-def probe(ffmpeg_path: str, source: MediaSource) -> MediaInfo:
+def probe(ffmpeg_path: str, source: MediaSource, *, max_pixels: int | None = None) -> MediaInfo:
     """Describe the media at ``source``, or reject it with a reason for people.
+
+    ``max_pixels`` caps the frames the probe decodes to learn the streams, so
+    a huge first frame costs no memory here: it is rejected with the pixel
+    cap's reason.
 
     The source is opened as :func:`~chalicelib.media.ffmpeg.untrusted_input_args`
     says: a playlist or manifest, any other container we do not accept, or a
@@ -66,15 +77,25 @@ def probe(ffmpeg_path: str, source: MediaSource) -> MediaInfo:
     # Debug level adds the line naming the demuxer ffmpeg detected ("Format
     # dash probed with ..."), so a refusal can say what the file was; a probe
     # logs about a hundred lines at this level.
-    args = [ffmpeg_path, "-hide_banner", "-nostdin", "-loglevel", "debug", *source_args(source)]
+    args = [
+        ffmpeg_path,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "debug",
+        *source_args(source, max_pixels=max_pixels),
+    ]
     run = run_ffmpeg(args, timeout_s=PROBE_TIMEOUT_S)
     if run.returncode > 0 and _INPUT_RE.search(run.stderr) is not None:
         # Without an output ffmpeg exits 1 once the input is open ("At least
         # one output file must be specified"): that status means nothing.
         run = dataclasses.replace(run, returncode=0)
-    verdict = classify_ffmpeg_run(run)
+    verdict = classify_ffmpeg_run(run, max_pixels=max_pixels)
     if verdict is not None:
         raise verdict
+    if said_pixel_cap(run.stderr):
+        # The decoder refused the first frames, so their size is unknown too.
+        raise MediaRejected(pixel_cap_reason(max_pixels))
     return parse_probe(run.stderr)
 
 

@@ -56,9 +56,9 @@ class FfmpegTranscoder:
         self.ffmpeg_path = ffmpeg_path
         self.watermark_path = watermark_path
 
-    def probe(self, source: MediaSource) -> MediaInfo:
+    def probe(self, source: MediaSource, *, max_pixels: int | None = None) -> MediaInfo:
         """Describe the source (see :func:`chalicelib.media.probe.probe`)."""
-        return probe(self.ffmpeg_path, source)
+        return probe(self.ffmpeg_path, source, max_pixels=max_pixels)
 
     def transcode(
         self,
@@ -134,7 +134,7 @@ class FfmpegTranscoder:
                 reporter.feed(line)
 
             run = run_ffmpeg(args, timeout_s=timeout_s, on_stdout_line=on_line)
-            verdict = classify_ffmpeg_run(run, max_pixels=max_pixels)
+            verdict = classify_ffmpeg_run(run, max_pixels=max_pixels, out_dir=out_dir)
             if verdict is not None:
                 raise verdict
             if not master.write_when_ready():

@@ -928,6 +928,16 @@ def test_an_unmarked_chalice_local_of_this_project_whose_stack_is_gone_is_a_left
     ).leftover_of(project)
     assert not holder(*chalice, str(elsewhere), *local).leftover_of(project)
     assert not holder("python3", "-m", "http.server", "8000").leftover_of(project)
+    # Run by hand from a shell (its parent lives): somebody's, not a leftover.
+    by_hand = PortHolder(
+        pid=4242, argv=(*chalice, str(project), *local), ppid=os.getpid(), project_dir=None, stack_pid=None
+    )
+    assert not by_hand.leftover_of(project)
+    # A relative --project-dir is read from the holder's own working directory.
+    relative = (*chalice, ".", *local)
+    assert not PortHolder(4242, relative, 1, None, None, cwd=str(elsewhere)).leftover_of(project)
+    assert PortHolder(4242, relative, 1, None, None, cwd=str(project)).leftover_of(project)
+    assert not PortHolder(4242, relative, 1, None, None, cwd=None).leftover_of(project)
     # A marked child belongs to the project its mark names.
     marked = PortHolder(pid=4242, argv=(), ppid=1, project_dir=str(elsewhere), stack_pid=None)
     assert not marked.leftover_of(project) and marked.leftover_of(elsewhere)

@@ -40,6 +40,7 @@ from chalicelib.settings import Settings
 from devstack.mailbox import clear_messages, sent_messages
 from devstack.pump import lambda_sqs_event
 from tests.media_tools import make_clip, make_resolution_bomb, set_mkv_header_duration
+from tests.unit.test_hostile_media import HOSTILE, Hostile
 
 
 @pytest.fixture
@@ -245,6 +246,32 @@ def test_a_non_video_upload_fails_with_a_reason_and_an_email(worker: Worker, tmp
     assert len(mails) == 1 and failed.error in mails[0]["text"]
 
 
+@pytest.mark.parametrize("build", HOSTILE, ids=lambda build: build.__name__)
+def test_an_upload_naming_other_files_fails_at_once_with_its_reason_having_read_only_itself(
+    worker: Worker, tmp_path: Path, build: Callable[[Path], Hostile]
+) -> None:
+    hostile = build(tmp_path)
+    try:
+        video = worker.new_video()
+        worker.upload(video, hostile.path)
+        message = worker.receive()
+        assert message["Attributes"]["ApproximateReceiveCount"] == "1"
+
+        worker.invoke(message)  # returns: the message is done, not retried
+
+        failed = worker.video(video)
+        assert failed.status is VideoStatus.FAILED
+        # A sentence for people (stored as "source", an HLS playlist is not even
+        # recognised as one: it is "damaged"); never a path or ffmpeg's words.
+        assert failed.error and failed.error.endswith(".") and str(tmp_path) not in failed.error
+        assert not hostile.witness.opened
+    finally:
+        hostile.witness.close()
+    assert worker.media_keys(video) == []
+    mails = worker.mails_to(video)
+    assert len(mails) == 1 and failed.error in mails[0]["text"]
+
+
 def test_an_upload_larger_than_declared_is_rejected(worker: Worker, clip: Path) -> None:
     video = worker.new_video(size=100)
     worker.upload(video, clip)
@@ -341,10 +368,10 @@ class Ffmpeg:
         self.before_probe = before_probe
         self.before_transcode = before_transcode
 
-    def probe(self, source: MediaSource) -> MediaInfo:
+    def probe(self, source: MediaSource, *, max_pixels: int | None = None) -> MediaInfo:
         if self.before_probe is not None:
             self.before_probe()
-        return self.transcoder.probe(source)
+        return self.transcoder.probe(source, max_pixels=max_pixels)
 
     def transcode(self, *args: Any, on_progress: Callable[[float], None] | None = None, **kwargs: Any) -> Any:
         if self.encode_error is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -436,6 +437,23 @@ def test_a_second_upload_during_an_encode_is_refused_and_the_first_finishes(
     assert rendition == b"first upload"
     assert done.outputs.thumbnail_key in fakes.media.objects
     assert len(fakes.mailer.sent) == 1 and fakes.transcoder.encodes == 1
+
+
+def test_a_second_upload_whose_event_names_no_etag_does_not_fail_the_first(
+    processor: UploadProcessor, fakes: FakePorts
+) -> None:
+    video, first = uploaded(fakes, b"first upload")
+    outcomes = []
+
+    def second_upload_lands() -> None:
+        second = upload(fakes, video, b"second upload")
+        outcomes.append(processor.process(dataclasses.replace(second, etag=""), final_attempt=False))
+
+    fakes.transcoder.during_encode = second_upload_lands
+    assert processor.process(first, final_attempt=False) == "ready"
+
+    assert outcomes == ["refused"]
+    assert current(fakes, video).status is VideoStatus.READY and len(fakes.mailer.sent) == 1
 
 
 def test_another_upload_after_the_video_is_final_is_refused(
