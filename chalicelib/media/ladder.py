@@ -202,8 +202,16 @@ def keyframe_args(plan: LadderPlan) -> list[str]:
     gop = str(plan.gop_frames)
     return [
         "-g", gop, "-keyint_min", gop, "-sc_threshold", "0", "-flags", "+cgop",
-        "-force_key_frames", f"expr:gte(t,n_forced*{plan.segment_s:g})",
+        "-force_key_frames", _forced_keyframes(plan.segment_s),
     ]  # fmt: skip
+
+
+def _forced_keyframes(segment_s: float) -> str:
+    # Every segment_s, plus one at segment_s / 2 in the first segment: that
+    # first segment is cut there (-hls_init_time), so a stream is playable
+    # after half a segment of encoding rather than a whole one.
+    half = segment_s / 2
+    return f"expr:if(lt(t,{segment_s:g}),gte(t,n_forced*{half:g}),gte(t,{segment_s:g}*(n_forced-1)))"
 
 
 def var_stream_map(plan: LadderPlan) -> str:
@@ -260,6 +268,7 @@ def ffmpeg_args(
         *video_codec, *caps, *keyframe_args(plan), *audio_codec, *no_metadata,
         "-f", "hls",
         "-hls_time", f"{plan.segment_s:g}",
+        "-hls_init_time", f"{plan.segment_s / 2:g}",
         "-hls_playlist_type", "event",
         "-hls_segment_type", "fmp4",
         "-hls_flags", "independent_segments+temp_file",

@@ -132,12 +132,15 @@ def test_bandwidth_is_the_peak_video_cap_plus_the_audio() -> None:
 
 
 @pytest.mark.parametrize(("frame_rate", "gop"), [(30.0, "60"), (25.0, "50"), (59.94, "120"), (0.0, "60")])
-def test_keyframes_are_forced_at_every_segment_boundary(frame_rate: float, gop: str) -> None:
+def test_keyframes_are_forced_at_every_segment_boundary_and_mid_first_segment(
+    frame_rate: float, gop: str
+) -> None:
     args = keyframe_args(plan(info(1920, 1080, frame_rate=frame_rate)))
 
     assert args == [
         "-g", gop, "-keyint_min", gop, "-sc_threshold", "0", "-flags", "+cgop",
-        "-force_key_frames", "expr:gte(t,n_forced*2)",
+        # Every 2 s, and at 1 s too, where the first segment is cut (-hls_init_time 1).
+        "-force_key_frames", "expr:if(lt(t,2),gte(t,n_forced*1),gte(t,2*(n_forced-1)))",
     ]  # fmt: skip
 
 
@@ -365,7 +368,10 @@ def test_keyframes_are_at_the_same_instants_in_every_rung(made: tuple[str, Ladde
     times = [keyframe_times(joined(hls / v["URI"], tmp_path / f"{i}.mp4")) for i, v in enumerate(variants)]
     segments = [re.findall(r"#EXTINF:([\d.]+)", (hls / v["URI"]).read_text()) for v in variants]
 
-    assert times[0] == pytest.approx([0.0, 1.0, 2.0], abs=0.02)  # one per 1 s segment, none in between
+    # One per 1 s segment, none in between, and one at 0.5 s where the first
+    # segment is cut short so that the stream is playable sooner.
+    assert times[0] == pytest.approx([0.0, 0.5, 1.0, 2.0], abs=0.02)
+    assert segments[0][:3] == ["0.500000", "0.500000", "1.000000"]
     assert all(t == times[0] for t in times)
     assert all(s == segments[0] for s in segments)
 
