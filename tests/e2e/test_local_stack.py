@@ -8,7 +8,6 @@ codecs, size and the watermark in its pixels, the thumbnail, and the email.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,6 @@ from devstack.client import ROOT, ApiClient, StackProcess
 from tests.media_tools import decode_frame, make_clip, probe
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    with StackProcess(tmp_path_factory.mktemp("stack") / "stack.log") as running:
-        yield running
-    assert running.exit_code == 0, running.log_tail()
 
 
 def finish(stack: StackProcess, user: ApiClient, video_id: str) -> tuple[dict[str, Any], list[int]]:

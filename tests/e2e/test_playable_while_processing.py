@@ -11,7 +11,6 @@ video ends `ready` with one email.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -22,13 +21,6 @@ from devstack.client import ApiClient, StackProcess
 from tests.media_tools import make_clip
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    with StackProcess(tmp_path_factory.mktemp("stack") / "stack.log") as running:
-        yield running
-    assert running.exit_code == 0, running.log_tail()
 
 
 def signed_like(master_url: str, relative: str, base: str) -> str:
