@@ -14,22 +14,24 @@ from typing import Any
 from chalice.app import Chalice, CognitoUserPoolAuthorizer, CORSConfig, Response
 from pydantic import BaseModel
 
-from chalicelib import schemas
 from chalicelib.adapters.cognito import principal_from_claims
+from chalicelib.api import schemas
+from chalicelib.api.openapi import Operation, build_document
+from chalicelib.api.parse import parse
+from chalicelib.api.present import Presenter
 from chalicelib.bootstrap import Container
 from chalicelib.domain import (
     Conflict,
     DomainError,
     Forbidden,
     InvalidRequest,
+    NewVideo,
     NotAuthenticated,
     NotFound,
     Principal,
     RateLimited,
     ServiceUnavailable,
 )
-from chalicelib.openapi import Operation, build_document
-from chalicelib.services import parse
 from chalicelib.settings import get_settings
 
 settings = get_settings()
@@ -111,6 +113,11 @@ def principal() -> Principal:
     return container.accounts.authenticate(request.headers.get("authorization"))
 
 
+def presenter() -> Presenter:
+    """Shapes domain objects for responses (built per call: tests swap the container)."""
+    return Presenter(container.media_urls, settings)
+
+
 def json_body() -> Any:
     request = app.current_request
     assert request is not None
@@ -174,7 +181,7 @@ def endpoint(
 )
 def sign_up() -> schemas.SignupResponse:
     request = parse(schemas.SignupRequest, json_body(), settings)
-    user_id, confirmed = container.accounts.sign_up(request)
+    user_id, confirmed = container.accounts.sign_up(request.email, request.password)
     return schemas.SignupResponse(user=schemas.UserOut(id=user_id, email=request.email), confirmed=confirmed)
 
 
@@ -188,7 +195,8 @@ def sign_up() -> schemas.SignupResponse:
     errors=(),
 )
 def confirm() -> dict[str, Any]:
-    container.accounts.confirm(parse(schemas.ConfirmRequest, json_body(), settings))
+    request = parse(schemas.ConfirmRequest, json_body(), settings)
+    container.accounts.confirm(request.email, request.code)
     return {"confirmed": True}
 
 
@@ -202,7 +210,7 @@ def confirm() -> dict[str, Any]:
     errors=(429, 503),
 )
 def resend_code() -> dict[str, Any]:
-    container.accounts.resend_code(parse(schemas.ResendCodeRequest, json_body(), settings))
+    container.accounts.resend_code(parse(schemas.ResendCodeRequest, json_body(), settings).email)
     return {"sent": True}
 
 
@@ -216,7 +224,8 @@ def resend_code() -> dict[str, Any]:
     errors=(401, 403),
 )
 def log_in() -> schemas.TokensOut:
-    tokens = container.accounts.log_in(parse(schemas.LoginRequest, json_body(), settings))
+    request = parse(schemas.LoginRequest, json_body(), settings)
+    tokens = container.accounts.log_in(request.email, request.password)
     return schemas.TokensOut(
         id_token=tokens.id_token,
         access_token=tokens.access_token,
@@ -239,16 +248,17 @@ def log_in() -> schemas.TokensOut:
 def create_video() -> schemas.CreateVideoResponse:
     owner = principal()
     request = parse(schemas.CreateVideoRequest, json_body(), settings)
-    video, ticket = container.video_service.create(owner, request)
-    return schemas.CreateVideoResponse(
-        video=container.video_service.present(video),
-        upload=schemas.UploadOut(
-            url=ticket.url,
-            fields=ticket.fields,
-            expires_at=ticket.expires_at,
-            max_bytes=ticket.max_bytes,
+    video, ticket = container.video_service.create(
+        owner,
+        NewVideo(
+            title=request.title,
+            filename=request.filename,
+            content_type=request.content_type,
+            size_bytes=request.size_bytes,
         ),
     )
+    shape = presenter()
+    return schemas.CreateVideoResponse(video=shape.video(video), upload=shape.upload(ticket))
 
 
 @endpoint(
@@ -263,9 +273,10 @@ def list_videos() -> schemas.VideoListOut:
     request = app.current_request
     assert request is not None
     query = parse(schemas.ListVideosQuery, dict(request.query_params or {}), settings)
-    page = container.video_service.list(owner, query)
+    page = container.video_service.list(owner, query.limit, query.cursor)
+    shape = presenter()
     return schemas.VideoListOut(
-        items=[container.video_service.present(v) for v in page.items],
+        items=[shape.video(v) for v in page.items],
         next_cursor=page.next_cursor,
     )
 
@@ -273,7 +284,7 @@ def list_videos() -> schemas.VideoListOut:
 @endpoint("/videos/{video_id}", "GET", summary="One of your videos", response=schemas.VideoOut, errors=(404,))
 def get_video(video_id: str) -> schemas.VideoOut:
     owner = principal()
-    return container.video_service.present(container.video_service.get(owner, video_id))
+    return presenter().video(container.video_service.get(owner, video_id))
 
 
 @endpoint(

@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chalicelib.api.schemas import CreateVideoRequest  # noqa: E402
 from chalicelib.bootstrap import Container  # noqa: E402
-from chalicelib.domain import Principal, Video, VideoStatus  # noqa: E402
+from chalicelib.domain import NewVideo, Principal, Video, VideoStatus  # noqa: E402
 from chalicelib.processing import UploadedObject  # noqa: E402
-from chalicelib.schemas import CreateVideoRequest  # noqa: E402
 from chalicelib.settings import Settings  # noqa: E402
 from devstack.aws import LOCAL_CREDENTIALS  # noqa: E402
 from devstack.client import free_port  # noqa: E402
@@ -94,7 +94,7 @@ class WorkerJob:
             },
             context={"settings": self.settings},
         )
-        video, _ = self.container.video_service.create(self.owner, request)
+        video, _ = self.container.video_service.create(self.owner, NewVideo(**request.model_dump()))
         s3 = self.container._s3  # the benchmark stands where S3 would
         s3.upload_file(
             str(clip), self.settings.uploads_bucket, video.upload_key, ExtraArgs={"ContentType": "video/mp4"}

@@ -125,7 +125,7 @@ class Container:
 
     @cached_property
     def video_service(self) -> VideoService:
-        return VideoService(self.videos, self.uploads, self.media, self.media_urls, self.settings)
+        return VideoService(self.videos, self.uploads, self.media, self.settings)
 
     @cached_property
     def health(self) -> HealthService:

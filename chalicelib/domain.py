@@ -163,6 +163,16 @@ class Video:
 
 
 @dataclass(frozen=True)
+class NewVideo:
+    """What a client declares when it creates a video (validated at the API's edge)."""
+
+    title: str
+    filename: str
+    content_type: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
 class UploadTicket:
     """A presigned POST the browser sends the file with."""
 

@@ -7,17 +7,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from chalicelib import schemas
 from chalicelib.domain import (
-    UPLOAD_EXPIRED_REASON,
-    InvalidRequest,
+    NewVideo,
     NotAuthenticated,
     NotFound,
-    Outputs,
     Page,
     Principal,
     SourceInfo,
@@ -36,50 +30,30 @@ from chalicelib.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def parse[M: BaseModel](model: type[M], data: Any, settings: Settings) -> M:
-    """Validate request data, turning pydantic's errors into InvalidRequest."""
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    try:
-        return model.model_validate(data, context={"settings": settings})
-    except ValidationError as exc:
-        details = [
-            {
-                "field": ".".join(str(part) for part in error["loc"]) or None,
-                "problem": error["msg"].removeprefix("Value error, "),
-            }
-            for error in exc.errors(include_url=False, include_input=False)
-        ]
-        summary = "; ".join(
-            f"{d['field']}: {d['problem']}" if d["field"] else f"{d['problem']}" for d in details
-        )
-        raise InvalidRequest(f"Invalid request: {summary}", details) from None
-
-
 @dataclass
 class AccountService:
     identity: Identity
     settings: Settings
 
-    def sign_up(self, request: schemas.SignupRequest) -> tuple[str, bool]:
+    def sign_up(self, email: str, password: str) -> tuple[str, bool]:
         """Create an account; returns (user id, whether it is already confirmed)."""
-        user_id = self.identity.sign_up(request.email, request.password)
+        user_id = self.identity.sign_up(email, password)
         return user_id, self.settings.auto_confirm_signups
 
-    def confirm(self, request: schemas.ConfirmRequest) -> None:
+    def confirm(self, email: str, code: str) -> None:
         """Confirm an account with the emailed code (alike for unknown and confirmed accounts)."""
-        self.identity.confirm(request.email, request.code)
+        self.identity.confirm(email, code)
 
-    def resend_code(self, request: schemas.ResendCodeRequest) -> None:
+    def resend_code(self, email: str) -> None:
         """Email a new confirmation code (the first may be lost or expired).
 
         Answers alike whether or not the account exists or waits for a code.
         """
-        self.identity.resend_code(request.email)
+        self.identity.resend_code(email)
 
-    def log_in(self, request: schemas.LoginRequest) -> Tokens:
+    def log_in(self, email: str, password: str) -> Tokens:
         """Tokens for a right email and password."""
-        return self.identity.log_in(request.email, request.password)
+        return self.identity.log_in(email, password)
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -95,10 +69,9 @@ class VideoService:
     videos: VideoRepository
     uploads: BlobStore
     media: BlobStore
-    media_urls: MediaUrls
     settings: Settings
 
-    def create(self, owner: Principal, request: schemas.CreateVideoRequest) -> tuple[Video, UploadTicket]:
+    def create(self, owner: Principal, request: NewVideo) -> tuple[Video, UploadTicket]:
         """Record a new video and presign the upload of its file."""
         now = utcnow()
         video = Video(
@@ -125,8 +98,9 @@ class VideoService:
         self.videos.add(video)
         return video, ticket
 
-    def list(self, owner: Principal, query: schemas.ListVideosQuery) -> Page:
-        return self.videos.list_for_owner(owner.user_id, query.limit, query.cursor)
+    def list(self, owner: Principal, limit: int, cursor: str | None) -> Page:
+        """One page of the owner's videos, newest first."""
+        return self.videos.list_for_owner(owner.user_id, limit, cursor)
 
     def get(self, owner: Principal, video_id: str) -> Video:
         """The owner's video; NotFound for anyone else's, so ids reveal nothing."""
@@ -142,56 +116,6 @@ class VideoService:
         self.uploads.delete_prefix(video.upload_prefix)
         self.media.delete_prefix(video.media_prefix)
         self.videos.delete(video.owner_id, video.id)
-
-    def present(self, video: Video) -> schemas.VideoOut:
-        """The public view of a video, with URLs to its outputs."""
-        outputs = None
-        if video.outputs is not None and (video.status is VideoStatus.READY or video.playable):
-            outputs = self._present_outputs(video.outputs)
-        source = video.source
-        status, error = video.status, video.error
-        if video.upload_expired(utcnow(), self.settings.upload_url_ttl_s):
-            # Nothing will arrive any more: final for the client, which stops waiting.
-            status, error = VideoStatus.FAILED, UPLOAD_EXPIRED_REASON
-        return schemas.VideoOut(
-            id=video.id,
-            title=video.title,
-            status=status.value,
-            progress=video.progress,
-            error=error,
-            created_at=video.created_at,
-            updated_at=video.updated_at,
-            source=schemas.SourceOut(
-                filename=source.filename,
-                size_bytes=source.size_bytes,
-                duration_s=source.duration_s,
-                width=source.width,
-                height=source.height,
-            ),
-            playable=video.playable,
-            outputs=outputs,
-        )
-
-    def _present_outputs(self, outputs: Outputs) -> schemas.OutputsOut:
-        """Signed URLs for what a run stored: the MP4 and thumbnail one by one, the
-        HLS stream with one signature for every object under its prefix."""
-        hls_url = None
-        if outputs.hls_master_key is not None and outputs.hls_prefix is not None:
-            hls_url = self.media_urls.stream_url_for(outputs.hls_master_key, outputs.hls_prefix)
-        return schemas.OutputsOut(
-            renditions=[
-                schemas.RenditionOut(
-                    name=r.name, width=r.width, height=r.height, url=self.media_urls.url_for(r.key)
-                )
-                for r in outputs.renditions
-            ],
-            hls_url=hls_url,
-            rungs=[
-                schemas.RungOut(name=r.name, width=r.width, height=r.height, bandwidth=r.bandwidth)
-                for r in outputs.rungs
-            ],
-            thumbnail_url=self.media_urls.url_for(outputs.thumbnail_key) if outputs.thumbnail_key else None,
-        )
 
 
 @dataclass

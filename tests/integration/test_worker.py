@@ -31,11 +31,11 @@ from chalice.local import LambdaContext
 from chalice.test import Client
 
 from chalicelib.adapters.idempotency import IdempotentJobs
+from chalicelib.api.schemas import CreateVideoRequest
 from chalicelib.bootstrap import Container
-from chalicelib.domain import Principal, Video, VideoStatus
+from chalicelib.domain import NewVideo, Principal, Video, VideoStatus
 from chalicelib.ports import IMMUTABLE, MediaInfo, MediaProcessingError, MediaSource
 from chalicelib.processing import GAVE_UP_REASON, UPLOAD_REPLACED_REASON, JobInterrupted
-from chalicelib.schemas import CreateVideoRequest
 from chalicelib.settings import Settings
 from devstack.mailbox import clear_messages, sent_messages
 from devstack.pump import lambda_sqs_event
@@ -84,7 +84,7 @@ class Worker:
             {"title": "Test", "filename": "t.mp4", "content_type": content_type, "size_bytes": size},
             context={"settings": self.settings},
         )
-        video, _ = self.container.video_service.create(owner, request)
+        video, _ = self.container.video_service.create(owner, NewVideo(**request.model_dump()))
         return video
 
     def rewire(self, monkeypatch: pytest.MonkeyPatch, settings: Settings | None = None, **ports: Any) -> None:

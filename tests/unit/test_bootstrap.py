@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import schemas
 from chalicelib.adapters.s3 import S3BlobStore
+from chalicelib.api import schemas
+from chalicelib.api.parse import parse
+from chalicelib.api.present import Presenter
 from chalicelib.bootstrap import Container
+from chalicelib.domain import NewVideo
 from chalicelib.processing import UploadedObject
-from chalicelib.services import parse
 from chalicelib.settings import Settings
 from devstack.aws import LOCAL_CREDENTIALS
 from devstack.client import ROOT
@@ -64,14 +66,15 @@ def test_a_container_of_fakes_serves_a_whole_upload_without_aws(
 
     owner = container.accounts.authenticate(f"Bearer {fakes.identity.log_in('a@example.com', 'pw').id_token}")
     body = {"title": "Trip", "filename": "trip.mp4", "content_type": "video/mp4", "size_bytes": 11}
-    video, _ = container.video_service.create(
-        owner, parse(schemas.CreateVideoRequest, body, container.settings)
-    )
+    request = parse(schemas.CreateVideoRequest, body, container.settings)
+    video, _ = container.video_service.create(owner, NewVideo(**request.model_dump()))
     fakes.uploads.objects[video.upload_key] = (b"video bytes", "video/mp4")
     event = UploadedObject(bucket=container.settings.uploads_bucket, key=video.upload_key)
 
     assert container.processor.process(event, final_attempt=False) == "ready"
-    shown = container.video_service.present(container.video_service.get(owner, video.id))
+    shown = Presenter(container.media_urls, container.settings).video(
+        container.video_service.get(owner, video.id)
+    )
     assert shown.status == "ready" and shown.outputs is not None
     assert shown.outputs.thumbnail_url.startswith("https://cdn.example/media/")
     assert fakes.transcoder.encodes == 1

@@ -7,10 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib import schemas
+from chalicelib.api import schemas
+from chalicelib.api.parse import parse
+from chalicelib.api.present import Presenter
 from chalicelib.domain import (
     UPLOAD_EXPIRED_REASON,
     InvalidRequest,
+    NewVideo,
     NotFound,
     Outputs,
     Principal,
@@ -19,7 +22,7 @@ from chalicelib.domain import (
     Video,
     VideoStatus,
 )
-from chalicelib.services import VideoService, parse
+from chalicelib.services import VideoService
 from chalicelib.settings import Settings
 from tests.fakes import FakePorts
 
@@ -42,9 +45,15 @@ def service(fakes: FakePorts, settings: Settings) -> VideoService:
     return fakes.container(settings).video_service
 
 
-def create_request(settings: Settings, **overrides: object) -> schemas.CreateVideoRequest:
+@pytest.fixture
+def shape(fakes: FakePorts, settings: Settings) -> Presenter:
+    return Presenter(fakes.media_urls, settings)
+
+
+def create_request(settings: Settings, **overrides: object) -> NewVideo:
     body = {"title": "Trip", "filename": "trip.mov", "content_type": "video/quicktime", "size_bytes": 500}
-    return parse(schemas.CreateVideoRequest, {**body, **overrides}, settings)
+    request = parse(schemas.CreateVideoRequest, {**body, **overrides}, settings)
+    return NewVideo(**request.model_dump())
 
 
 def test_create_presigns_the_upload_with_the_declared_size_and_type(
@@ -78,7 +87,7 @@ def test_only_the_owner_sees_a_video(service: VideoService, settings: Settings) 
         service.delete(BOB, video.id)
     with pytest.raises(NotFound):
         service.get(ALICE, "not-an-id")
-    assert service.list(BOB, schemas.ListVideosQuery()).items == []
+    assert service.list(BOB, 20, None).items == []
 
 
 def test_delete_removes_the_record_and_every_object(
@@ -96,9 +105,11 @@ def test_delete_removes_the_record_and_every_object(
         service.get(ALICE, video.id)
 
 
-def test_outputs_are_shown_only_when_ready(service: VideoService, settings: Settings) -> None:
+def test_outputs_are_shown_only_when_ready(
+    shape: Presenter, service: VideoService, settings: Settings
+) -> None:
     video, _ = service.create(ALICE, create_request(settings))
-    assert service.present(video).outputs is None
+    assert shape.video(video).outputs is None
 
 
 RUNGS = (Rung("720p", 1280, 720, 3_128_000), Rung("360p", 640, 360, 928_000))
@@ -116,14 +127,14 @@ def hls_outputs(video: Video, **changes: object) -> Outputs:
 
 
 def test_a_playable_video_still_processing_shows_its_stream(
-    service: VideoService, settings: Settings
+    shape: Presenter, service: VideoService, settings: Settings
 ) -> None:
     created, _ = service.create(ALICE, create_request(settings))
     video = created.with_changes(
         status=VideoStatus.PROCESSING, progress=20, playable=True, outputs=hls_outputs(created)
     )
 
-    shown = service.present(video)
+    shown = shape.video(video)
 
     assert (shown.status, shown.playable) == ("processing", True)
     assert shown.outputs is not None
@@ -139,12 +150,14 @@ def test_a_playable_video_still_processing_shows_its_stream(
     thumbnailed = video.with_changes(
         outputs=hls_outputs(video, thumbnail_key=f"media/alice/{video.id}/run1/t.jpg")
     )
-    shown_with_thumbnail = service.present(thumbnailed).outputs
+    shown_with_thumbnail = shape.video(thumbnailed).outputs
     assert shown_with_thumbnail is not None
     assert shown_with_thumbnail.thumbnail_url == f"https://cdn.example/media/alice/{video.id}/run1/t.jpg"
 
 
-def test_a_ready_video_shows_its_stream_mp4_and_thumbnail(service: VideoService, settings: Settings) -> None:
+def test_a_ready_video_shows_its_stream_mp4_and_thumbnail(
+    shape: Presenter, service: VideoService, settings: Settings
+) -> None:
     created, _ = service.create(ALICE, create_request(settings))
     mp4 = Rendition("720p", 1280, 720, f"media/alice/{created.id}/run1/720p.mp4")
     outputs = hls_outputs(
@@ -152,7 +165,7 @@ def test_a_ready_video_shows_its_stream_mp4_and_thumbnail(service: VideoService,
     )
     video = created.with_changes(status=VideoStatus.READY, progress=100, playable=True, outputs=outputs)
 
-    shown = service.present(video).model_dump(mode="json")
+    shown = shape.video(video).model_dump(mode="json")
 
     assert shown["status"] == "ready" and shown["playable"] is True
     assert shown["outputs"]["renditions"] == [
@@ -169,24 +182,24 @@ def test_a_ready_video_shows_its_stream_mp4_and_thumbnail(service: VideoService,
 
 
 def test_a_processing_video_not_yet_playable_shows_no_outputs(
-    service: VideoService, settings: Settings
+    shape: Presenter, service: VideoService, settings: Settings
 ) -> None:
     created, _ = service.create(ALICE, create_request(settings))
     # Outputs recorded, but the stream is not (or no longer) playable: nothing to show yet.
     video = created.with_changes(status=VideoStatus.PROCESSING, playable=False, outputs=hls_outputs(created))
-    shown = service.present(video)
+    shown = shape.video(video)
     assert (shown.playable, shown.outputs) == (False, None)
 
 
 def test_a_video_made_before_adaptive_streaming_shows_its_mp4_and_no_stream(
-    service: VideoService, settings: Settings
+    shape: Presenter, service: VideoService, settings: Settings
 ) -> None:
     created, _ = service.create(ALICE, create_request(settings))
     old = Outputs(
         renditions=(Rendition("720p", 1280, 720, "media/alice/v/720p.mp4"),),
         thumbnail_key="media/alice/v/t.jpg",
     )
-    shown = service.present(created.with_changes(status=VideoStatus.READY, progress=100, outputs=old))
+    shown = shape.video(created.with_changes(status=VideoStatus.READY, progress=100, outputs=old))
     assert shown.playable is False and shown.outputs is not None
     assert (shown.outputs.hls_url, shown.outputs.rungs) == (None, [])
     assert shown.outputs.renditions[0].url == "https://cdn.example/media/alice/v/720p.mp4"
@@ -194,15 +207,15 @@ def test_a_video_made_before_adaptive_streaming_shows_its_mp4_and_no_stream(
 
 
 def test_a_video_whose_upload_can_no_longer_arrive_is_shown_as_failed(
-    service: VideoService, settings: Settings
+    shape: Presenter, service: VideoService, settings: Settings
 ) -> None:
     video, _ = service.create(ALICE, create_request(settings))
-    waiting = service.present(video)
+    waiting = shape.video(video)
     assert (waiting.status, waiting.error) == ("awaiting_upload", None)
 
     # The POST expired (300 s) and the grace for its event passed too.
     def created_ago(seconds: int) -> schemas.VideoOut:
-        return service.present(video.with_changes(created_at=video.created_at - timedelta(seconds=seconds)))
+        return shape.video(video.with_changes(created_at=video.created_at - timedelta(seconds=seconds)))
 
     abandoned = created_ago(300 + 121)
     assert abandoned.status == "failed" and abandoned.error == UPLOAD_EXPIRED_REASON
@@ -211,6 +224,6 @@ def test_a_video_whose_upload_can_no_longer_arrive_is_shown_as_failed(
     # A big file begun just before its link expired still has time to arrive at 1 Mbit/s.
     big = video.with_changes(source=replace(video.source, size_bytes=2 * 1024**3))
     still_arriving = big.with_changes(created_at=video.created_at - timedelta(hours=3))
-    assert service.present(still_arriving).status == "awaiting_upload"
+    assert shape.video(still_arriving).status == "awaiting_upload"
     given_up = big.with_changes(created_at=video.created_at - timedelta(hours=5))
-    assert service.present(given_up).status == "failed"
+    assert shape.video(given_up).status == "failed"

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from chalicelib.schemas import CreateVideoRequest, ErrorOut, RungOut
+from chalicelib.api.schemas import CreateVideoRequest, ErrorOut, RungOut
 from chalicelib.settings import Settings
 
 REF = "#/components/schemas/{model}"

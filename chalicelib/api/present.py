@@ -1,0 +1,73 @@
+"""Shaping domain objects into the API's response schemas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.api import schemas
+from chalicelib.domain import UPLOAD_EXPIRED_REASON, Outputs, UploadTicket, Video, VideoStatus, utcnow
+from chalicelib.ports import MediaUrls
+from chalicelib.settings import Settings
+
+
+@dataclass
+class Presenter:
+    """The public views of domain objects, with signed URLs to stored media."""
+
+    media_urls: MediaUrls
+    settings: Settings
+
+    def video(self, video: Video) -> schemas.VideoOut:
+        """The public view of a video, with URLs to its outputs."""
+        outputs = None
+        if video.outputs is not None and (video.status is VideoStatus.READY or video.playable):
+            outputs = self._outputs(video.outputs)
+        source = video.source
+        status, error = video.status, video.error
+        if video.upload_expired(utcnow(), self.settings.upload_url_ttl_s):
+            # Nothing will arrive any more: final for the client, which stops waiting.
+            status, error = VideoStatus.FAILED, UPLOAD_EXPIRED_REASON
+        return schemas.VideoOut(
+            id=video.id,
+            title=video.title,
+            status=status.value,
+            progress=video.progress,
+            error=error,
+            created_at=video.created_at,
+            updated_at=video.updated_at,
+            source=schemas.SourceOut(
+                filename=source.filename,
+                size_bytes=source.size_bytes,
+                duration_s=source.duration_s,
+                width=source.width,
+                height=source.height,
+            ),
+            playable=video.playable,
+            outputs=outputs,
+        )
+
+    def upload(self, ticket: UploadTicket) -> schemas.UploadOut:
+        """The presigned POST a client sends the file with."""
+        return schemas.UploadOut(
+            url=ticket.url, fields=ticket.fields, expires_at=ticket.expires_at, max_bytes=ticket.max_bytes
+        )
+
+    def _outputs(self, outputs: Outputs) -> schemas.OutputsOut:
+        """Signed URLs for what a run stored: the MP4 and thumbnail one by one, the
+        HLS stream with one signature for every object under its prefix."""
+        urls = self.media_urls
+        hls_url = None
+        if outputs.hls_master_key is not None and outputs.hls_prefix is not None:
+            hls_url = urls.stream_url_for(outputs.hls_master_key, outputs.hls_prefix)
+        return schemas.OutputsOut(
+            renditions=[
+                schemas.RenditionOut(name=r.name, width=r.width, height=r.height, url=urls.url_for(r.key))
+                for r in outputs.renditions
+            ],
+            hls_url=hls_url,
+            rungs=[
+                schemas.RungOut(name=r.name, width=r.width, height=r.height, bandwidth=r.bandwidth)
+                for r in outputs.rungs
+            ],
+            thumbnail_url=urls.url_for(outputs.thumbnail_key) if outputs.thumbnail_key else None,
+        )
