@@ -193,7 +193,49 @@ class BlobStore(Protocol):
 
     def delete_prefix(self, prefix: str) -> None: ...
 
+    def abort_multipart_uploads(self, prefix: str) -> int:
+        """Abort every unfinished multipart upload to a key under `prefix`, freeing
+        the parts it holds; returns how many were aborted."""
+        ...
+
     def check(self) -> None: ...
+
+
+class Cache(Protocol):
+    """A cache for expensive reads: JSON-serialisable values under string keys,
+    each kept for its own time to live. A broken cache never fails the caller:
+    the value is computed instead."""
+
+    def get_or_compute(self, key: str, ttl_s: int, compute: Callable[[], Any]) -> Any:
+        """The value cached under `key` while younger than `ttl_s` seconds, else
+        `compute()`'s (cached for next time). Concurrent callers of one key wait
+        for a single computation (or get the stale value) rather than each computing."""
+        ...
+
+    def invalidate(self, key: str) -> None:
+        """Forget `key`, so the next read computes it afresh."""
+        ...
+
+    def check(self) -> None:
+        """Raise if the cache's store cannot be reached (health check)."""
+        ...
+
+
+class JobQueue(Protocol):
+    """The queue of upload jobs (S3 ObjectCreated events) and its dead-letter queue."""
+
+    def requeue_upload(self, bucket: str, key: str, etag: str) -> None:
+        """Put a job for the upload `key` (of `etag`) back on the queue, shaped like
+        S3's own ObjectCreated event so the worker handles it the same way."""
+        ...
+
+    def dead_letter_depth(self) -> int:
+        """How many messages wait in the dead-letter queue (approximate)."""
+        ...
+
+    def check(self) -> None:
+        """Raise if either queue cannot be reached (health check)."""
+        ...
 
 
 class Mailer(Protocol):

@@ -110,6 +110,8 @@ class FakeBlobStore:
     cache_control: dict[str, str] = field(default_factory=dict)
     # Every upload's key, in order.
     uploads: list[str] = field(default_factory=list)
+    # Unfinished multipart uploads: (key, upload id) → their parts' bytes by number.
+    multipart_uploads: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)
 
     def presign_upload(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> UploadTicket:
         self.presigned.append(
@@ -144,6 +146,12 @@ class FakeBlobStore:
     def delete_prefix(self, prefix: str) -> None:
         for key in [k for k in self.objects if k.startswith(prefix)]:
             del self.objects[key]
+
+    def abort_multipart_uploads(self, prefix: str) -> int:
+        aborted = [upload for upload in self.multipart_uploads if upload[0].startswith(prefix)]
+        for upload in aborted:
+            del self.multipart_uploads[upload]
+        return len(aborted)
 
     def check(self) -> None:
         pass

@@ -95,5 +95,16 @@ class S3BlobStore:
             if keys:
                 self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
 
+    def abort_multipart_uploads(self, prefix: str) -> int:
+        aborted = 0
+        paginator = self._s3.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                self._s3.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                aborted += 1
+        return aborted
+
     def check(self) -> None:
         self._s3.head_bucket(Bucket=self.bucket)
