@@ -13,6 +13,10 @@ PYTEST_ARGS ?=
 # download is not needed). Installed with apt-get when missing.
 CHROMIUM ?= /usr/lib/chromium/chromium
 export VIDLINE_CHROMIUM := $(CHROMIUM)
+# Debian's redis-server: the cache's tests run the Redis provider against a
+# real server they start and stop themselves. Installed with apt-get when missing.
+REDIS_SERVER ?= /usr/bin/redis-server
+export VIDLINE_REDIS_SERVER := $(REDIS_SERVER)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: dev test lint typecheck unit integration e2e browser screenshot bench clean
@@ -30,10 +34,16 @@ $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 	@test -x $@ || { echo "chromium is not at $@; set CHROMIUM=/path/to/chromium" >&2; exit 1; }
 
+$(REDIS_SERVER):
+	@echo "Installing Debian's redis-server for the cache's tests (apt-get)"
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+	@test -x $@ || { echo "redis-server is not at $@; set REDIS_SERVER=/path/to/redis-server" >&2; exit 1; }
+
 dev: $(BIN)/.installed
 	$(BIN)/python -m devstack
 
-test: $(BIN)/.installed $(CHROMIUM) lint typecheck
+test: $(BIN)/.installed $(CHROMIUM) $(REDIS_SERVER) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
