@@ -18,7 +18,8 @@ from chalicelib.adapters.cognito import CognitoIdentity
 from chalicelib.adapters.dynamo import DynamoVideoRepository, bind_video_record
 from chalicelib.adapters.s3 import S3BlobStore
 from chalicelib.adapters.ses import SesMailer
-from chalicelib.ports import BlobStore, Identity, Mailer, MediaUrls, VideoRepository
+from chalicelib.adapters.sqs import SqsJobQueue
+from chalicelib.ports import BlobStore, Identity, JobQueue, Mailer, MediaUrls, VideoRepository
 from chalicelib.services import AccountService, HealthService, VideoService
 from chalicelib.settings import Settings
 
@@ -46,6 +47,7 @@ class Container:
         identity: Identity | None = None,
         media_urls: MediaUrls | None = None,
         transcoder: Transcoder | None = None,
+        jobs: JobQueue | None = None,
     ) -> None:
         self.settings = settings
         given: dict[str, object] = {
@@ -56,6 +58,7 @@ class Container:
             "identity": identity,
             "media_urls": media_urls,
             "transcoder": transcoder,
+            "jobs": jobs,
         }
         # A cached_property keeps its value in the instance's __dict__: a port
         # passed in is one that is already built.
@@ -102,6 +105,11 @@ class Container:
             ssm_secret(self.client("ssm"), s.cdn_private_key_parameter),
             s.media_url_ttl_s,
         )
+
+    @cached_property
+    def jobs(self) -> JobQueue:
+        s = self.settings
+        return SqsJobQueue(self.client("sqs"), s.jobs_queue, s.jobs_dlq, s.region)
 
     @cached_property
     def mailer(self) -> Mailer:

@@ -158,6 +158,31 @@ class FakeBlobStore:
 
 
 @dataclass
+class FakeJobQueue:
+    """Records the upload jobs sent back to the queue; the dead-letter depth is set by the test."""
+
+    # (bucket, key, etag) of every requeued upload, in order.
+    requeued: list[tuple[str, str, str]] = field(default_factory=list)
+    dead_letters: int = 0
+    # Set to make the queue unreachable.
+    broken: Exception | None = None
+
+    def requeue_upload(self, bucket: str, key: str, etag: str) -> None:
+        if self.broken:
+            raise self.broken
+        self.requeued.append((bucket, key, etag))
+
+    def dead_letter_depth(self) -> int:
+        if self.broken:
+            raise self.broken
+        return self.dead_letters
+
+    def check(self) -> None:
+        if self.broken:
+            raise self.broken
+
+
+@dataclass
 class FakeMailer:
     sent: list[dict[str, str]] = field(default_factory=list)
     failures_left: int = 0
@@ -385,6 +410,7 @@ class FakePorts:
     identity: FakeIdentity = field(default_factory=FakeIdentity)
     media_urls: FakeMediaUrls = field(default_factory=FakeMediaUrls)
     transcoder: FakeTranscoder = field(default_factory=FakeTranscoder)
+    jobs: FakeJobQueue = field(default_factory=FakeJobQueue)
 
     def container(self, settings: Settings) -> Container:
         return Container(
@@ -396,4 +422,5 @@ class FakePorts:
             identity=self.identity,
             media_urls=self.media_urls,
             transcoder=self.transcoder,
+            jobs=self.jobs,
         )
