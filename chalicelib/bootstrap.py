@@ -25,7 +25,7 @@ from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.adapters.idempotency import IdempotentJobs
-    from chalicelib.ports import Transcoder
+    from chalicelib.ports import Cache, Transcoder
     from chalicelib.processing import UploadProcessor
 
 
@@ -48,6 +48,7 @@ class Container:
         media_urls: MediaUrls | None = None,
         transcoder: Transcoder | None = None,
         jobs: JobQueue | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.settings = settings
         given: dict[str, object] = {
@@ -59,6 +60,7 @@ class Container:
             "media_urls": media_urls,
             "transcoder": transcoder,
             "jobs": jobs,
+            "cache": cache,
         }
         # A cached_property keeps its value in the instance's __dict__: a port
         # passed in is one that is already built.
@@ -66,13 +68,15 @@ class Container:
 
     def client(self, service: str, **config: Any) -> Any:
         """A new boto3 client for `service` in the configured region and
-        endpoint, with standard retries; `config` adds botocore options."""
+        endpoint, with standard retries; `config` adds botocore options
+        (`retries=` replaces the standard ones)."""
         s = self.settings
+        config.setdefault("retries", {"mode": "standard", "max_attempts": 3})
         return boto3.session.Session().client(
             service,
             region_name=s.region,
             endpoint_url=s.aws_endpoint_url,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}, **config),
+            config=Config(**config),
         )
 
     @cached_property
@@ -110,6 +114,24 @@ class Container:
     def jobs(self) -> JobQueue:
         s = self.settings
         return SqsJobQueue(self.client("sqs"), s.jobs_queue, s.jobs_dlq, s.region)
+
+    @cached_property
+    def cache(self) -> Cache:
+        """The cache on the configured store (VIDLINE_CACHE_BACKEND), its client
+        with short timeouts and no retries so a dead store cannot hold up a
+        request; imported on first use so only a process that caches loads it."""
+        from chalicelib.adapters.cache import build_cache
+
+        s = self.settings
+        return build_cache(
+            s,
+            lambda: self.client(
+                "dynamodb",
+                connect_timeout=s.cache_timeout_s,
+                read_timeout=s.cache_timeout_s,
+                retries={"mode": "standard", "max_attempts": 1},
+            ),
+        )
 
     @cached_property
     def mailer(self) -> Mailer:

@@ -117,6 +117,30 @@ class Settings(BaseSettings):
     # imageio-ffmpeg wheel's (local runs and tests).
     ffmpeg_path: str = ""
 
+    # Cache (chalicelib/adapters/cache): cached reads live in a store shared by
+    # every process (Lambdas, chalice local), with a small in-memory layer in
+    # front. "dynamodb": the cache_table, whose TTL attribute ("expires_at")
+    # removes old items. "redis": redis_url, e.g. an ElastiCache endpoint that
+    # the Lambdas reach in a VPC.
+    cache_backend: Literal["dynamodb", "redis"] = "dynamodb"
+    cache_table: str = "vidline-cache"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # How long a process keeps a value in memory before asking the store again
+    # (never longer than the value's own TTL); 0 turns the in-memory layer off.
+    cache_local_ttl_s: float = Field(default=5.0, ge=0, le=3600)
+    cache_local_max_entries: int = Field(default=1024, ge=1)
+    # How long past its TTL a value is kept, so it can be served (stale) to
+    # other callers while one of them recomputes it.
+    cache_stale_s: float = Field(default=60.0, ge=0, le=24 * 3600)
+    # The lease of the one caller computing a key: others wait at most this
+    # long for its value, and a caller that died holds the key no longer.
+    cache_lease_s: float = Field(default=5.0, gt=0, le=60)
+    # Each call to the store gives up after this long (connect and read).
+    cache_timeout_s: float = Field(default=0.5, gt=0, le=5)
+    # After the store failed, the cache computes without it for this long,
+    # so a dead store costs one timeout per process per period, not per read.
+    cache_retry_after_s: float = Field(default=5.0, ge=0, le=600)
+
     @property
     def frame_pixel_limit(self) -> int:
         """`max_frame_pixels`, or `max_dimension_px`² when that is 0."""

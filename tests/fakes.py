@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -176,6 +179,77 @@ class FakeJobQueue:
         if self.broken:
             raise self.broken
         return self.dead_letters
+
+    def check(self) -> None:
+        if self.broken:
+            raise self.broken
+
+
+@dataclass
+class FakeCache:
+    """The Cache port in memory, behaving as the adapters do (tests/contract/test_cache.py
+    holds them to one suite): a value is fresh for its TTL, then kept `stale_s` longer
+    and served stale to others while one caller recomputes it; one computation per key
+    at a time; a broken cache (`broken` set) computes instead of failing."""
+
+    clock: Callable[[], float] = time.time
+    stale_s: float = 60.0
+    # How long a caller waits for another's computation before computing itself.
+    wait_s: float = 5.0
+    broken: Exception | None = None
+    # key -> (value as JSON, fresh until, kept until), in `clock` seconds.
+    entries: dict[str, tuple[str, float, float]] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+    stale: int = 0
+    errors: int = 0
+    _computing: dict[str, threading.Event] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get_or_compute(self, key: str, ttl_s: int, compute: Callable[[], Any]) -> Any:
+        if self.broken:
+            self.errors += 1
+            return compute()
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            with self._lock:
+                now = self.clock()
+                entry = self.entries.get(key)
+                if entry and now >= entry[2]:
+                    entry = None
+                if entry and now < entry[1]:
+                    self.hits += 1
+                    return json.loads(entry[0])
+                running = self._computing.get(key)
+                if running is None:
+                    self._computing[key] = threading.Event()
+                elif entry:
+                    self.stale += 1
+                    return json.loads(entry[0])
+            if running is None:
+                break
+            if not running.wait(max(0.0, deadline - time.monotonic())):
+                with self._lock:
+                    self.misses += 1
+                return compute()
+        try:
+            value = compute()
+            text = json.dumps(value)
+            with self._lock:
+                self.misses += 1
+                now = self.clock()
+                self.entries[key] = (text, now + ttl_s, now + ttl_s + self.stale_s)
+            return json.loads(text)
+        finally:
+            with self._lock:
+                self._computing.pop(key).set()
+
+    def invalidate(self, key: str) -> None:
+        if self.broken:
+            self.errors += 1
+            return
+        with self._lock:
+            self.entries.pop(key, None)
 
     def check(self) -> None:
         if self.broken:
@@ -411,6 +485,7 @@ class FakePorts:
     media_urls: FakeMediaUrls = field(default_factory=FakeMediaUrls)
     transcoder: FakeTranscoder = field(default_factory=FakeTranscoder)
     jobs: FakeJobQueue = field(default_factory=FakeJobQueue)
+    cache: FakeCache = field(default_factory=FakeCache)
 
     def container(self, settings: Settings) -> Container:
         return Container(
@@ -423,4 +498,5 @@ class FakePorts:
             media_urls=self.media_urls,
             transcoder=self.transcoder,
             jobs=self.jobs,
+            cache=self.cache,
         )
