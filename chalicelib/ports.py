@@ -6,8 +6,9 @@ in-memory fakes. Nothing here imports boto3 or pynamodb.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from chalicelib.domain import Page, Principal, Rung, Tokens, UploadTicket, Video, VideoStatus
@@ -133,11 +134,22 @@ class VideoRepository(Protocol):
         video: Video,
         *,
         expected: Iterable[VideoStatus] | None = None,
+        unchanged_since: datetime | None = None,
         **changes: Any,
     ) -> Video:
         """Apply `changes` (None removes a field) and bump `updated_at` if the
-        video still exists and, with `expected`, is in one of those states;
-        return the stored video. Else raise StaleUpdate and change nothing."""
+        video still exists and, with `expected`, is in one of those states and,
+        with `unchanged_since`, its `updated_at` is still exactly that (nobody
+        changed it since it was read); return the stored video. Else raise
+        StaleUpdate and change nothing."""
+        ...
+
+    def list_idle(self, status: VideoStatus, updated_before: datetime) -> Iterator[Video]:
+        """Every video in the open `status` (awaiting_upload, queued or
+        processing) last updated before `updated_before`, least recently
+        updated first, from an index of open videos (never a scan of the
+        table). The index lags writes slightly: act on a video with a
+        conditional update (`unchanged_since`). ValueError for a final status."""
         ...
 
     def claim_notification(self, video: Video) -> bool:

@@ -7,15 +7,16 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from chalicelib.adapters.dynamo import decode_cursor, encode_cursor
 from chalicelib.bootstrap import Container
 from chalicelib.domain import (
+    PROCESSABLE_STATUSES,
     NotAuthenticated,
     Page,
     Principal,
@@ -63,13 +64,28 @@ class FakeVideoRepository:
         page = mine[:limit]
         return Page(items=page, next_cursor=encode_cursor(page[-1].id) if len(mine) > limit else None)
 
-    def update(self, video: Video, *, expected: Iterable[VideoStatus] | None = None, **changes: Any) -> Video:
+    def update(
+        self,
+        video: Video,
+        *,
+        expected: Iterable[VideoStatus] | None = None,
+        unchanged_since: datetime | None = None,
+        **changes: Any,
+    ) -> Video:
         current = self.videos.get((video.owner_id, video.id))
         if current is None or (expected is not None and current.status not in set(expected)):
+            raise StaleUpdate(video.id)
+        if unchanged_since is not None and current.updated_at != unchanged_since:
             raise StaleUpdate(video.id)
         updated = current.with_changes(updated_at=utcnow(), **changes)
         self.videos[(video.owner_id, video.id)] = updated
         return updated
+
+    def list_idle(self, status: VideoStatus, updated_before: datetime) -> Iterator[Video]:
+        if status not in PROCESSABLE_STATUSES:
+            raise ValueError(f"only open videos are indexed, not {status.value} ones")
+        idle = [v for v in self.videos.values() if v.status is status and v.updated_at < updated_before]
+        yield from sorted(idle, key=lambda v: v.updated_at)
 
     def claim_notification(self, video: Video) -> bool:
         current = self.videos.get((video.owner_id, video.id))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from pynamodb.attributes import (
@@ -21,9 +22,11 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
 )
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.domain import (
+    PROCESSABLE_STATUSES,
     InvalidRequest,
     Outputs,
     Page,
@@ -70,6 +73,28 @@ class OutputsMap(MapAttribute[str, Any]):
     rungs = ListAttribute(of=RungMap, null=True)
 
 
+# The index's name; infra/stack.yaml and devstack/resources.py create it.
+OPEN_VIDEOS_INDEX = "open-videos"
+
+
+class OpenVideosIndex(GlobalSecondaryIndex["VideoRecord"]):
+    """Sparse: only open videos (awaiting_upload, queued, processing) carry
+    `open_status`, so the scheduled jobs find idle ones with one Query per
+    state, oldest update first, however many finished videos the table holds."""
+
+    class Meta:
+        index_name = OPEN_VIDEOS_INDEX
+        projection = AllProjection()
+
+    open_status = UnicodeAttribute(hash_key=True)
+    updated_at = UTCDateTimeAttribute(range_key=True)
+
+
+def _open_status(status: VideoStatus) -> str | None:
+    """What `open_status` holds for a video in `status`: the status while open, else nothing."""
+    return status.value if status in PROCESSABLE_STATUSES else None
+
+
 class VideoRecord(Model):
     """One video. Bind it to a table with `bind_video_record`."""
 
@@ -91,20 +116,30 @@ class VideoRecord(Model):
     playable = BooleanAttribute(null=True)
     notified_at = UTCDateTimeAttribute(null=True)
     upload_etag = UnicodeAttribute(null=True)
+    requeued_at = UTCDateTimeAttribute(null=True)
+    # The status while the video is open, absent once it is final: the key of
+    # the sparse open-videos index. Items written before it existed lack it.
+    open_status = UnicodeAttribute(null=True)
+    open_videos = OpenVideosIndex()
 
 
-def bind_video_record(settings: Settings) -> type[VideoRecord]:
-    """A VideoRecord subclass bound to the configured table and endpoint."""
-    meta = type(
-        "Meta",
-        (),
-        {
-            "table_name": settings.videos_table,
-            "region": settings.region,
-            "host": settings.aws_endpoint_url,
-            "billing_mode": "PAY_PER_REQUEST",
-        },
-    )
+def bind_video_record(settings: Settings, *, timeout_s: float | None = None) -> type[VideoRecord]:
+    """A VideoRecord subclass bound to the configured table and endpoint. With
+    `timeout_s`, its calls give up after that long to connect or read, without
+    retrying (health checks)."""
+    attributes: dict[str, object] = {
+        "table_name": settings.videos_table,
+        "region": settings.region,
+        "host": settings.aws_endpoint_url,
+        "billing_mode": "PAY_PER_REQUEST",
+    }
+    if timeout_s is not None:
+        attributes |= {
+            "connect_timeout_seconds": timeout_s,
+            "read_timeout_seconds": timeout_s,
+            "max_retry_attempts": 0,
+        }
+    meta = type("Meta", (), attributes)
     return type("BoundVideoRecord", (VideoRecord,), {"Meta": meta})
 
 
@@ -170,6 +205,7 @@ def _to_video(record: VideoRecord) -> Video:
         playable=bool(record.playable),
         notified_at=record.notified_at,
         upload_etag=record.upload_etag,
+        requeued_at=record.requeued_at,
     )
 
 
@@ -213,6 +249,8 @@ class DynamoVideoRepository:
             playable=video.playable,
             notified_at=video.notified_at,
             upload_etag=video.upload_etag,
+            requeued_at=video.requeued_at,
+            open_status=_open_status(video.status),
         )
         try:
             record.save(condition=self._record.video_id.does_not_exist())
@@ -249,10 +287,16 @@ class DynamoVideoRepository:
         video: Video,
         *,
         expected: Iterable[VideoStatus] | None = None,
+        unchanged_since: datetime | None = None,
         **changes: Any,
     ) -> Video:
         model = self._record
         actions: list[Any] = [model.updated_at.set(utcnow())]
+        if "status" in changes:
+            open_status = _open_status(VideoStatus(changes["status"]))
+            actions.append(
+                model.open_status.remove() if open_status is None else model.open_status.set(open_status)
+            )
         for name, value in changes.items():
             attribute = getattr(model, name)
             if value is None:
@@ -272,6 +316,8 @@ class DynamoVideoRepository:
                 # No state can match, and DynamoDB refuses an empty IN ().
                 raise StaleUpdate(f"video {video.id} is expected in no state")
             condition &= model.status.is_in(*states)
+        if unchanged_since is not None:
+            condition &= model.updated_at == unchanged_since
         record = model(video.owner_id, video.id)
         try:
             record.update(actions=actions, condition=condition)
@@ -280,6 +326,16 @@ class DynamoVideoRepository:
                 raise StaleUpdate(f"video {video.id} is gone or no longer in {expected}") from exc
             raise
         return _to_video(record)
+
+    def list_idle(self, status: VideoStatus, updated_before: datetime) -> Iterator[Video]:
+        open_status = _open_status(status)
+        if open_status is None:
+            raise ValueError(f"only open videos are indexed, not {status.value} ones")
+        model = self._record
+        for record in model.open_videos.query(
+            open_status, range_key_condition=model.updated_at < updated_before
+        ):
+            yield _to_video(record)
 
     def claim_notification(self, video: Video) -> bool:
         model = self._record
