@@ -87,11 +87,13 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import unquote_plus
 
 from chalicelib import emails
+from chalicelib import usage as usage_rules
 from chalicelib.domain import (
     FINAL_STATUSES,
     PROCESSABLE_STATUSES,
@@ -172,6 +174,12 @@ class UploadedObject:
         """The job's identity, e.g. as the idempotency key: the same upload
         delivered twice is one job, another upload to the key another."""
         return dataclasses.asdict(self)
+
+    @property
+    def video_id(self) -> str | None:
+        """The id of the video this upload is for, if the key is an upload's."""
+        ids = parse_upload_key(self.key)
+        return ids[1] if ids else None
 
     @classmethod
     def from_job(cls, job: dict[str, str]) -> UploadedObject:
@@ -306,6 +314,33 @@ class UploadProcessor:
         self._notify_once(video)
         return video.status.value
 
+    def fail_and_notify(
+        self,
+        video: Video,
+        reason: str,
+        *,
+        expected: Iterable[VideoStatus] = PROCESSABLE_STATUSES,
+        unchanged_since: datetime | None = None,
+    ) -> Video:
+        """Fail `video` with `reason` (a sentence for people) if it is still in
+        one of `expected` and, with `unchanged_since`, nobody updated it since;
+        take back any partial outputs a dead run left it showing; email its
+        owner once. Raises StaleUpdate, changing nothing, if the video is gone
+        or moved on. For the scheduled jobs, which find videos nothing else
+        will finish."""
+        logger.info("video %s failed: %s", video.id, reason)
+        failed = self.videos.update(
+            video,
+            expected=expected,
+            unchanged_since=unchanged_since,
+            status=VideoStatus.FAILED,
+            error=reason,
+            usage=usage_rules.became_failed(video),
+        )
+        failed = self._unpublish_partial_outputs(failed)
+        self._notify_once(failed)
+        return failed
+
     def _attempt(self, video: Video, uploaded: UploadedObject, run: _Run, ffmpeg_timeout_s: float) -> str:
         try:
             try:
@@ -411,6 +446,8 @@ class UploadProcessor:
             expected={VideoStatus.QUEUED},
             status=VideoStatus.PROCESSING,
             progress=PROGRESS_PROBED,
+            # The bytes counted for the video become those that landed.
+            usage=usage_rules.source_measured(video, stored.size_bytes),
             source=dataclasses.replace(
                 video.source,
                 size_bytes=stored.size_bytes,
@@ -441,6 +478,7 @@ class UploadProcessor:
             progress=PROGRESS_STORED,
             playable=True,
             outputs=outputs,
+            usage=usage_rules.became_ready(video, result.duration_s),
             # What decoding found, not what the header said.
             source=dataclasses.replace(video.source, duration_s=round(result.duration_s, 3)),
         )
@@ -629,7 +667,11 @@ class UploadProcessor:
     def _fail(self, video: Video, reason: str) -> Video:
         logger.info("video %s failed: %s", video.id, reason)
         return self.videos.update(
-            video, expected=PROCESSABLE_STATUSES, status=VideoStatus.FAILED, error=reason
+            video,
+            expected=PROCESSABLE_STATUSES,
+            status=VideoStatus.FAILED,
+            error=reason,
+            usage=usage_rules.became_failed(video),
         )
 
     def _notify_once(self, video: Video) -> None:
