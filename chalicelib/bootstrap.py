@@ -26,11 +26,11 @@ from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.adapters.idempotency import IdempotentJobs
-    from chalicelib.housekeeping import Housekeeping
     from chalicelib.adapters.usage_dynamo import DynamoUsageRepository
+    from chalicelib.housekeeping import Housekeeping
     from chalicelib.ports import Cache, Transcoder, UsageRepository
-    from chalicelib.usage import UsageService
     from chalicelib.processing import UploadProcessor
+    from chalicelib.usage import UsageService
 
 
 class Container:

@@ -92,7 +92,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import unquote_plus
 
-from chalicelib import emails
+from chalicelib import emails, telemetry
 from chalicelib import usage as usage_rules
 from chalicelib.domain import (
     FINAL_STATUSES,
@@ -122,6 +122,7 @@ from chalicelib.ports import (
 )
 from chalicelib.publishing import DEFAULT_POLL_S, HlsPublisher
 from chalicelib.settings import Settings
+from chalicelib.telemetry import FailureReason
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ class UploadProcessor:
         if video.status not in FINAL_STATUSES:
             logger.warning("giving up on video %s: its job failed every attempt", video.id)
             try:
-                video = self._fail(video, GAVE_UP_REASON)
+                video = self._fail(video, GAVE_UP_REASON, FailureReason.GAVE_UP)
             except StaleUpdate:  # it became final, or was deleted, meanwhile
                 current = self.videos.get(video.owner_id, video.id)
                 if current is None:
@@ -321,6 +322,7 @@ class UploadProcessor:
         *,
         expected: Iterable[VideoStatus] = PROCESSABLE_STATUSES,
         unchanged_since: datetime | None = None,
+        cause: FailureReason,
     ) -> Video:
         """Fail `video` with `reason` (a sentence for people) if it is still in
         one of `expected` and, with `unchanged_since`, nobody updated it since;
@@ -337,6 +339,7 @@ class UploadProcessor:
             error=reason,
             usage=usage_rules.became_failed(video),
         )
+        telemetry.video_failed(cause)
         failed = self._unpublish_partial_outputs(failed)
         self._notify_once(failed)
         return failed
@@ -350,10 +353,15 @@ class UploadProcessor:
                 video, stored = claimed
                 video = self._encode(video, stored, run, ffmpeg_timeout_s)
             except MediaRejected as rejected:
-                video = self._fail(video, rejected.reason)
+                cause = (
+                    FailureReason.UPLOAD_REPLACED
+                    if rejected.reason == UPLOAD_MISSING_REASON
+                    else FailureReason.REJECTED_MEDIA
+                )
+                video = self._fail(video, rejected.reason, cause)
             except ObjectChanged:
                 logger.warning("the upload video %s took was replaced before it was read", video.id)
-                video = self._fail(video, UPLOAD_REPLACED_REASON)
+                video = self._fail(video, UPLOAD_REPLACED_REASON, FailureReason.UPLOAD_REPLACED)
         except StaleUpdate:
             current = self.videos.get(video.owner_id, video.id)
             if current is None:
@@ -471,6 +479,7 @@ class UploadProcessor:
                 time.monotonic() - encoded,
                 "-" if publisher.playable_after_s is None else f"{publisher.playable_after_s:.2f}s",
             )
+            telemetry.seconds("EncodeSeconds", result.ffmpeg_seconds)
         video = self.videos.update(
             video,
             expected={VideoStatus.PROCESSING},
@@ -664,15 +673,17 @@ class UploadProcessor:
         if hls_prefix is not None:
             self.media.delete_prefix(hls_prefix.removesuffix("hls/"))
 
-    def _fail(self, video: Video, reason: str) -> Video:
+    def _fail(self, video: Video, reason: str, cause: FailureReason) -> Video:
         logger.info("video %s failed: %s", video.id, reason)
-        return self.videos.update(
+        failed = self.videos.update(
             video,
             expected=PROCESSABLE_STATUSES,
             status=VideoStatus.FAILED,
             error=reason,
             usage=usage_rules.became_failed(video),
         )
+        telemetry.video_failed(cause)
+        return failed
 
     def _notify_once(self, video: Video) -> None:
         if video.notified_at is not None or video.status not in FINAL_STATUSES:
@@ -693,6 +704,8 @@ class UploadProcessor:
         except Exception:
             self.videos.release_notification(video)
             raise
+        logger.info("video %s: its owner was emailed that it is %s", video.id, video.status.value)
+        telemetry.count("EmailsSent")
 
 
 @contextlib.contextmanager

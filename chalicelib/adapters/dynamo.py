@@ -11,7 +11,7 @@ import base64
 import binascii
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -40,6 +40,10 @@ from chalicelib.domain import (
 )
 from chalicelib.ports import StaleUpdate
 from chalicelib.settings import Settings
+from chalicelib.usage import OverQuota, UsageChange
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.usage_dynamo import CountedWrite, DynamoUsageRepository
 
 
 class SourceMap(MapAttribute[str, Any]):
@@ -230,10 +234,21 @@ def decode_cursor(cursor: str) -> str:
 class DynamoVideoRepository:
     """VideoRepository on a pynamodb model."""
 
-    def __init__(self, record: type[VideoRecord]):
+    def __init__(self, record: type[VideoRecord], usage: DynamoUsageRepository | None = None):
         self._record = record
+        # Where the `usage=` of add, update and delete is counted, in the same transaction.
+        self._usage = usage
 
-    def add(self, video: Video) -> None:
+    def _counted_write(self, change: UsageChange) -> CountedWrite:
+        from chalicelib.adapters.usage_dynamo import CountedWrite
+
+        if self._usage is None:
+            raise RuntimeError("this video repository was built without a usage counters table")
+        write = CountedWrite(self._usage.connection())
+        self._usage.stage(write, change)
+        return write
+
+    def add(self, video: Video, *, usage: UsageChange | None = None) -> None:
         record = self._record(
             video.owner_id,
             video.id,
@@ -252,10 +267,30 @@ class DynamoVideoRepository:
             requeued_at=video.requeued_at,
             open_status=_open_status(video.status),
         )
+        if usage is not None:
+            self._add_counted(record, video, usage)
+            return
         try:
             record.save(condition=self._record.video_id.does_not_exist())
         except PutError as exc:
             raise RuntimeError(f"could not store video {video.id}") from exc
+
+    def _add_counted(self, record: VideoRecord, video: Video, usage: UsageChange) -> None:
+        from chalicelib.adapters.usage_dynamo import Cancelled
+
+        assert self._usage is not None
+        write = self._counted_write(usage)
+        write.transaction.save(record, condition=self._record.video_id.does_not_exist())
+        write.stage("put", "video")
+        try:
+            write.commit()
+        except Cancelled as cancelled:
+            if "video" in cancelled.labels:
+                raise RuntimeError(f"could not store video {video.id}") from cancelled
+            quota = self._usage.breached(cancelled)
+            if quota is None:
+                raise
+            raise OverQuota(quota) from cancelled
 
     def get(self, owner_id: str, video_id: str) -> Video | None:
         try:
@@ -288,6 +323,7 @@ class DynamoVideoRepository:
         *,
         expected: Iterable[VideoStatus] | None = None,
         unchanged_since: datetime | None = None,
+        usage: UsageChange | None = None,
         **changes: Any,
     ) -> Video:
         model = self._record
@@ -319,6 +355,8 @@ class DynamoVideoRepository:
         if unchanged_since is not None:
             condition &= model.updated_at == unchanged_since
         record = model(video.owner_id, video.id)
+        if usage is not None:
+            return self._update_counted(video, record, actions, condition, usage, changes)
         try:
             record.update(actions=actions, condition=condition)
         except UpdateError as exc:
@@ -336,6 +374,30 @@ class DynamoVideoRepository:
             open_status, range_key_condition=model.updated_at < updated_before
         ):
             yield _to_video(record)
+
+    def _update_counted(
+        self,
+        video: Video,
+        record: VideoRecord,
+        actions: list[Any],
+        condition: Any,
+        usage: UsageChange,
+        changes: dict[str, Any],
+    ) -> Video:
+        from chalicelib.adapters.usage_dynamo import Cancelled
+
+        write = self._counted_write(usage)
+        write.transaction.update(record, actions, condition=condition)
+        write.stage("update", "video")
+        try:
+            write.commit()
+        except Cancelled as cancelled:
+            if "video" in cancelled.labels:
+                raise StaleUpdate(f"video {video.id} is gone or no longer as expected") from cancelled
+            raise
+        # A transaction returns no item: read what is stored now (or, if the video
+        # went in between, what the update made of it).
+        return self.get(video.owner_id, video.id) or video.with_changes(updated_at=utcnow(), **changes)
 
     def claim_notification(self, video: Video) -> bool:
         model = self._record
@@ -362,10 +424,42 @@ class DynamoVideoRepository:
             if exc.cause_response_code != "ConditionalCheckFailedException":
                 raise
 
-    def delete(self, owner_id: str, video_id: str) -> None:
+    def delete(
+        self,
+        owner_id: str,
+        video_id: str,
+        *,
+        usage: UsageChange | None = None,
+        unchanged_since: datetime | None = None,
+    ) -> None:
+        model = self._record
+        record = model(owner_id, video_id)
+        condition = None
+        if unchanged_since is not None:
+            condition = model.updated_at == unchanged_since
+        if usage is not None:
+            from chalicelib.adapters.usage_dynamo import Cancelled
+
+            write = self._counted_write(usage)
+            # Counted only if the video was there: deleting twice frees its bytes once.
+            exists = model.video_id.exists()
+            write.transaction.delete(record, condition=exists if condition is None else exists & condition)
+            write.stage("delete", "video")
+            try:
+                write.commit()
+            except Cancelled as cancelled:
+                if "video" not in cancelled.labels:
+                    raise
+                if condition is not None and self.get(owner_id, video_id) is not None:
+                    raise StaleUpdate(f"video {video_id} changed before it could be deleted") from cancelled
+            return
         try:
-            self._record(owner_id, video_id).delete()
+            record.delete(condition=condition)
         except DeleteError as exc:
+            if condition is not None and exc.cause_response_code == "ConditionalCheckFailedException":
+                if self.get(owner_id, video_id) is not None:
+                    raise StaleUpdate(f"video {video_id} changed before it could be deleted") from exc
+                return
             raise RuntimeError(f"could not delete video {video_id}") from exc
 
     def check(self) -> None:
