@@ -54,6 +54,8 @@ def ensure_resources(settings: Settings, endpoint_url: str) -> dict[str, str]:
     )
     # Powertools idempotency layout: key `id`, expiry in `expiration`.
     ensure_table(dynamodb, settings.idempotency_table, hash_key="id", ttl_attribute="expiration")
+    # The cache's entries and leases (chalicelib/adapters/cache/dynamodb.py).
+    ensure_table(dynamodb, settings.cache_table, hash_key="id", ttl_attribute="expires_at")
 
     dlq_url = ensure_queue(sqs, settings.jobs_dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)})
     redrive = {
