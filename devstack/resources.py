@@ -56,6 +56,8 @@ def ensure_resources(settings: Settings, endpoint_url: str) -> dict[str, str]:
     ensure_table(dynamodb, settings.idempotency_table, hash_key="id", ttl_attribute="expiration")
     # The cache's entries and leases (chalicelib/adapters/cache/dynamodb.py).
     ensure_table(dynamodb, settings.cache_table, hash_key="id", ttl_attribute="expires_at")
+    # Usage counters, per user and site-wide per day (chalicelib/adapters/usage_dynamo.py).
+    ensure_table(dynamodb, settings.usage_table, hash_key="pk", range_key="sk")
 
     dlq_url = ensure_queue(sqs, settings.jobs_dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)})
     redrive = {
