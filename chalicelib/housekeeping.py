@@ -45,10 +45,20 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from chalicelib import telemetry
 from chalicelib.domain import UPLOAD_EVENT_GRACE_S, UPLOAD_EXPIRED_REASON, Video, VideoStatus, utcnow
-from chalicelib.ports import BlobStore, JobQueue, StaleUpdate, VideoRepository
+from chalicelib.ports import (
+    BlobStore,
+    JobQueue,
+    MediaInfo,
+    MediaSource,
+    StaleUpdate,
+    TranscodeResult,
+    VideoRepository,
+)
 from chalicelib.processing import UploadProcessor
 from chalicelib.settings import Settings
+from chalicelib.telemetry import FailureReason
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +71,17 @@ STUCK_REASON = (
 
 # The states a job can be stuck in: queued (claimed, not started) and processing.
 STUCK_STATES = (VideoStatus.QUEUED, VideoStatus.PROCESSING)
+
+
+class NoTranscoder:
+    """The transcoder of the processor the jobs fail videos through: they never
+    encode, and their Lambdas have no ffmpeg."""
+
+    def probe(self, source: MediaSource, *, max_pixels: int | None = None) -> MediaInfo:
+        raise RuntimeError("the scheduled jobs do not probe media")
+
+    def transcode(self, *args: Any, **kwargs: Any) -> TranscodeResult:
+        raise RuntimeError("the scheduled jobs do not encode")
 
 
 @dataclass
@@ -116,15 +137,17 @@ class Housekeeping:
     def _run(self, report: JobReport, candidates: Iterable[Video], handle: Callable[[Video], None]) -> None:
         for video in candidates:
             report.looked_at += 1
-            try:
-                handle(video)
-            except StaleUpdate:
-                # Moved on since the index saw it (an upload landed, a worker
-                # reported progress, another run got there first, deleted).
-                logger.info("%s: video %s changed meanwhile; left alone", report.job, video.id)
-            except Exception:
-                report.errors += 1
-                logger.exception("%s: could not handle video %s", report.job, video.id)
+            # This video's lines carry its id, as its API and worker lines do.
+            with telemetry.correlated(video.id):
+                try:
+                    handle(video)
+                except StaleUpdate:
+                    # Moved on since the index saw it (an upload landed, a worker
+                    # reported progress, another run got there first, deleted).
+                    logger.info("%s: video %s changed meanwhile; left alone", report.job, video.id)
+                except Exception:
+                    report.errors += 1
+                    logger.exception("%s: could not handle video %s", report.job, video.id)
 
     def _abandon(self, video: Video, now: datetime, ttl_s: int, report: JobReport) -> None:
         if not video.upload_expired(now, ttl_s):
@@ -136,6 +159,7 @@ class Housekeeping:
             UPLOAD_EXPIRED_REASON,
             expected={VideoStatus.AWAITING_UPLOAD},
             unchanged_since=video.updated_at,
+            cause=FailureReason.ABANDONED,
         )
         report.failed += 1
         report.changed += 1
@@ -154,7 +178,11 @@ class Housekeeping:
             report.requeued += 1
         else:
             self.processor.fail_and_notify(
-                video, STUCK_REASON, expected={video.status}, unchanged_since=video.updated_at
+                video,
+                STUCK_REASON,
+                expected={video.status},
+                unchanged_since=video.updated_at,
+                cause=FailureReason.STUCK,
             )
             logger.warning("%s: video %s failed: still stuck after its requeue", STUCK_JOBS, video.id)
             report.failed += 1

@@ -33,6 +33,9 @@ from chalicelib.settings import Settings
 from chalicelib.usage import OverQuota, QuotaLimits
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
     from chalicelib.usage import UsageService
 
 # A worker updating the video (its progress) between our read and delete makes us read again.
@@ -83,11 +86,13 @@ class VideoService:
     settings: Settings
     # Quotas and the errors that name them; None: no quotas (the counters still count).
     usage: UsageService | None = None
+    # When a video is created (and so which day's quota it counts against).
+    clock: Callable[[], datetime] = utcnow
 
     def create(self, owner: Principal, request: NewVideo) -> tuple[Video, UploadTicket]:
         """Record a new video and presign the upload of its file; QuotaExceeded
         if it would take the owner over a quota (counted in the same write)."""
-        now = utcnow()
+        now = self.clock()
         video_id = new_video_id()
         # From here on this request's log lines are about the new video.
         telemetry.set_correlation_id(video_id)
