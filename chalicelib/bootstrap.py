@@ -266,13 +266,24 @@ class Container:
     @cached_property
     def housekeeping(self) -> Housekeeping:
         """The scheduled jobs' service functions (workers/app.py)."""
-        from chalicelib.housekeeping import Housekeeping
+        from chalicelib.housekeeping import Housekeeping, NoTranscoder
+        from chalicelib.processing import UploadProcessor
 
+        # The jobs fail videos and email owners through the processor, but never
+        # encode: the scheduled functions carry no ffmpeg, so none is looked for.
+        processor = UploadProcessor(
+            videos=self.videos,
+            uploads=self.uploads,
+            media=self.media,
+            mailer=self.mailer,
+            transcoder=NoTranscoder(),
+            settings=self.settings,
+        )
         return Housekeeping(
             videos=self.videos,
             uploads=self.uploads,
             jobs=self.jobs,
-            processor=self.processor,
+            processor=processor,
             settings=self.settings,
         )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.bootstrap import Container
 from chalicelib.domain import (
     UPLOAD_EXPIRED_REASON,
     Outputs,
@@ -313,3 +314,20 @@ def test_the_job_report_names_the_job(jobs: Housekeeping) -> None:
         "requeued": 0,
         "errors": 0,
     }
+
+
+def test_the_jobs_need_no_ffmpeg(fakes: FakePorts, tmp_path: Path) -> None:
+    # A scheduled function's Lambda has no ffmpeg layer: the jobs never look for one.
+    settings = Settings(work_dir=str(tmp_path), ffmpeg_path=str(tmp_path / "no-ffmpeg"), stuck_job_after_s=1)
+    container = Container(
+        settings,
+        videos=fakes.videos,
+        uploads=fakes.uploads,
+        media=fakes.media,
+        mailer=fakes.mailer,
+        jobs=fakes.jobs,
+    )
+    stuck = stored_video(fakes, age_s=60, status=VideoStatus.PROCESSING, requeued_at=utcnow())
+
+    assert container.housekeeping.rescue_stuck_jobs().failed == 1
+    assert current(fakes, stuck).status is VideoStatus.FAILED
