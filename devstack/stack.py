@@ -47,6 +47,7 @@ from chalicelib.settings import Settings
 from devstack.aws import LOCAL_CREDENTIALS, local_client
 from devstack.jobs import PORT_ENV_FILE
 from devstack.leftovers import PROJECT_MARK, STACK_PID_MARK, PortHolder, port_holders, stop_process_group
+from devstack.logs import LOG_FILE
 from devstack.processes import ChildProcess, describe_exit, say
 from devstack.pump import DEFAULT_DLQ_HANDLER, DEFAULT_HANDLER
 
@@ -117,6 +118,10 @@ def app_environment(
         "VIDLINE_AUTO_CONFIRM_SIGNUPS": "true",
         "VIDLINE_APP_URL": f"http://{HOST}:{ports.cdn_port}",
         "VIDLINE_MEDIA_BASE_URL": f"http://{HOST}:{ports.cdn_port}",
+        # Log lines for people on the console, metrics as log lines (nothing
+        # reads EMF here), and every line as JSON in the stack's log file.
+        "VIDLINE_LOG_FORMAT": "text",
+        "VIDLINE_METRICS_OUTPUT": "log",
     }
     env.update(
         (key, value)
@@ -400,6 +405,11 @@ class LocalStack:
         self.app_env = app_environment(
             self.settings, self.endpoint_url, generated, self.ports, self._base_env
         )
+        # Every app appends its JSON log lines here, for `python -m devstack logs`;
+        # emptied on each start, as moto's state is.
+        log_file = Path(self.app_env.setdefault("VIDLINE_LOG_FILE", str(self.project_dir / LOG_FILE)))
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text("")
         write_env_file(self.env_file, self.app_env)
         # The same for `python -m devstack job`, per stand-in port (devstack/jobs.py).
         write_env_file(
@@ -657,6 +667,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "  VIDLINE_*             any app setting (chalicelib/settings.py) is passed on to the apps\n"
             "\n`python -m devstack job NAME` runs a scheduled job of the workers now, against the\n"
             "running stack (see `python -m devstack job --help`).\n"
+            "`python -m devstack logs VIDEO_ID` prints what the stack logged about one video.\n"
             f"\nThe apps' environment is written to {ENV_FILE} in the project directory.\n"
             f'"{READY_LINE}" is printed once everything answers.'
         ),
