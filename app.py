@@ -365,6 +365,8 @@ def health() -> Response:
     if not parse(schemas.HealthQuery, dict(request.query_params or {}), settings).deep:
         return Response(body=schemas.HealthOut(status="ok", checks={}).model_dump(mode="json"))
     report = container.health.run()
+    # For the health alarm (infra/stack.yaml): whoever polls this makes it page.
+    telemetry.count("HealthChecksFailing", len(report.failing))
     body = schemas.HealthOut(
         status="ok" if report.healthy else "failing",
         checks=report.checks,

@@ -21,7 +21,7 @@ correlation id, logger, message. With `VIDLINE_LOG_FILE` every line is also
 appended as JSON to that file, which `python -m devstack logs VIDEO_ID` reads.
 
 Metrics. CloudWatch embedded metric format through Powertools `Metrics`, in
-the `Vidline` namespace with the dimension `service=vidline`. `count` and
+the `Vidline` namespace with the dimension `stage` (VIDLINE_STAGE). `count` and
 `seconds` add to the invocation's set, written when the handler ends (the
 middleware calls `flush_metrics`); `video_failed` writes at once with a
 second dimension, `reason`, one of `FailureReason`. Locally
@@ -60,7 +60,6 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, Metrics, MetricUnit
 from chalicelib.settings import Settings
 
 NAMESPACE = "Vidline"
-METRICS_SERVICE = "vidline"
 # Our loggers: every module's under chalicelib. Each app adds its Chalice logger.
 LIBRARY_LOGGER = "chalicelib"
 
@@ -146,6 +145,7 @@ class _Output:
     """How this process reports: set once by `configure`."""
 
     metrics_as_log = False
+    stage = "local"
     handlers: ClassVar[list[logging.Handler]] = []
     tracer: Any = None
 
@@ -174,6 +174,7 @@ def configure(settings: Settings, service: str, *app_loggers: logging.Logger) ->
         # this every line would be printed twice.
         logger.propagate = False
     _Output.metrics_as_log = settings.metrics_output == "log"
+    _Output.stage = settings.stage
     _Output.tracer = _tracer(service) if settings.tracing else None
 
 
@@ -186,7 +187,9 @@ def _tracer(service: str) -> Any:
 
 # ---------------------------------------------------------------------- metrics
 
-_metrics = Metrics(namespace=NAMESPACE, service=METRICS_SERVICE)
+# No service dimension: one stage's metrics, whichever app wrote them, are one
+# metric in CloudWatch, which is what the alarms watch.
+_metrics = Metrics(namespace=NAMESPACE)
 _log = logging.getLogger(f"{LIBRARY_LOGGER}.telemetry")
 
 
@@ -203,7 +206,8 @@ def seconds(name: str, value: float) -> None:
 def video_failed(reason: FailureReason) -> None:
     """Count a failed video, in total and under its `reason` (written at once)."""
     count("VideosFailed")
-    by_reason = EphemeralMetrics(namespace=NAMESPACE, service=METRICS_SERVICE)
+    by_reason = EphemeralMetrics(namespace=NAMESPACE)
+    by_reason.add_dimension(name="stage", value=_Output.stage)
     by_reason.add_dimension(name="reason", value=reason.value)
     by_reason.add_metric(name="VideosFailed", unit=MetricUnit.Count, value=1)
     _write(by_reason.serialize_metric_set())
@@ -214,6 +218,7 @@ def flush_metrics() -> None:
     if not _metrics.metric_set:
         return
     try:
+        _metrics.add_dimension(name="stage", value=_Output.stage)
         blob = _metrics.serialize_metric_set()
     finally:
         _metrics.clear_metrics()

@@ -102,15 +102,29 @@ def test_every_check_is_ok_on_a_whole_stack(stand: Stand, health: Any) -> None:
     assert body["failing"] == [] and body["dead_letters"] == 0
 
 
-def test_a_deleted_queue_is_named(stand: Stand, health: Any) -> None:
+def emf_metrics(output: str) -> dict[str, list[float]]:
+    """The EMF metrics printed in `output`: name -> values."""
+    metrics: dict[str, list[float]] = {}
+    for line in output.splitlines():
+        if line.startswith('{"_aws"'):
+            blob = json.loads(line)
+            for metric in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                metrics.setdefault(metric["Name"], []).extend(blob[metric["Name"]])
+    return metrics
+
+
+def test_a_deleted_queue_is_named(stand: Stand, health: Any, capsys: pytest.CaptureFixture[str]) -> None:
     sqs = stand.client("sqs")
     sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=stand.settings.jobs_queue)["QueueUrl"])
+    capsys.readouterr()
 
     status, body, took = health(stand.settings)
 
     assert status == 503, body
     assert body["status"] == "failing" and body["failing"] == ["jobs_queue"]
     assert took < ANSWER_WITHIN_S
+    # What the health alarm watches (infra/stack.yaml).
+    assert emf_metrics(capsys.readouterr().out)["HealthChecksFailing"] == [1.0]
     status, body, _ = health(stand.settings, "?deep=false")
     assert status == 200 and body["status"] == "ok"
 
