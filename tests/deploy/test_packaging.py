@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from bench.cold_start import lambda_env, make_writable, runtime_dir, unpack
-from deploy.chalice_config import write_policy
+from deploy.chalice_config import SCHEDULED_HANDLERS, write_policy
 from deploy.merge import gateway_responses, merge_template
 from deploy.packaging import (
     CHALICE_REUSE_MARKER,
@@ -60,7 +60,12 @@ class Build:
 
 API_POLICY = api_policy(TARGETS, "vidline-api-dev")
 WORKERS_POLICY = workers_policy(
-    TARGETS, ["vidline-workers-dev-process_upload", "vidline-workers-dev-fail_dead_upload"]
+    TARGETS,
+    [
+        "vidline-workers-dev-process_upload",
+        "vidline-workers-dev-fail_dead_upload",
+        *(f"vidline-workers-dev-{handler}" for handler in SCHEDULED_HANDLERS),
+    ],
 )
 
 
@@ -234,7 +239,7 @@ def test_worker_template_sets_what_chalice_deploy_cannot(build: Build) -> None:
 def test_the_dead_letter_handler_is_triggered_by_the_dead_letter_queue(build: Build) -> None:
     worker = template(build.workers)
     functions = {n for n, r in worker["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
-    assert functions == {"ProcessUpload", "FailDeadUpload"}
+    assert functions == {"ProcessUpload", "FailDeadUpload", "AbandonedUploads", "StuckJobs", "Rollup"}
     function = worker["Resources"]["FailDeadUpload"]["Properties"]
     event = function["Events"]["FailDeadUploadSqsEventSource"]
 
@@ -245,6 +250,19 @@ def test_the_dead_letter_handler_is_triggered_by_the_dead_letter_queue(build: Bu
     # A small function: one DynamoDB write and one email (workers/.chalice/config.json).
     assert (function["Timeout"], function["MemorySize"]) == (60, 1024)
     assert "EphemeralStorage" not in function
+
+
+def test_the_scheduled_jobs_are_functions_on_eventbridge_schedules(build: Build) -> None:
+    worker = template(build.workers)
+    schedules = {}
+    for name, handler in (("AbandonedUploads", "abandoned-uploads"), ("StuckJobs", "stuck-jobs")):
+        function = worker["Resources"][name]["Properties"]
+        assert function["FunctionName"] == f"vidline-workers-dev-{handler}"
+        (event,) = function["Events"].values()
+        assert event["Type"] == "Schedule"
+        schedules[handler] = event["Properties"]["Schedule"]
+        assert "EphemeralStorage" not in function
+    assert schedules == {"abandoned-uploads": "rate(15 minutes)", "stuck-jobs": "rate(5 minutes)"}
 
 
 def test_api_template_sets_what_make_deploy_configures_after_chalice_deploy(build: Build) -> None:
