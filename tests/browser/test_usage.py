@@ -14,7 +14,7 @@ import requests
 from playwright.sync_api import Locator, Page, expect
 
 from devstack.client import ApiClient, StackProcess
-from tests.browser.conftest import USAGE_SETTINGS
+from tests.browser.conftest import USAGE_SETTINGS, Throttle
 from tests.browser.test_web_app import PASSWORD, PROCESSING_TIMEOUT_MS, announcer, button, cards, sign_in
 from tests.media_tools import make_clip
 
@@ -55,8 +55,8 @@ def create_without_upload(user: ApiClient, count: int) -> None:
         response.raise_for_status()
 
 
-def test_the_usage_panel_shows_the_real_figures_once_an_upload_is_ready(
-    page: Page, stack: StackProcess, tmp_path: Path
+def test_the_usage_panel_follows_an_upload_from_created_to_ready_to_deleted(
+    page: Page, stack: StackProcess, tmp_path: Path, throttle_upload: Throttle
 ) -> None:
     user = ApiClient.sign_up(stack.api, password=PASSWORD)
     sign_in(page, user.email)
@@ -65,28 +65,35 @@ def test_the_usage_panel_shows_the_real_figures_once_an_upload_is_ready(
     expect(meter(page, "Storage")).to_have_js_property("max", BYTES_STORED)
     expect(meter(page, "Storage")).to_have_js_property("value", 0)
     # Unlimited: said in words, with no meter that could never fill.
-    expect(quota_item(page, "minutes_per_month")).to_contain_text("0 min · no limit")
+    minutes_item = quota_item(page, "minutes_per_month")
+    expect(minutes_item).to_contain_text("0 min · no limit")
     expect(usage_panel(page).get_by_role("meter")).to_have_count(2)
 
+    # Sent slowly (about 15 s), so the panel shows the create while the file is still on its way.
     clip = make_clip(tmp_path / "Harbour.mp4", seconds=2)
+    size = clip.stat().st_size
+    throttle_upload(size // 15)
     page.get_by_label("Choose video").set_input_files(clip)
     button(page, "Upload").click()
-    expect(cards(page).first).to_have_attribute("data-status", "ready", timeout=PROCESSING_TIMEOUT_MS)
+    # Created: counted, and its declared size reserved, with no reload.
+    expect(meter(page, "Videos today")).to_have_js_property("value", 1, timeout=CATCH_UP_MS)
+    expect(quota_item(page, "videos_per_day")).to_contain_text(f"1 of {VIDEOS_PER_DAY} videos")
+    expect(meter(page, "Storage")).to_have_js_property("value", size)
+    assert cards(page).count() == 0 or cards(page).first.get_attribute("data-status") != "ready"
+    expect(minutes_item).to_contain_text("0 min · no limit")
+    throttle_upload(None)
 
-    # No reload: the panel asks again once the video is ready (and again while /stats is cached).
+    # Ready: its minutes count as processed, once the panel asks again.
+    expect(cards(page).first).to_have_attribute("data-status", "ready", timeout=PROCESSING_TIMEOUT_MS)
     quotas = stats(user)["quotas"]
     assert quotas["videos_per_day"]["used"] == 1, quotas
-    assert quotas["bytes_stored"]["used"] == clip.stat().st_size, quotas
+    assert quotas["bytes_stored"]["used"] == size, quotas
     minutes = quotas["minutes_per_month"]["used"]
     assert 0 < minutes < 0.1, quotas
-    expect(meter(page, "Videos today")).to_have_js_property("value", 1, timeout=CATCH_UP_MS)
-    expect(meter(page, "Storage")).to_have_js_property("value", clip.stat().st_size, timeout=CATCH_UP_MS)
-    processed = quota_item(page, "minutes_per_month")
-    expect(processed).to_contain_text(f"{minutes:.2f} min · no limit", timeout=CATCH_UP_MS)
-    expect(quota_item(page, "videos_per_day")).to_contain_text(f"1 of {VIDEOS_PER_DAY} videos")
+    expect(minutes_item).to_contain_text(f"{minutes:.2f} min · no limit", timeout=CATCH_UP_MS)
     expect(quota_item(page, "videos_per_day")).to_contain_text("Resets in")
 
-    # Deleting it frees its storage; the day's count of videos created stays.
+    # Deleted: its storage is freed; the day's count of videos created stays.
     cards(page).first.get_by_role("link").first.click()
     button(page, "Delete").click()
     button(page.get_by_role("dialog"), "Delete").click()
