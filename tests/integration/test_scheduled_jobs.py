@@ -6,6 +6,8 @@ uploads through.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,15 @@ from chalicelib.ports import MediaInfo, MediaSource, Transcoder, TranscodeResult
 from chalicelib.processing import UploadedObject, uploaded_objects
 from chalicelib.settings import Settings
 from devstack.client import free_port
-from devstack.jobs import PORT_ENV_FILE, JobError, run_job, scheduled_event, scheduled_jobs, stack_environment
+from devstack.jobs import (
+    PORT_ENV_FILE,
+    JobError,
+    run_job,
+    run_timers,
+    scheduled_event,
+    scheduled_jobs,
+    stack_environment,
+)
 from devstack.mailbox import clear_messages
 from devstack.stack import write_env_file
 from tests.integration.test_worker import Worker, drain
@@ -254,3 +264,29 @@ def test_the_runner_reads_the_environment_of_the_stack_on_its_port(
     write_env_file(env_file, env)
 
     assert stack_environment(tmp_path, 5998) == env
+
+
+def test_the_local_timers_run_every_job_through_its_handler_until_stopped(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch, short: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    video = long_ago(worker, VideoStatus.PROCESSING, 60, upload_etag="etag-1")
+    worker.rewire(monkeypatch, short)
+    stop = threading.Event()
+    timers = threading.Thread(
+        target=run_timers, args=(worker.module.app, 0.2, stop), kwargs={"region": worker.settings.region}
+    )
+    caplog.set_level(logging.INFO, logger="devstack.jobs")
+
+    timers.start()
+    try:
+        deadline = time.monotonic() + 20
+        while worker.video(video).requeued_at is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        timers.join(timeout=30)
+
+    assert not timers.is_alive()
+    assert worker.video(video).requeued_at is not None
+    ran = {record.getMessage().split(":")[0] for record in caplog.records if record.name == "devstack.jobs"}
+    assert {"scheduled job abandoned-uploads", "scheduled job stuck-jobs"} <= ran
