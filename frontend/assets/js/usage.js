@@ -1,9 +1,9 @@
 /**
  * Usage against your quotas, shown in the library:
  *
- *   Minutes processed this month   12.5 of 600 min   ▓▓░░░░░░
- *   Videos today                    3 of 20          ▓▓▓░░░░░
- *   Storage                         1.2 GB · no limit
+ *   Minutes this month   12.5 of 600 min     ▓▓░░░░░░  Resets 1 Jan 2027, 00:00
+ *   Videos today         3 of 20 videos      ▓▓▓░░░░░  Resets in 5 hours (…)
+ *   Storage              1.2 GB · no limit
  *
  * The figures come from GET /stats (this month's days, UTC) and its
  * `quotas`: {videos_per_day, minutes_per_month, bytes_stored}, each
@@ -23,7 +23,7 @@ import { h } from "./ui.js";
 const QUOTAS = [
   {
     name: "minutes_per_month",
-    label: "Minutes processed this month",
+    label: "Minutes this month",
     figure: (used, limit) =>
       limit ? `${formatMinutes(used)} of ${formatMinutes(limit)} min` : `${formatMinutes(used)} min`,
   },
@@ -109,15 +109,15 @@ function usageEffect(method, path, data) {
 /**
  * Put the usage panel in the library, under its heading. It loads once the
  * library's list has arrived (the list comes first, and a refused token is
- * then answered once), and again after each change `changes` reports.
+ * then answered once), and again after each change `tracker` reports.
  *
  * @param {HTMLElement} root the library view
  * @param {object} ctx
  * @param {import("./api.js").ApiClient} ctx.api
- * @param {UsageTracker} ctx.changes from trackUsage()
+ * @param {UsageTracker} ctx.tracker from trackUsage()
  * @param {AbortSignal} ctx.signal ends the panel with its view
  */
-export function mountUsage(root, { api, changes, signal }) {
+export function mountUsage(root, { api, tracker, signal }) {
   const panel = createPanel();
   const head = root.querySelector(".page-head");
   if (head) head.after(panel.element);
@@ -132,8 +132,8 @@ export function mountUsage(root, { api, changes, signal }) {
     clearTimeout(timer);
     if (loading) return; // "changed" loads again once this answer is in
     loading = true;
-    const seen = changes.changes;
-    const previous = changes.last;
+    const seen = tracker.changes;
+    const previous = tracker.last;
     panel.element.setAttribute("aria-busy", "true");
     let answer;
     try {
@@ -141,7 +141,7 @@ export function mountUsage(root, { api, changes, signal }) {
       panel.show(stats);
       loaded = true;
       answer = JSON.stringify(stats);
-      changes.last = answer;
+      tracker.last = answer;
     } catch (error) {
       if (signal.aborted || error.isUnauthorized) return;
       panel.showError(error);
@@ -149,12 +149,13 @@ export function mountUsage(root, { api, changes, signal }) {
       loading = false;
       panel.element.setAttribute("aria-busy", "false");
     }
-    if (changes.changes !== seen) {
+    if (tracker.changes !== seen) {
       later(SETTLE_MS); // a change came while asking: this answer may predate it
-    } else if (changes.reflected < seen && answer === previous && rechecks < RECHECK_MS.length) {
-      later(RECHECK_MS[rechecks++]); // probably the cached answer from before the change
+    } else if (tracker.reflected < seen && (answer ?? previous) === previous && rechecks < RECHECK_MS.length) {
+      // Probably the cached answer from before the change (or no answer at all): ask again.
+      later(RECHECK_MS[rechecks++]);
     } else {
-      if (answer !== undefined) changes.reflected = seen;
+      if (answer !== undefined) tracker.reflected = seen;
       rechecks = 0;
     }
   }
@@ -164,8 +165,8 @@ export function mountUsage(root, { api, changes, signal }) {
     timer = setTimeout(load, ms);
   }
 
-  changes.addEventListener("listed", () => loaded || loading || load(), { signal });
-  changes.addEventListener(
+  tracker.addEventListener("listed", () => loaded || loading || load(), { signal });
+  tracker.addEventListener(
     "changed",
     () => {
       rechecks = 0;
@@ -252,11 +253,14 @@ function createRow(quota) {
 }
 
 /** When the quota frees up again, for people. */
-function resetNote({ full, unlimited, resetsAt }) {
+function resetNote({ full, unlimited, resetsAt, now = Date.now() }) {
   if (unlimited) return "";
-  const when = resetsAt ? `${formatRelative(resetsAt)} (${formatDateTime(resetsAt)})` : "";
   // Storage has no reset time: it frees up as videos are deleted.
-  if (!when) return full ? "Limit reached. Delete videos to free space." : "Frees up when you delete videos.";
+  if (!resetsAt) return full ? "Limit reached. Delete videos to free space." : "Frees up when you delete videos.";
+  const at = formatDateTime(resetsAt);
+  const ahead = new Date(resetsAt).getTime() - now;
+  // Within the week "in 5 hours" says more than a date (formatRelative gives the date beyond it).
+  const when = ahead > 60_000 && ahead < 7 * 86_400_000 ? `${formatRelative(resetsAt, now)} (${at})` : at;
   return `${full ? "Limit reached. Resets" : "Resets"} ${when}`;
 }
 
