@@ -341,7 +341,7 @@ def test_the_workers_may_query_only_the_open_videos_index_and_send_only_to_the_j
 
 
 def test_both_apps_may_send_traces_which_x_ray_grants_only_on_every_resource() -> None:
-    """Powertools Tracer (VIDLINE_TRACING, chalicelib/telemetry.py) sends segments with the functions' role."""
+    """Powertools Tracer (VIDLINE_TRACING, chalicelib/telemetry.py) sends segments as the functions' role."""
     for policy in (API, WORKERS):
         grants = granted(policy)
         assert grants["xray:PutTraceSegments"] == grants["xray:PutTelemetryRecords"] == {"*"}
