@@ -244,7 +244,7 @@ class DynamoVideoRepository:
 
         if self._usage is None:
             raise RuntimeError("this video repository was built without a usage counters table")
-        write = CountedWrite(self._usage.connection())
+        write = CountedWrite(self._usage.connection)
         self._usage.stage(write, change)
         return write
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
@@ -162,7 +163,10 @@ class DynamoUsageRepository:
         self._record = record
         self._shards = site_shards
 
+    @cached_property
     def connection(self) -> Connection:
+        """The connection counted writes' transactions use: one per process, since
+        building its botocore client costs far more than a transaction."""
         # The bound Meta (bind_usage_record) names them; the videos table shares both.
         meta = self._record.Meta
         return Connection(region=getattr(meta, "region", None), host=getattr(meta, "host", None))
