@@ -11,6 +11,7 @@ store that fails is skipped for `retry_after_s`; callers get computed values.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -27,6 +28,10 @@ T = TypeVar("T")
 
 # How often a caller waiting for another process's computation looks again.
 POLL_S = 0.05
+# A DynamoDB item holds at most 400 KB: a bigger value is kept in memory only.
+MAX_STORED_BYTES = 350_000
+# DynamoDB keys hold at most 2048 bytes: a longer key is stored under its digest.
+MAX_KEY_BYTES = 512
 
 # The metric each counter is reported as (chalicelib.telemetry.count).
 METRICS = {"hits": "CacheHits", "misses": "CacheMisses", "stale": "CacheStaleServes", "errors": "CacheErrors"}
@@ -73,6 +78,14 @@ class CacheStore(Protocol):
         ...
 
     def check(self) -> None: ...
+
+
+def store_key(key: str) -> str:
+    """`key` as the store holds it: itself, or its SHA-256 if it is long."""
+    encoded = key.encode()
+    if len(encoded) <= MAX_KEY_BYTES:
+        return key
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
 
 
 class LocalLayer:
@@ -175,7 +188,9 @@ class StoreCache:
                             break
                         continue
                 holder = uuid.uuid4().hex
-                won = self._attempt("lease", key, self.store.acquire, key, holder, now, self._lease_s)
+                won = self._attempt(
+                    "lease", key, self.store.acquire, store_key(key), holder, now, self._lease_s
+                )
                 if isinstance(won, StoreFailed):
                     return self._compute_and_keep(key, ttl_s, compute, store=False)
                 if won:
@@ -183,7 +198,7 @@ class StoreCache:
                         return self._compute_and_keep(key, ttl_s, compute, store=True)
                     finally:
                         # If this fails, the lease runs out by itself.
-                        self._attempt("release", key, self.store.release, key, holder)
+                        self._attempt("release", key, self.store.release, store_key(key), holder)
                 # Another process computes it.
                 if entry is not None:
                     self._counted("stale")
@@ -204,7 +219,7 @@ class StoreCache:
         """Forget `key` here and in the store (other processes' in-memory copies
         live on for at most `local_ttl_s`)."""
         self._local.discard(key)
-        self._attempt("invalidate", key, self.store.delete, key)
+        self._attempt("invalidate", key, self.store.delete, store_key(key))
 
     def check(self) -> None:
         """Raise if the store cannot be reached."""
@@ -212,7 +227,7 @@ class StoreCache:
 
     def _read(self, key: str) -> Entry | None:
         try:
-            entry = self.store.read(key)
+            entry = self.store.read(store_key(key))
             if entry is not None:
                 json.loads(entry.value)
         except (CorruptEntry, ValueError) as error:
@@ -243,8 +258,11 @@ class StoreCache:
             return value
         now = self._clock()
         entry = Entry(text, now + ttl_s, now + ttl_s + self._stale_s)
-        if store:
-            self._attempt("write", key, self.store.write, key, entry, now)
+        if store and len(text) > MAX_STORED_BYTES:  # json.dumps writes ASCII: a char is a byte
+            self._counted("errors")
+            logger.warning("cache value of %r is %d bytes, too big to store; kept in memory", key, len(text))
+        elif store:
+            self._attempt("write", key, self.store.write, store_key(key), entry, now)
         self._keep_locally(key, entry, now)
         # What a hit would answer: JSON's types, and a copy the caller may change.
         return json.loads(text)
