@@ -13,10 +13,10 @@ from chalice.test import Client
 
 from chalicelib.adapters.usage_dynamo import bind_usage_record
 from chalicelib.bootstrap import Container
-from chalicelib.domain import SourceInfo, Video, VideoStatus, new_video_id
 from chalicelib.settings import Settings
 from chalicelib.usage import QuotaLimits, UsageDelta, created
 from devstack.jobs import scheduled_event
+from tests.contract.test_usage_repository import a_video
 from tests.integration.test_api import Api, assert_error
 
 DAY_FIELDS = {"date", "videos_created", "videos_ready", "videos_failed", "minutes_processed", "bytes_stored"}
@@ -170,17 +170,7 @@ def own_counters(
 
 
 def counted_video(container: Container, owner: str, at: datetime, size_bytes: int) -> None:
-    video = Video(
-        id=new_video_id(int(at.timestamp() * 1000)),
-        owner_id=owner,
-        owner_email=f"{owner}@example.com",
-        title="Trip",
-        status=VideoStatus.AWAITING_UPLOAD,
-        progress=0,
-        created_at=at,
-        updated_at=at,
-        source=SourceInfo(filename="trip.mp4", size_bytes=size_bytes, content_type="video/mp4"),
-    )
+    video = a_video(owner, size_bytes=size_bytes, at=at)
     container.videos.add(video, usage=created(video, QuotaLimits()))
 
 
