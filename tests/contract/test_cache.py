@@ -543,3 +543,34 @@ def test_the_composition_root_builds_the_redis_cache(settings: Settings, redis_s
     assert cache.get_or_compute("k", 60, lambda: {"n": 1}) == {"n": 1}
     stored = redis_client(redis_server.url, TIMEOUT_S).hgetall(f"vidline:{settings.stage}:cache:v:k")
     assert stored[b"value"] == b'{"n": 1}'
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that takes connections and never answers: a store that hangs."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("backend_name", ["dynamodb", "redis"])
+def test_a_store_that_hangs_costs_one_short_timeout(
+    settings: Settings, silent_port: int, backend_name: str
+) -> None:
+    hanging = settings.model_copy(
+        update={
+            "cache_backend": backend_name,
+            "aws_endpoint_url": f"http://127.0.0.1:{silent_port}",
+            "redis_url": f"redis://127.0.0.1:{silent_port}/0",
+            "cache_timeout_s": 0.3,
+        }
+    )
+    cache = Container(hanging).cache
+    begun = time.monotonic()
+    assert cache.get_or_compute("k", 60, lambda: "computed") == "computed"
+    # One attempt of 0.3 s: no retries, no backoff between them.
+    assert time.monotonic() - begun < 0.9
+    assert isinstance(cache, StoreCache) and cache.errors == 1
