@@ -51,7 +51,8 @@ from devstack.client import free_port  # noqa: E402
 from devstack.resources import ensure_table  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
-TIMEOUT_S = 0.5
+# Longer than production's 0.5 s: moto on a busy machine is slow, and a timeout would spoil a run.
+TIMEOUT_S = 5.0
 VALUE = {"day": "2026-12-01", "videos_created": 3, "minutes_processed": 12.5, "bytes_stored": 123456789}
 
 
