@@ -50,7 +50,12 @@ def stats(user: ApiClient) -> dict[str, Any]:
 def create_without_upload(user: ApiClient, count: int) -> None:
     """Create videos that never get their file: each counts against the daily quota."""
     for n in range(count):
-        body = {"title": f"Draft {n}", "filename": "v.mp4", "content_type": "video/mp4", "size_bytes": 1000}
+        body: dict[str, Any] = {
+            "title": f"Draft {n}",
+            "filename": "v.mp4",
+            "content_type": "video/mp4",
+            "size_bytes": 1000,
+        }
         response = requests.post(f"{user.base_url}/videos", json=body, headers=user.headers, timeout=10)
         response.raise_for_status()
 
@@ -129,7 +134,7 @@ def test_at_the_daily_quota_the_next_upload_is_refused_with_the_servers_message(
     refused = answer.value
     assert refused.status == 429
     error = refused.json()["error"]
-    assert "videos_per_day" in str(error), error
+    assert error["code"] == "quota_exceeded" and error["details"][0]["quota"] == "videos_per_day", error
     expect(page.locator(".queue-item.is-failed")).to_contain_text(error["message"])
     expect(announcer(page)).to_contain_text(error["message"])
     expect(cards(page).first).to_contain_text("Last")
