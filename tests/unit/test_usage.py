@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chalicelib.domain import Forbidden, InvalidRequest, NewVideo, Principal, Video, utcnow
+from chalicelib.domain import Forbidden, InvalidRequest, NewVideo, Principal, Video, VideoStatus, utcnow
 from chalicelib.processing import UploadedObject
 from chalicelib.services import VideoService
 from chalicelib.settings import Settings
@@ -25,7 +27,7 @@ from chalicelib.usage import (
     resets_at,
     stats_range,
 )
-from tests.fakes import FakePorts
+from tests.fakes import FakePorts, FakeVideoRepository
 
 ALICE = Principal(user_id="alice", email="alice@example.com")
 BOB = Principal(user_id="bob", email="bob@example.com")
@@ -291,3 +293,32 @@ def test_site_stats_mix_rolled_up_days_and_todays_shards(tmp_path: Path) -> None
     # A range that starts after the last folded day takes its level from it.
     (today,) = w.usage.site_stats(ALICE, date(2026, 8, 3), date(2026, 8, 3)).days
     assert today.bytes_stored == 307
+
+
+class ReadyAnswerLost(FakeVideoRepository):
+    """Applies the READY update (and its counters) but answers with an error, as a
+    worker that crashed right after DynamoDB committed would see it."""
+
+    def update(self, video: Video, *, expected: Iterable[VideoStatus] | None = None, **changes: Any) -> Video:
+        updated = super().update(video, expected=expected, **changes)
+        if changes.get("status") is VideoStatus.READY:
+            raise ConnectionError("the update was applied, its answer lost")
+        return updated
+
+
+def test_a_crash_after_the_ready_update_counts_it_once(tmp_path: Path) -> None:
+    fakes = FakePorts(videos=ReadyAnswerLost())
+    settings = Settings(work_dir=str(tmp_path), app_url="https://app.example")
+    container = fakes.container(settings)
+    video, _ = container.video_service.create(
+        ALICE, NewVideo(title="Trip", filename="trip.mp4", content_type="video/mp4", size_bytes=100)
+    )
+    fakes.uploads.objects[video.upload_key] = (b"v" * 100, "video/mp4")
+    event = UploadedObject(bucket="uploads", key=video.upload_key, etag=hashlib.md5(b"v" * 100).hexdigest())
+
+    with pytest.raises(ConnectionError):
+        container.processor.process(event, final_attempt=False)
+    assert container.processor.process(event, final_attempt=False) == "duplicate"
+
+    days, _ = fakes.usage.user_days(ALICE.user_id, utcnow().date())
+    assert days[utcnow().date()].videos_ready == 1 and days[utcnow().date()].videos_failed == 0
