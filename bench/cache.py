@@ -38,14 +38,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-
 from chalicelib import telemetry  # noqa: E402
 from chalicelib.adapters.cache import StoreCache  # noqa: E402
 from chalicelib.adapters.cache.core import CacheStore  # noqa: E402
 from chalicelib.adapters.cache.dynamodb import DynamoCacheStore  # noqa: E402
 from chalicelib.adapters.cache.redis import RedisCacheStore, redis_client  # noqa: E402
+from chalicelib.bootstrap import Container  # noqa: E402
+from chalicelib.settings import Settings  # noqa: E402
 from devstack.aws import LOCAL_CREDENTIALS, local_client  # noqa: E402
 from devstack.client import free_port  # noqa: E402
 from devstack.resources import ensure_table  # noqa: E402
@@ -83,24 +82,12 @@ def moto_process() -> Iterator[str]:
 
 
 def dynamo_store(endpoint: str) -> DynamoCacheStore:
-    """The cache table on moto, through a client configured as the composition root configures it."""
+    """The cache table on moto, through the client the composition root makes for the cache."""
     ensure_table(
         local_client("dynamodb", endpoint, "us-east-1"), "cache", hash_key="id", ttl_attribute="expires_at"
     )
-    client = boto3.session.Session().client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=LOCAL_CREDENTIALS["AWS_SESSION_TOKEN"],
-        config=Config(
-            connect_timeout=TIMEOUT_S,
-            read_timeout=TIMEOUT_S,
-            retries={"mode": "standard", "max_attempts": 1},
-        ),
-    )
-    return DynamoCacheStore(client, "cache")
+    settings = Settings().model_copy(update={"aws_endpoint_url": endpoint, "cache_timeout_s": TIMEOUT_S})
+    return DynamoCacheStore(Container(settings).cache_dynamodb_client(), "cache")
 
 
 def timed(count: int, call: Callable[[int], Any]) -> list[float]:

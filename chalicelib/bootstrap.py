@@ -143,20 +143,21 @@ class Container:
 
     @cached_property
     def cache(self) -> Cache:
-        """The cache on the configured store (VIDLINE_CACHE_BACKEND), its client
-        with short timeouts and no retries so a dead store cannot hold up a
-        request; imported on first use so only a process that caches loads it."""
+        """The cache on the configured store (VIDLINE_CACHE_BACKEND), imported on
+        first use so only a process that caches loads it."""
         from chalicelib.adapters.cache import build_cache
 
-        s = self.settings
-        return build_cache(
-            s,
-            lambda: self.client(
-                "dynamodb",
-                connect_timeout=s.cache_timeout_s,
-                read_timeout=s.cache_timeout_s,
-                retries={"mode": "standard", "max_attempts": 1},
-            ),
+        return build_cache(self.settings, self.cache_dynamodb_client)
+
+    def cache_dynamodb_client(self) -> Any:
+        """A DynamoDB client for the cache: VIDLINE_CACHE_TIMEOUT_S to connect and
+        to read, and no retries, so a dead store cannot hold up a request."""
+        timeout_s = self.settings.cache_timeout_s
+        return self.client(
+            "dynamodb",
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"mode": "standard", "max_attempts": 1},
         )
 
     @cached_property

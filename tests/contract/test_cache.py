@@ -19,9 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from chalicelib.adapters.cache import StoreCache
 from chalicelib.adapters.cache.core import METRICS, Entry, LocalLayer
@@ -29,7 +27,7 @@ from chalicelib.adapters.cache.dynamodb import DynamoCacheStore
 from chalicelib.adapters.cache.redis import RedisCacheStore, redis_client
 from chalicelib.bootstrap import Container
 from chalicelib.settings import Settings
-from devstack.aws import LOCAL_CREDENTIALS, local_client
+from devstack.aws import local_client
 from devstack.client import free_port
 from devstack.resources import ensure_table
 from tests.fakes import FakeCache
@@ -74,21 +72,24 @@ class Backend:
     write_junk: Callable[[str], None] = lambda key: None
 
 
-def dynamo_client(endpoint: str) -> Any:
-    """A DynamoDB client as the composition root builds the cache's: short timeouts, no retries."""
-    return boto3.session.Session().client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=LOCAL_CREDENTIALS["AWS_SESSION_TOKEN"],
-        config=Config(
-            connect_timeout=TIMEOUT_S,
-            read_timeout=TIMEOUT_S,
-            retries={"mode": "standard", "max_attempts": 1},
-        ),
-    )
+def dynamo_client(settings: Settings, endpoint: str | None = None) -> Any:
+    """The cache's DynamoDB client as the composition root makes it, on moto (or `endpoint`)."""
+    update = {"cache_timeout_s": TIMEOUT_S, "aws_endpoint_url": endpoint or settings.aws_endpoint_url}
+    return Container(settings.model_copy(update=update)).cache_dynamodb_client()
+
+
+@dataclass
+class Held:
+    """A computation that starts, then waits until the test lets it finish."""
+
+    result: Any
+    started: threading.Event = field(default_factory=threading.Event)
+    finish: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self) -> Any:
+        self.started.set()
+        self.finish.wait(10)
+        return self.result
 
 
 def store_cache(store: Any, *, clock: Callable[[], float] = time.time, **options: Any) -> StoreCache:
@@ -99,10 +100,10 @@ def store_cache(store: Any, *, clock: Callable[[], float] = time.time, **options
 
 
 @pytest.fixture(scope="module")
-def dynamodb(moto_endpoint: str) -> Any:
+def dynamodb(settings: Settings) -> Any:
     """The cache's DynamoDB client on the session's moto server (one per module:
     a boto3 session takes a while to make)."""
-    return dynamo_client(moto_endpoint)
+    return dynamo_client(settings)
 
 
 @pytest.fixture
@@ -301,20 +302,14 @@ def test_the_stale_value_is_served_while_one_caller_recomputes(backend: Backend,
     second = first if other == "same instance" else backend.make(clock=clock)
     first.get_or_compute("k", 10, lambda: "old")
     clock.advance(11)
-    started, finish = threading.Event(), threading.Event()
-
-    def recompute() -> str:
-        started.set()
-        finish.wait(10)
-        return "new"
-
+    recompute = Held("new")
     recomputed = in_thread(lambda: first.get_or_compute("k", 10, recompute))
-    assert started.wait(5)
+    assert recompute.started.wait(5)
     begun = time.monotonic()
     assert second.get_or_compute("k", 10, never) == "old"
     assert time.monotonic() - begun < 2.5  # did not wait for the recomputation
     assert second.stale == 1
-    finish.set()
+    recompute.finish.set()
     assert recomputed() == "new"
     assert second.get_or_compute("k", 10, never) == "new"
 
@@ -324,34 +319,23 @@ def test_without_a_stale_value_callers_wait_for_the_computation(backend: Backend
     first, second = backend.make(clock=clock), backend.make(clock=clock)
     first.get_or_compute("k", 10, lambda: "too old")
     clock.advance(10 + 60 + 1)
-    started = threading.Event()
-
-    def recompute() -> str:
-        started.set()
-        time.sleep(0.3)
-        return "new"
-
+    recompute = Held("new")
     recomputed = in_thread(lambda: first.get_or_compute("k", 10, recompute))
-    assert started.wait(5)
+    assert recompute.started.wait(5)
+    threading.Timer(0.3, recompute.finish.set).start()
     assert second.get_or_compute("k", 10, never) == "new"
     assert recomputed() == "new"
 
 
 def test_a_stuck_computation_holds_the_key_no_longer_than_the_lease(backend: Backend) -> None:
     stuck, other = backend.make(lease_s=0.5), backend.make(lease_s=0.5)
-    started, finish = threading.Event(), threading.Event()
-
-    def hang() -> str:
-        started.set()
-        finish.wait(10)
-        return "late"
-
+    hang = Held("late")
     hung = in_thread(lambda: stuck.get_or_compute("k", 60, hang))
-    assert started.wait(5)
+    assert hang.started.wait(5)
     begun = time.monotonic()
     assert other.get_or_compute("k", 60, lambda: "mine") == "mine"
     assert 0.4 < time.monotonic() - begun < 3
-    finish.set()
+    hang.finish.set()
     assert hung() == "late"
 
 
@@ -482,17 +466,11 @@ def test_what_happens_is_counted_as_metrics(adapter: Backend) -> None:
     cache.get_or_compute("k", 10, lambda: "old")
     cache.get_or_compute("k", 10, never)
     clock.advance(11)
-    started, finish = threading.Event(), threading.Event()
-
-    def recompute() -> str:
-        started.set()
-        finish.wait(10)
-        return "new"
-
+    recompute = Held("new")
     recomputed = in_thread(lambda: other.get_or_compute("k", 10, recompute))
-    assert started.wait(5)
+    assert recompute.started.wait(5)
     assert cache.get_or_compute("k", 10, never) == "old"
-    finish.set()
+    recompute.finish.set()
     assert recomputed() == "new"
     adapter.break_store()
     cache.get_or_compute("other", 10, lambda: "computed")
@@ -505,7 +483,7 @@ def test_what_happens_is_counted_as_metrics(adapter: Backend) -> None:
     assert (cache.hits, cache.misses, cache.stale, cache.errors) == (1, 2, 1, 1)
 
 
-def test_with_moto_stopped_reads_are_computed_quickly() -> None:
+def test_with_moto_stopped_reads_are_computed_quickly(settings: Settings) -> None:
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -514,7 +492,7 @@ def test_with_moto_stopped_reads_are_computed_quickly() -> None:
     endpoint = f"http://127.0.0.1:{port}"
     try:
         ensure_table(local_client("dynamodb", endpoint, "us-east-1"), "cache", hash_key="id")
-        cache = store_cache(DynamoCacheStore(dynamo_client(endpoint), "cache"))
+        cache = store_cache(DynamoCacheStore(dynamo_client(settings, endpoint), "cache"))
         assert cache.get_or_compute("k", 60, lambda: "cached") == "cached"
     finally:
         server.stop()
