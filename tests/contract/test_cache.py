@@ -5,7 +5,8 @@ DynamoDB store (on moto) and on a real redis-server, each through more than
 one cache instance where it matters: two instances on one store are two
 processes (or Lambdas) sharing it. The tests after the suite cover what only
 the adapters have: the in-memory layer, leases left by dead holders, unreadable
-entries, the pause after a failure, metrics and the composition root.
+entries, long keys and big values, the pause after a failure, metrics, moto
+stopped, a store that hangs, and the composition root.
 """
 
 from __future__ import annotations
