@@ -132,6 +132,21 @@ def in_progress_records(worker: Worker) -> list[dict[str, Any]]:
     return [item for item in items if item["status"]["S"] == "INPROGRESS"]
 
 
+def requeued_message(worker: Worker, video: Video, wait_s: float = 10) -> dict[str, Any]:
+    """The next message on the jobs queue for `video`'s upload, deleted from the queue
+    (other tests' stuck videos may be requeued next to it)."""
+    sqs = worker.aws.sqs
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        received = sqs.receive_message(QueueUrl=worker.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in received.get("Messages", []):
+            sqs.delete_message(QueueUrl=worker.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            if [u.key for u in uploaded_objects(message["Body"])] == [video.upload_key]:
+                found: dict[str, Any] = message
+                return found
+    raise AssertionError(f"no job for {video.upload_key} on the jobs queue")
+
+
 def run(worker: Worker, name: str) -> dict[str, Any]:
     """Invoke the scheduled handler `name` as EventBridge and Lambda would; its report."""
     response = worker.client.lambda_.invoke(name, scheduled_event(name, worker.settings.region))
@@ -180,7 +195,8 @@ def test_abandoned_uploads_fails_the_video_deletes_its_objects_and_parts_and_ema
     assert aws.s3.list_multipart_uploads(Bucket=bucket, Prefix=video.upload_prefix).get("Uploads", []) == []
     assert len(worker.mails_to(video)) == 1
     assert worker.video(waiting).status is VideoStatus.AWAITING_UPLOAD
-    assert (first["changed"], first["errors"]) == (1, 0)
+    # (Other tests' videos share the table: the counts are at least this video's.)
+    assert first["changed"] >= 1 and first["errors"] == 0
     assert (second["changed"], second["errors"]) == (0, 0)
 
 
@@ -206,8 +222,8 @@ def test_a_job_whose_invocation_died_is_requeued_and_the_requeued_job_really_run
     worker.rewire(monkeypatch, short)
     report = run(worker, "stuck-jobs")
 
-    assert (report["requeued"], report["errors"]) == (1, 0)
-    requeued = worker.receive()
+    assert report["requeued"] >= 1 and report["errors"] == 0
+    requeued = requeued_message(worker, video)
     assert uploaded_objects(requeued["Body"]) == uploaded_objects(message["Body"])
     # Delivered to the worker as any job: the idempotency layer, keyed by the
     # same upload, lets it run, and the video is made.
@@ -223,20 +239,22 @@ def test_a_stuck_job_with_no_worker_is_requeued_once_then_failed_with_one_email(
     video = long_ago(worker, VideoStatus.PROCESSING, 60, upload_etag="etag-1", progress=30)
     worker.rewire(monkeypatch, short)
 
-    first = run(worker, "stuck-jobs")
+    run(worker, "stuck-jobs")
+    requeued = worker.video(video)
+    assert requeued.status is VideoStatus.PROCESSING and requeued.requeued_at is not None
+    assert uploaded_objects(requeued_message(worker, video)["Body"]) == [
+        UploadedObject(worker.settings.uploads_bucket, video.upload_key, "etag-1")
+    ]
     time.sleep(STUCK_AFTER_S + 0.2)
-    second = run(worker, "stuck-jobs")
+    run(worker, "stuck-jobs")
     time.sleep(STUCK_AFTER_S + 0.2)
-    third = run(worker, "stuck-jobs")
+    run(worker, "stuck-jobs")
 
     failed = worker.video(video)
     assert (failed.status, failed.error) == (VideoStatus.FAILED, STUCK_REASON)
-    assert (first["requeued"], second["failed"], third["looked_at"]) == (1, 1, 0)
     assert len(worker.mails_to(video)) == 1
-    body = worker.receive()["Body"]
-    assert uploaded_objects(body) == [
-        UploadedObject(worker.settings.uploads_bucket, video.upload_key, "etag-1")
-    ]
+    with pytest.raises(AssertionError):  # requeued once only
+        requeued_message(worker, video, wait_s=1)
 
 
 # --- the local runner's errors ---
