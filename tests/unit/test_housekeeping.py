@@ -331,3 +331,13 @@ def test_the_jobs_need_no_ffmpeg(fakes: FakePorts, tmp_path: Path) -> None:
 
     assert container.housekeeping.rescue_stuck_jobs().failed == 1
     assert current(fakes, stuck).status is VideoStatus.FAILED
+
+
+def test_a_big_upload_is_given_up_once_even_a_slow_link_would_have_sent_it(
+    fakes: FakePorts, jobs: Housekeeping
+) -> None:
+    # 2 GiB at 1 Mbit/s is about 4.8 hours after the link's lifetime.
+    big = stored_video(fakes, age_s=5 * 3600, status=VideoStatus.AWAITING_UPLOAD, size_bytes=2 * 1024**3)
+
+    assert jobs.abandon_expired_uploads().failed == 1
+    assert current(fakes, big).status is VideoStatus.FAILED
