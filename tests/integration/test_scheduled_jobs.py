@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +16,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from chalice.test import Client
 
 from chalicelib.adapters.sqs import SqsJobQueue
 from chalicelib.domain import UPLOAD_EXPIRED_REASON, Video, VideoStatus
@@ -35,8 +33,8 @@ from devstack.jobs import (
     scheduled_jobs,
     stack_environment,
 )
-from devstack.mailbox import clear_messages
 from devstack.stack import write_env_file
+from tests.integration import test_worker as worker_tests
 from tests.integration.test_worker import Worker, drain
 
 
@@ -89,14 +87,8 @@ def test_check_fails_when_either_queue_is_missing(aws: Any, settings: Settings, 
 # --- the jobs, through the worker app's handlers ---
 
 
-@pytest.fixture
-def worker(workers_module: ModuleType, aws: Any, settings: Settings) -> Iterator[Worker]:
-    """The worker app under chalice's test client (as in test_worker.py), queues and mail emptied."""
-    for name in (settings.jobs_queue, settings.jobs_dlq):
-        drain(aws.sqs, aws.sqs.get_queue_url(QueueName=name)["QueueUrl"])
-    clear_messages()
-    with Client(workers_module.app, stage_name="local") as client:
-        yield Worker(workers_module, client, aws, settings)
+# The worker app under chalice's test client, queues and mail emptied (test_worker.py's fixture).
+worker = worker_tests.worker
 
 
 @pytest.fixture
