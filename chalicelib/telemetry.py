@@ -49,13 +49,14 @@ import functools
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-from aws_lambda_powertools.metrics import EphemeralMetrics, Metrics, MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from chalicelib.settings import Settings
 
@@ -173,6 +174,7 @@ def configure(settings: Settings, service: str, *app_loggers: logging.Logger) ->
         # Lambda's runtime puts its own handler on the root logger: without
         # this every line would be printed twice.
         logger.propagate = False
+    discard_metrics()
     _Output.metrics_as_log = settings.metrics_output == "log"
     _Output.stage = settings.stage
     _Output.tracer = _tracer(service) if settings.tracing else None
@@ -189,18 +191,32 @@ def _tracer(service: str) -> Any:
 
 # No service dimension: one stage's metrics, whichever app wrote them, are one
 # metric in CloudWatch, which is what the alarms watch.
-_metrics = Metrics(namespace=NAMESPACE)
 _log = logging.getLogger(f"{LIBRARY_LOGGER}.telemetry")
+# What was recorded since the last flush, by (name, unit). Counts are summed as
+# they come (a cache hit costs a dict update, not a Powertools call); durations
+# keep each value. Handlers in one process share it (chalice local and the pump
+# run them in threads): a flush writes everyone's, which is what CloudWatch sums.
+_pending: dict[tuple[str, MetricUnit], list[float]] = {}
+_pending_lock = threading.Lock()
+# EMF takes at most 100 values per metric in one line.
+MAX_VALUES = 100
 
 
 def count(name: str, value: float = 1) -> None:
     """Add `value` to the Count metric `name` (written when the handler ends)."""
-    _metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    with _pending_lock:
+        values = _pending.setdefault((name, MetricUnit.Count), [0.0])
+        values[0] += value
 
 
 def seconds(name: str, value: float) -> None:
     """Record a duration in seconds under the metric `name` (written when the handler ends)."""
-    _metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=value)
+    with _pending_lock:
+        values = _pending.setdefault((name, MetricUnit.Seconds), [])
+        values.append(value)
+        full = len(values) >= MAX_VALUES
+    if full:
+        flush_metrics()
 
 
 def video_failed(reason: FailureReason) -> None:
@@ -215,14 +231,23 @@ def video_failed(reason: FailureReason) -> None:
 
 def flush_metrics() -> None:
     """Write the metrics recorded since the last flush, if any."""
-    if not _metrics.metric_set:
+    with _pending_lock:
+        pending = dict(_pending)
+        _pending.clear()
+    if not pending:
         return
-    try:
-        _metrics.add_dimension(name="stage", value=_Output.stage)
-        blob = _metrics.serialize_metric_set()
-    finally:
-        _metrics.clear_metrics()
-    _write(blob)
+    metrics = EphemeralMetrics(namespace=NAMESPACE)
+    metrics.add_dimension(name="stage", value=_Output.stage)
+    for (name, unit), values in pending.items():
+        for value in values:
+            metrics.add_metric(name=name, unit=unit, value=value)
+    _write(metrics.serialize_metric_set())
+
+
+def discard_metrics() -> None:
+    """Forget what was recorded and not written yet (a process starting afresh)."""
+    with _pending_lock:
+        _pending.clear()
 
 
 def _write(blob: Mapping[str, Any]) -> None:

@@ -32,7 +32,10 @@ def output(capsys: pytest.CaptureFixture[str]) -> Iterator[Output]:
     library = logging.getLogger(telemetry.LIBRARY_LOGGER)
     before = list(library.handlers), library.propagate, library.level
     capsys.readouterr()
-    yield Output(capsys)
+    # Earlier tests may have called services directly, outside any handler,
+    # leaving their video's id as this thread's correlation id.
+    with telemetry.correlated(None):
+        yield Output(capsys)
     telemetry.configure(Settings(), "vidline-test")
     library.handlers, library.propagate = before[0], before[1]
     library.setLevel(before[2])
