@@ -107,6 +107,9 @@ class QuotaUsage:
     videos_today: int = 0
     bytes_stored: int = 0
     seconds_this_month: float = 0.0
+    # How many counted writes the owner has had: a version that any change to
+    # their figures bumps (not itself a figure: left out of comparisons).
+    changes: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -371,15 +374,24 @@ class UsageService:
         )
 
     def user_stats(self, owner: Principal, first: date | None, last: date | None) -> UsageReport:
-        """The owner's days and quotas, through the cache (up to `stats_cache_ttl_s` old)."""
+        """The owner's days through the cache, and their quotas, both as of now.
+
+        The quota figures are three item reads, made on every call. They also
+        say how many counted writes the owner has had, which is part of the
+        cache key: the days are computed again after any change of the owner's
+        own, and served from the cache otherwise (an owner sees their own
+        upload, failure or delete at once; the TTL only bounds how long an
+        unused answer is kept)."""
         first, last = self.stats_range(first, last)
-        key = f"stats:user:{owner.user_id}:{first.isoformat()}:{last.isoformat()}"
+        now = self.clock()
+        used = self.usage.quota_usage(owner.user_id, now.astimezone(UTC).date())
+        key = f"stats:user:{owner.user_id}:{used.changes}:{first.isoformat()}:{last.isoformat()}"
         raw = self.cache.get_or_compute(
             key,
             self.settings.stats_cache_ttl_s,
             lambda: _report_json(self._user_report(owner.user_id, first, last)),
         )
-        return _report_from_json(raw)
+        return UsageReport(_report_from_json(raw).days, quota_statuses(self.limits, used, now))
 
     def site_stats(self, reader: Principal, first: date | None, last: date | None) -> UsageReport:
         """Site-wide days, for the readers `site_stats_readers` allows, through the cache."""
@@ -435,8 +447,6 @@ class UsageService:
         return found.bytes_stored if found else 0
 
     def _user_report(self, owner_id: str, first: date, last: date) -> UsageReport:
-        now = self.clock()
-        today = now.astimezone(UTC).date()
         deltas, level_now = self.usage.user_days(owner_id, first)
         # The level at the end of a day is today's level less every later day's change.
         later = sorted(deltas.items())
@@ -444,10 +454,7 @@ class UsageService:
         def level_after(day: date) -> int:
             return level_now - sum(delta.bytes_added for d, delta in later if d > day)
 
-        used = self.usage.quota_usage(owner_id, today)
-        return UsageReport(
-            daily_levels(first, last, deltas, level_after), quota_statuses(self.limits, used, now)
-        )
+        return UsageReport(daily_levels(first, last, deltas, level_after))
 
     def _site_report(self, first: date, last: date) -> UsageReport:
         through = self.usage.rolled_up_through()

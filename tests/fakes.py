@@ -60,6 +60,7 @@ class FakeUsageRepository:
         self.days: dict[tuple[str, date], UsageDelta] = {}
         self.months: dict[tuple[str, str], float] = {}
         self.totals: dict[str, int] = {}
+        self.changes: dict[str, int] = {}
         self.shards: dict[tuple[int, date], UsageDelta] = {}
         self.rolled: dict[date, RolledUpDay] = {}
         self.through: date | None = None
@@ -80,6 +81,7 @@ class FakeUsageRepository:
         shard = (random.randrange(self.site_shards), day)
         self.shards[shard] = self.shards.get(shard, NO_USAGE) + delta
         self.totals[owner] = self.totals.get(owner, 0) + delta.bytes_added
+        self.changes[owner] = self.changes.get(owner, 0) + 1
         month = (owner, change.month)
         self.months[month] = self.months.get(month, 0.0) + delta.seconds_processed
 
@@ -88,6 +90,7 @@ class FakeUsageRepository:
             videos_today=self.days.get((owner_id, day), NO_USAGE).videos_created,
             bytes_stored=self.totals.get(owner_id, 0),
             seconds_this_month=self.months.get((owner_id, month_of(day)), 0.0),
+            changes=self.changes.get(owner_id, 0),
         )
 
     def user_days(self, owner_id: str, first: date) -> tuple[dict[date, UsageDelta], int]:

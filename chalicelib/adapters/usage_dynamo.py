@@ -25,6 +25,7 @@ from typing import Any
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
+from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -63,6 +64,9 @@ class UsageRecord(Model):
     bytes_added = NumberAttribute(null=True)
     # A level: on `total` items and rolled-up days.
     bytes_stored = NumberAttribute(null=True)
+    # On `total` items: how many counted writes the user has had, a version
+    # that keys their cached /stats (a new count makes the cached answer unused).
+    changes = NumberAttribute(null=True)
     # On the `rollup` item: the last day rolled up.
     through = UnicodeAttribute(null=True)
 
@@ -191,14 +195,15 @@ class DynamoUsageRepository:
             shard = shard_pk(random.randrange(self._shards))
             write.transaction.update(model(shard, day_sk(change.day)), list(day_actions))
             write.stage("update", "site-shard")
+        total_actions: list[Action] = [model.changes.add(1)]
+        condition = None
         if delta.bytes_added:
-            condition = None
             if limits and limits.bytes_stored and delta.bytes_added > 0:
                 allowed = limits.bytes_stored - delta.bytes_added
                 condition = model.bytes_stored.does_not_exist() | (model.bytes_stored <= allowed)
-            action = model.bytes_stored.add(delta.bytes_added)
-            write.transaction.update(model(owner, TOTAL_SK), [action], condition=condition)
-            write.stage("update", Quota.BYTES_STORED.value if condition is not None else "user-total")
+            total_actions.append(model.bytes_stored.add(delta.bytes_added))
+        write.transaction.update(model(owner, TOTAL_SK), total_actions, condition=condition)
+        write.stage("update", Quota.BYTES_STORED.value if condition is not None else "user-total")
         month = model(owner, f"month#{change.month}")
         if delta.seconds_processed:
             write.transaction.update(month, [model.seconds_processed.add(delta.seconds_processed)])
@@ -225,6 +230,7 @@ class DynamoUsageRepository:
             videos_today=int(today.videos_created or 0) if today else 0,
             bytes_stored=int(total.bytes_stored or 0) if total else 0,
             seconds_this_month=float(month.seconds_processed or 0) if month else 0.0,
+            changes=int(total.changes or 0) if total else 0,
         )
 
     def user_days(self, owner_id: str, first: date) -> tuple[dict[date, UsageDelta], int]:

@@ -123,6 +123,9 @@ def test_ready_and_failed_count_with_their_update_and_a_stale_one_counts_nothing
     assert days[DAY] == UsageDelta(
         videos_created=2, videos_ready=1, videos_failed=1, seconds_processed=90.5, bytes_added=2000
     )
+    # Each counted write, and only those, bumps the owner's version (the key of
+    # their cached /stats): two creates, a ready, a failure.
+    assert store.usage.quota_usage("alice", DAY).changes == 4
     assert store.usage.quota_usage("alice", DAY).seconds_this_month == 90.5
     assert store.usage.site_shard_days(DAY, DAY)[DAY] == days[DAY]
 

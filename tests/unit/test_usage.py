@@ -233,12 +233,18 @@ def test_stats_are_served_through_the_cache(tmp_path: Path) -> None:
     w = world(tmp_path, stats_cache_ttl_s=60)
     w.create()
     first = w.usage.user_stats(ALICE, None, None)
-    w.create()
-    # Within the TTL the cached figures are served: today's may lag by it.
+    # Asked again with nothing changed, the days come from the cache.
     assert w.usage.user_stats(ALICE, None, None) == first
     assert w.fakes.cache.hits == 1 and w.fakes.cache.misses == 1
-    w.fakes.cache.entries.clear()
-    assert w.usage.user_stats(ALICE, None, None).days[-1].videos_created == 2
+    # The owner's own change is seen at once, days and quotas alike.
+    w.create()
+    second = w.usage.user_stats(ALICE, None, None)
+    assert second.days[-1].videos_created == 2 and w.fakes.cache.misses == 2
+    assert next(q for q in second.quotas if q.quota is Quota.VIDEOS_PER_DAY).used == 2
+    # Another user's change does not make ALICE's cached days unused.
+    w.create(owner=BOB)
+    assert w.usage.user_stats(ALICE, None, None) == second
+    assert w.fakes.cache.hits == 2
 
 
 def test_site_stats_are_for_the_configured_readers(tmp_path: Path) -> None:
