@@ -7,13 +7,13 @@ with the status that `ERROR_STATUS` gives its domain error.
 
 import functools
 import json
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from chalice.app import Chalice, CognitoUserPoolAuthorizer, CORSConfig, Response
 from pydantic import BaseModel
 
+from chalicelib import telemetry
 from chalicelib.adapters.cognito import principal_from_claims
 from chalicelib.api import schemas
 from chalicelib.api.openapi import Operation, build_document
@@ -31,12 +31,14 @@ from chalicelib.domain import (
     Principal,
     RateLimited,
     ServiceUnavailable,
+    is_video_id,
 )
 from chalicelib.settings import get_settings
 
 settings = get_settings()
-app = Chalice(app_name="vidline-api", configure_logs=True)
-app.log.setLevel(logging.INFO)
+# Logs go through chalicelib.telemetry's handler (JSON on AWS, text locally).
+app = Chalice(app_name="vidline-api", configure_logs=False)
+telemetry.configure(settings, "vidline-api", app.log)
 app.api.cors = CORSConfig(
     allow_origin=settings.cors_origin,
     allow_headers=["Authorization", "Content-Type"],
@@ -85,6 +87,14 @@ def error_response(code: str, message: str, status: int, details: list[Any] | No
     if details:
         body["error"]["details"] = details
     return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
+
+
+@app.middleware("http")
+def observed(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Correlate the request's log lines with the video in its path (create sets
+    the new id itself), and write its metrics when it ends."""
+    video_id = (event.uri_params or {}).get("video_id") or ""
+    return telemetry.handle(event, get_response, video_id=video_id if is_video_id(video_id) else None)
 
 
 @app.middleware("http")
@@ -240,10 +250,11 @@ def log_in() -> schemas.TokensOut:
 @endpoint(
     "/videos",
     "POST",
-    summary="Create a video and get its presigned upload",
+    summary="Create a video and get its presigned upload (429 quota_exceeded over a quota)",
     request=schemas.CreateVideoRequest,
     response=schemas.CreateVideoResponse,
     status=201,
+    errors=(429,),
 )
 def create_video() -> schemas.CreateVideoResponse:
     owner = principal()
@@ -300,22 +311,70 @@ def delete_video(video_id: str) -> Response:
     return Response(body="", status_code=204)
 
 
+# --- usage ---
+
+
+def stats_query() -> schemas.StatsQuery:
+    request = app.current_request
+    assert request is not None
+    return parse(schemas.StatsQuery, dict(request.query_params or {}), settings)
+
+
+@endpoint(
+    "/stats",
+    "GET",
+    summary="Your usage per UTC day and your quotas (cached: today may lag by VIDLINE_STATS_CACHE_TTL_S)",
+    query=schemas.StatsQuery,
+    response=schemas.StatsOut,
+)
+def user_stats() -> schemas.StatsOut:
+    owner = principal()
+    query = stats_query()
+    return presenter().stats(container.usage_service.user_stats(owner, query.first, query.last))
+
+
+@endpoint(
+    "/stats/site",
+    "GET",
+    summary="Site-wide usage per UTC day, for VIDLINE_SITE_STATS_READERS (cached briefly)",
+    query=schemas.StatsQuery,
+    response=schemas.StatsOut,
+    errors=(403,),
+)
+def site_stats() -> schemas.StatsOut:
+    reader = principal()
+    query = stats_query()
+    return presenter().stats(container.usage_service.site_stats(reader, query.first, query.last))
+
+
 # --- operations ---
 
 
 @endpoint(
     "/health",
     "GET",
-    summary="Checks every dependency",
+    summary="Checks every dependency in parallel (503 names the failing ones); deep=false: liveness only",
+    query=schemas.HealthQuery,
     response=schemas.HealthOut,
     auth=False,
-    errors=(503,),
+    errors=(400, 503),
 )
 def health() -> Response:
-    checks = container.health.run()
-    healthy = all(value == "ok" for value in checks.values())
-    body = schemas.HealthOut(status="ok" if healthy else "failing", checks=checks)
-    return Response(body=body.model_dump(mode="json"), status_code=200 if healthy else 503)
+    request = app.current_request
+    assert request is not None
+    if not parse(schemas.HealthQuery, dict(request.query_params or {}), settings).deep:
+        return Response(body=schemas.HealthOut(status="ok", checks={}).model_dump(mode="json"))
+    report = container.health.run()
+    # For the health alarm (infra/stack.yaml): whoever polls this makes it page.
+    telemetry.count("HealthChecksFailing", len(report.failing))
+    body = schemas.HealthOut(
+        status="ok" if report.healthy else "failing",
+        checks=report.checks,
+        failing=report.failing,
+        dead_letters=report.dead_letters,
+        warnings=report.warnings,
+    )
+    return Response(body=body.model_dump(mode="json"), status_code=200 if report.healthy else 503)
 
 
 @endpoint("/openapi.json", "GET", summary="This document", response=None, auth=False)

@@ -163,4 +163,8 @@ def moto_worker(work_dir: Path) -> Iterator[WorkerJob]:
         os.environ.clear()
         os.environ.update(saved)
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a busy moto can outlast SIGTERM: leave nothing behind
+            server.kill()
+            server.wait()

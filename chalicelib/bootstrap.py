@@ -18,14 +18,19 @@ from chalicelib.adapters.cognito import CognitoIdentity
 from chalicelib.adapters.dynamo import DynamoVideoRepository, bind_video_record
 from chalicelib.adapters.s3 import S3BlobStore
 from chalicelib.adapters.ses import SesMailer
-from chalicelib.ports import BlobStore, Identity, Mailer, MediaUrls, VideoRepository
-from chalicelib.services import AccountService, HealthService, VideoService
+from chalicelib.adapters.sqs import SqsJobQueue
+from chalicelib.health import HealthService
+from chalicelib.ports import BlobStore, Identity, JobQueue, Mailer, MediaUrls, VideoRepository
+from chalicelib.services import AccountService, VideoService
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.adapters.idempotency import IdempotentJobs
-    from chalicelib.ports import Transcoder
+    from chalicelib.adapters.usage_dynamo import DynamoUsageRepository
+    from chalicelib.housekeeping import Housekeeping
+    from chalicelib.ports import Cache, Transcoder, UsageRepository
     from chalicelib.processing import UploadProcessor
+    from chalicelib.usage import UsageService
 
 
 class Container:
@@ -46,6 +51,9 @@ class Container:
         identity: Identity | None = None,
         media_urls: MediaUrls | None = None,
         transcoder: Transcoder | None = None,
+        jobs: JobQueue | None = None,
+        cache: Cache | None = None,
+        usage: UsageRepository | None = None,
     ) -> None:
         self.settings = settings
         given: dict[str, object] = {
@@ -56,20 +64,27 @@ class Container:
             "identity": identity,
             "media_urls": media_urls,
             "transcoder": transcoder,
+            "jobs": jobs,
+            "cache": cache,
+            "usage": usage,
         }
+        # The ports passed in: health checks use them as given.
+        self._given = frozenset(name for name, port in given.items() if port is not None)
         # A cached_property keeps its value in the instance's __dict__: a port
         # passed in is one that is already built.
         self.__dict__.update({name: port for name, port in given.items() if port is not None})
 
     def client(self, service: str, **config: Any) -> Any:
         """A new boto3 client for `service` in the configured region and
-        endpoint, with standard retries; `config` adds botocore options."""
+        endpoint, with standard retries; `config` adds botocore options
+        (`retries=` replaces the standard ones)."""
         s = self.settings
+        config.setdefault("retries", {"mode": "standard", "max_attempts": 3})
         return boto3.session.Session().client(
             service,
             region_name=s.region,
             endpoint_url=s.aws_endpoint_url,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}, **config),
+            config=Config(**config),
         )
 
     @cached_property
@@ -83,7 +98,25 @@ class Container:
 
     @cached_property
     def videos(self) -> VideoRepository:
-        return DynamoVideoRepository(bind_video_record(self.settings))
+        # Counted writes (usage=) go to the counters table in the same transaction.
+        return DynamoVideoRepository(bind_video_record(self.settings), usage=self._usage_counters)
+
+    @cached_property
+    def _usage_counters(self) -> DynamoUsageRepository:
+        from chalicelib.adapters.usage_dynamo import DynamoUsageRepository, bind_usage_record
+
+        return DynamoUsageRepository(bind_usage_record(self.settings), self.settings.usage_site_shards)
+
+    @cached_property
+    def usage(self) -> UsageRepository:
+        return self._usage_counters
+
+    @cached_property
+    def usage_service(self) -> UsageService:
+        """Stats (through the cache), quota errors and the roll-up."""
+        from chalicelib.usage import UsageService
+
+        return UsageService(self.usage, self.cache, self.settings)
 
     @cached_property
     def uploads(self) -> BlobStore:
@@ -101,6 +134,30 @@ class Container:
             s.cdn_key_pair_id,
             ssm_secret(self.client("ssm"), s.cdn_private_key_parameter),
             s.media_url_ttl_s,
+        )
+
+    @cached_property
+    def jobs(self) -> JobQueue:
+        s = self.settings
+        return SqsJobQueue(self.client("sqs"), s.jobs_queue, s.jobs_dlq, s.region)
+
+    @cached_property
+    def cache(self) -> Cache:
+        """The cache on the configured store (VIDLINE_CACHE_BACKEND), imported on
+        first use so only a process that caches loads it."""
+        from chalicelib.adapters.cache import build_cache
+
+        return build_cache(self.settings, self.cache_dynamodb_client)
+
+    def cache_dynamodb_client(self) -> Any:
+        """A DynamoDB client for the cache: VIDLINE_CACHE_TIMEOUT_S to connect and
+        to read, and no retries, so a dead store cannot hold up a request."""
+        timeout_s = self.settings.cache_timeout_s
+        return self.client(
+            "dynamodb",
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"mode": "standard", "max_attempts": 1},
         )
 
     @cached_property
@@ -125,12 +182,62 @@ class Container:
 
     @cached_property
     def video_service(self) -> VideoService:
-        return VideoService(self.videos, self.uploads, self.media, self.settings)
+        return VideoService(self.videos, self.uploads, self.media, self.settings, usage=self.usage_service)
 
     @cached_property
     def health(self) -> HealthService:
+        """Health checks on ports of their own whose clients give up quickly
+        (connect and read timeouts of `health_check_timeout_s`, no retries), so
+        a hung dependency cannot keep a check's thread for long; a port passed
+        in to the container is checked as given."""
+        s = self.settings
+        timeout = s.health_check_timeout_s
+
+        def client(service: str, **config: Any) -> Any:
+            return self.client(
+                service,
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"mode": "standard", "max_attempts": 1},
+                **config,
+            )
+
+        def given_or(name: str, build: Any) -> Any:
+            return getattr(self, name) if name in self._given else build()
+
+        def s3() -> Any:
+            addressing = "path" if s.aws_endpoint_url else "virtual"
+            return client("s3", signature_version="s3v4", s3={"addressing_style": addressing})
+
         return HealthService(
-            self.videos, self.uploads, self.media, self.identity, self.mailer, self.media_urls
+            videos=given_or("videos", lambda: DynamoVideoRepository(bind_video_record(s, timeout_s=timeout))),
+            uploads=given_or("uploads", lambda: S3BlobStore(s3(), s.uploads_bucket)),
+            media=given_or("media", lambda: S3BlobStore(s3(), s.media_bucket)),
+            jobs=given_or("jobs", lambda: SqsJobQueue(client("sqs"), s.jobs_queue, s.jobs_dlq, s.region)),
+            # The cache's own client already gives up quickly (cache_timeout_s).
+            cache=self.cache,
+            identity=given_or(
+                "identity",
+                lambda: CognitoIdentity(
+                    client("cognito-idp"),
+                    user_pool_id=s.user_pool_id,
+                    client_id=s.user_pool_client_id,
+                    region=s.region,
+                    auto_confirm=s.auto_confirm_signups,
+                    endpoint_url=s.aws_endpoint_url,
+                ),
+            ),
+            mailer=given_or("mailer", lambda: SesMailer(client("ses"), s.mail_sender)),
+            media_urls=given_or(
+                "media_urls",
+                lambda: SignedCdnUrls(
+                    s.media_base_url,
+                    s.cdn_key_pair_id,
+                    ssm_secret(client("ssm"), s.cdn_private_key_parameter),
+                    s.media_url_ttl_s,
+                ),
+            ),
+            timeout_s=timeout,
         )
 
     @cached_property
@@ -154,6 +261,30 @@ class Container:
             media=self.media,
             mailer=self.mailer,
             transcoder=self.transcoder,
+            settings=self.settings,
+        )
+
+    @cached_property
+    def housekeeping(self) -> Housekeeping:
+        """The scheduled jobs' service functions (workers/app.py)."""
+        from chalicelib.housekeeping import Housekeeping, NoTranscoder
+        from chalicelib.processing import UploadProcessor
+
+        # The jobs fail videos and email owners through the processor, but never
+        # encode: the scheduled functions carry no ffmpeg, so none is looked for.
+        processor = UploadProcessor(
+            videos=self.videos,
+            uploads=self.uploads,
+            media=self.media,
+            mailer=self.mailer,
+            transcoder=NoTranscoder(),
+            settings=self.settings,
+        )
+        return Housekeeping(
+            videos=self.videos,
+            uploads=self.uploads,
+            jobs=self.jobs,
+            processor=processor,
             settings=self.settings,
         )
 

@@ -118,6 +118,9 @@ class Video:
     # it left awaiting_upload. Any other object later stored under the upload
     # key is refused (one upload per ticket).
     upload_etag: str | None = None
+    # When the stuck-jobs job put the video's upload back on the jobs queue;
+    # a job is requeued at most once, then failed if it stays stuck.
+    requeued_at: datetime | None = None
 
     @property
     def upload_key(self) -> str:

@@ -6,11 +6,13 @@ in-memory fakes. Nothing here imports boto3 or pynamodb.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from chalicelib.domain import Page, Principal, Rung, Tokens, UploadTicket, Video, VideoStatus
+from chalicelib.usage import QuotaUsage, RolledUpDay, UsageChange, UsageDelta
 
 
 class StaleUpdate(Exception):
@@ -114,8 +116,10 @@ class VideoRepository(Protocol):
     (DynamoDB and the tests' in-memory fake) to the behaviour described here.
     """
 
-    def add(self, video: Video) -> None:
-        """Store a new video with every field; RuntimeError if its id is taken."""
+    def add(self, video: Video, *, usage: UsageChange | None = None) -> None:
+        """Store a new video with every field; RuntimeError if its id is taken.
+        With `usage`, its counters change in the same transaction, or nothing
+        happens: OverQuota if the change's limits refuse it."""
         ...
 
     def get(self, owner_id: str, video_id: str) -> Video | None:
@@ -133,11 +137,24 @@ class VideoRepository(Protocol):
         video: Video,
         *,
         expected: Iterable[VideoStatus] | None = None,
+        unchanged_since: datetime | None = None,
+        usage: UsageChange | None = None,
         **changes: Any,
     ) -> Video:
         """Apply `changes` (None removes a field) and bump `updated_at` if the
-        video still exists and, with `expected`, is in one of those states;
-        return the stored video. Else raise StaleUpdate and change nothing."""
+        video still exists and, with `expected`, is in one of those states and,
+        with `unchanged_since`, its `updated_at` is still exactly that (nobody
+        changed it since it was read); return the stored video. Else raise
+        StaleUpdate and change nothing. With `usage`, its counters change in
+        the same transaction: exactly when the update is applied."""
+        ...
+
+    def list_idle(self, status: VideoStatus, updated_before: datetime) -> Iterator[Video]:
+        """Every video in the open `status` (awaiting_upload, queued or
+        processing) last updated before `updated_before`, least recently
+        updated first, from an index of open videos (never a scan of the
+        table). The index lags writes slightly: act on a video with a
+        conditional update (`unchanged_since`). ValueError for a final status."""
         ...
 
     def claim_notification(self, video: Video) -> bool:
@@ -150,8 +167,58 @@ class VideoRepository(Protocol):
         retry can claim it again. Nothing happens if the video is gone."""
         ...
 
-    def delete(self, owner_id: str, video_id: str) -> None:
-        """Remove the video; deleting one that is not there is not an error."""
+    def delete(
+        self,
+        owner_id: str,
+        video_id: str,
+        *,
+        usage: UsageChange | None = None,
+        unchanged_since: datetime | None = None,
+    ) -> None:
+        """Remove the video; deleting one that is not there is not an error.
+        With `usage`, its counters change in the same transaction, only if the
+        video was there. With `unchanged_since`, only a video whose `updated_at`
+        is still exactly that is removed; else StaleUpdate and nothing changes."""
+        ...
+
+    def check(self) -> None:
+        """Raise if the store cannot be reached (health check)."""
+        ...
+
+
+class UsageRepository(Protocol):
+    """The usage counters' store (reads and the roll-up; counted writes go with the
+    video's own write through VideoRepository's `usage=`).
+
+    tests/contract/test_usage_repository.py holds DynamoDB and the fake to it."""
+
+    def quota_usage(self, owner_id: str, day: date) -> QuotaUsage:
+        """What counts against the owner's quotas on `day` (and in its month)."""
+        ...
+
+    def user_days(self, owner_id: str, first: date) -> tuple[dict[date, UsageDelta], int]:
+        """The owner's counters of every day from `first` on, and the bytes they store now."""
+        ...
+
+    def site_shard_days(self, first: date, last: date) -> dict[date, UsageDelta]:
+        """Site-wide counters from `first` to `last`, summed over the shards (days with any)."""
+        ...
+
+    def first_site_day(self) -> date | None:
+        """The earliest day any site-wide counter was written, or None."""
+        ...
+
+    def rolled_up_days(self, first: date, last: date) -> dict[date, RolledUpDay]:
+        """The rolled-up site-wide days from `first` to `last`."""
+        ...
+
+    def rolled_up_through(self) -> date | None:
+        """The last day the roll-up has folded (every day before it is folded too)."""
+        ...
+
+    def save_rolled_up(self, days: Iterable[RolledUpDay], through: date) -> None:
+        """Store folded days (SET, so storing one again changes nothing), then
+        record `through` as the last day folded."""
         ...
 
     def check(self) -> None:

@@ -87,11 +87,13 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import unquote_plus
 
-from chalicelib import emails
+from chalicelib import emails, telemetry
+from chalicelib import usage as usage_rules
 from chalicelib.domain import (
     FINAL_STATUSES,
     PROCESSABLE_STATUSES,
@@ -120,6 +122,7 @@ from chalicelib.ports import (
 )
 from chalicelib.publishing import DEFAULT_POLL_S, HlsPublisher
 from chalicelib.settings import Settings
+from chalicelib.telemetry import FailureReason
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +175,12 @@ class UploadedObject:
         """The job's identity, e.g. as the idempotency key: the same upload
         delivered twice is one job, another upload to the key another."""
         return dataclasses.asdict(self)
+
+    @property
+    def video_id(self) -> str | None:
+        """The id of the video this upload is for, if the key is an upload's."""
+        ids = parse_upload_key(self.key)
+        return ids[1] if ids else None
 
     @classmethod
     def from_job(cls, job: dict[str, str]) -> UploadedObject:
@@ -295,7 +304,7 @@ class UploadProcessor:
         if video.status not in FINAL_STATUSES:
             logger.warning("giving up on video %s: its job failed every attempt", video.id)
             try:
-                video = self._fail(video, GAVE_UP_REASON)
+                video = self._fail(video, GAVE_UP_REASON, FailureReason.GAVE_UP)
             except StaleUpdate:  # it became final, or was deleted, meanwhile
                 current = self.videos.get(video.owner_id, video.id)
                 if current is None:
@@ -306,6 +315,35 @@ class UploadProcessor:
         self._notify_once(video)
         return video.status.value
 
+    def fail_and_notify(
+        self,
+        video: Video,
+        reason: str,
+        *,
+        expected: Iterable[VideoStatus] = PROCESSABLE_STATUSES,
+        unchanged_since: datetime | None = None,
+        cause: FailureReason,
+    ) -> Video:
+        """Fail `video` with `reason` (a sentence for people) if it is still in
+        one of `expected` and, with `unchanged_since`, nobody updated it since;
+        take back any partial outputs a dead run left it showing; email its
+        owner once. Raises StaleUpdate, changing nothing, if the video is gone
+        or moved on. For the scheduled jobs, which find videos nothing else
+        will finish."""
+        logger.info("video %s failed: %s", video.id, reason)
+        failed = self.videos.update(
+            video,
+            expected=expected,
+            unchanged_since=unchanged_since,
+            status=VideoStatus.FAILED,
+            error=reason,
+            usage=usage_rules.became_failed(video),
+        )
+        telemetry.video_failed(cause)
+        failed = self._unpublish_partial_outputs(failed)
+        self._notify_once(failed)
+        return failed
+
     def _attempt(self, video: Video, uploaded: UploadedObject, run: _Run, ffmpeg_timeout_s: float) -> str:
         try:
             try:
@@ -315,10 +353,15 @@ class UploadProcessor:
                 video, stored = claimed
                 video = self._encode(video, stored, run, ffmpeg_timeout_s)
             except MediaRejected as rejected:
-                video = self._fail(video, rejected.reason)
+                cause = (
+                    FailureReason.UPLOAD_REPLACED
+                    if rejected.reason == UPLOAD_MISSING_REASON
+                    else FailureReason.REJECTED_MEDIA
+                )
+                video = self._fail(video, rejected.reason, cause)
             except ObjectChanged:
                 logger.warning("the upload video %s took was replaced before it was read", video.id)
-                video = self._fail(video, UPLOAD_REPLACED_REASON)
+                video = self._fail(video, UPLOAD_REPLACED_REASON, FailureReason.UPLOAD_REPLACED)
         except StaleUpdate:
             current = self.videos.get(video.owner_id, video.id)
             if current is None:
@@ -411,6 +454,8 @@ class UploadProcessor:
             expected={VideoStatus.QUEUED},
             status=VideoStatus.PROCESSING,
             progress=PROGRESS_PROBED,
+            # The bytes counted for the video become those that landed.
+            usage=usage_rules.source_measured(video, stored.size_bytes),
             source=dataclasses.replace(
                 video.source,
                 size_bytes=stored.size_bytes,
@@ -434,6 +479,7 @@ class UploadProcessor:
                 time.monotonic() - encoded,
                 "-" if publisher.playable_after_s is None else f"{publisher.playable_after_s:.2f}s",
             )
+            telemetry.seconds("EncodeSeconds", result.ffmpeg_seconds)
         video = self.videos.update(
             video,
             expected={VideoStatus.PROCESSING},
@@ -441,6 +487,7 @@ class UploadProcessor:
             progress=PROGRESS_STORED,
             playable=True,
             outputs=outputs,
+            usage=usage_rules.became_ready(video, result.duration_s),
             # What decoding found, not what the header said.
             source=dataclasses.replace(video.source, duration_s=round(result.duration_s, 3)),
         )
@@ -626,11 +673,17 @@ class UploadProcessor:
         if hls_prefix is not None:
             self.media.delete_prefix(hls_prefix.removesuffix("hls/"))
 
-    def _fail(self, video: Video, reason: str) -> Video:
+    def _fail(self, video: Video, reason: str, cause: FailureReason) -> Video:
         logger.info("video %s failed: %s", video.id, reason)
-        return self.videos.update(
-            video, expected=PROCESSABLE_STATUSES, status=VideoStatus.FAILED, error=reason
+        failed = self.videos.update(
+            video,
+            expected=PROCESSABLE_STATUSES,
+            status=VideoStatus.FAILED,
+            error=reason,
+            usage=usage_rules.became_failed(video),
         )
+        telemetry.video_failed(cause)
+        return failed
 
     def _notify_once(self, video: Video) -> None:
         if video.notified_at is not None or video.status not in FINAL_STATUSES:
@@ -651,6 +704,8 @@ class UploadProcessor:
         except Exception:
             self.videos.release_notification(video)
             raise
+        logger.info("video %s: its owner was emailed that it is %s", video.id, video.status.value)
+        telemetry.count("EmailsSent")
 
 
 @contextlib.contextmanager

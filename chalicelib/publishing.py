@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from chalicelib import telemetry
 from chalicelib.domain import Rung
 from chalicelib.ports import IMMUTABLE, NO_CACHE, BlobStore
 
@@ -109,7 +110,10 @@ class HlsPublisher:
     def start(self) -> None:
         """Start watching the directory in a daemon thread."""
         self._started = time.monotonic()
-        self._thread = threading.Thread(target=self._watch, name="hls-publisher", daemon=True)
+        # In this thread's context: its log lines carry the job's correlation id.
+        self._thread = threading.Thread(
+            target=telemetry.in_this_context(self._watch), name="hls-publisher", daemon=True
+        )
         self._thread.start()
 
     def check(self) -> None:

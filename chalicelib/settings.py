@@ -117,6 +117,90 @@ class Settings(BaseSettings):
     # imageio-ffmpeg wheel's (local runs and tests).
     ffmpeg_path: str = ""
 
+    # Scheduled jobs (chalicelib/housekeeping.py, workers/app.py)
+    # A queued or processing video with no progress for this long has no live
+    # worker: stuck-jobs requeues its upload once, then fails it after this long
+    # again. Keep it above the worker Lambda's timeout (900 s), so a live
+    # invocation is never taken for dead and a dead one's idempotency lock has
+    # expired by then (the requeued job runs).
+    stuck_job_after_s: float = Field(default=20 * 60, gt=0)
+    # Local stack only: it runs every scheduled job this often (their AWS
+    # schedules are minutes to a day); 0 turns the local timers off.
+    local_job_interval_s: float = Field(default=60.0, ge=0)
+
+    # Cache (chalicelib/adapters/cache): cached reads live in a store shared by
+    # every process (Lambdas, chalice local), with a small in-memory layer in
+    # front. "dynamodb": the cache_table, whose TTL attribute ("expires_at")
+    # removes old items. "redis": redis_url, e.g. an ElastiCache endpoint that
+    # the Lambdas reach in a VPC.
+    cache_backend: Literal["dynamodb", "redis"] = "dynamodb"
+    cache_table: str = "vidline-cache"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # How long a process keeps a value in memory before asking the store again
+    # (never longer than the value's own TTL); 0 turns the in-memory layer off.
+    cache_local_ttl_s: float = Field(default=5.0, ge=0, le=3600)
+    cache_local_max_entries: int = Field(default=1024, ge=1)
+    # How long past its TTL a value is kept, so it can be served (stale) to
+    # other callers while one of them recomputes it.
+    cache_stale_s: float = Field(default=60.0, ge=0, le=24 * 3600)
+    # The lease of the one caller computing a key: others wait at most this
+    # long for its value, and a caller that died holds the key no longer.
+    cache_lease_s: float = Field(default=5.0, gt=0, le=60)
+    # Each call to the store gives up after this long (connect and read).
+    cache_timeout_s: float = Field(default=0.5, gt=0, le=5)
+    # After the store failed, the cache computes without it for this long,
+    # so a dead store costs one timeout per process per period, not per read.
+    cache_retry_after_s: float = Field(default=5.0, ge=0, le=600)
+
+    # Health and observability (chalicelib/health.py, chalicelib/telemetry.py)
+    # GET /health runs its checks in parallel and waits this long for them; a
+    # check still running then is failing. Also each check's connect and read
+    # timeout (its clients do not retry).
+    health_check_timeout_s: float = Field(default=2.0, gt=0, le=10)
+    # "json": one JSON object a line (Powertools' format, for CloudWatch Logs
+    # Insights). "text": time, level, correlation id and message, for people
+    # (the local stack sets this).
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Also append every log line as JSON to this file; empty: none. The local
+    # stack sets .vidline/logs.jsonl, which `python -m devstack logs VIDEO_ID` reads.
+    log_file: str = ""
+    # "emf": metrics are printed in CloudWatch's embedded metric format (AWS).
+    # "log": a log line per flush instead (local mode, where nothing reads EMF).
+    metrics_output: Literal["emf", "log"] = "emf"
+    # X-Ray tracing of the handlers and AWS calls (Powertools Tracer); the
+    # functions need active tracing (infra). Off locally and in tests.
+    tracing: bool = False
+
+    # Usage counters and quotas (chalicelib/usage.py). The counters table holds
+    # per-user and site-wide daily counters (keys `pk`, `sk`).
+    usage_table: str = "vidline-usage"
+    # Site-wide counters of a day are spread over this many items, written at
+    # random, so no single item is hot; the daily roll-up folds them. Raise it
+    # freely; lowering it hides the counters of the dropped shards' open days.
+    usage_site_shards: int = Field(default=8, ge=1, le=100)
+    # Per-user quotas, refused at POST /videos with 429 quota_exceeded; 0 = unlimited.
+    # Videos created per UTC day.
+    quota_videos_per_day: int = Field(default=0, ge=0)
+    # Bytes of source files the user's videos hold (declared size until the upload is measured).
+    quota_bytes_stored: int = Field(default=0, ge=0)
+    # Minutes of video processed (made ready) per UTC calendar month.
+    quota_minutes_per_month: int = Field(default=0, ge=0)
+    # /stats and /stats/site: answers are cached this long, so today's figures may lag by it.
+    stats_cache_ttl_s: int = Field(default=60, ge=0, le=3600)
+    stats_default_days: int = Field(default=30, ge=1, le=366)
+    stats_max_days: int = Field(default=366, ge=1, le=3660)
+    # Who may read GET /stats/site: comma-separated emails (compared lower-case)
+    # of signed-in users, or "*" for every signed-in user; empty: nobody.
+    site_stats_readers: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("site_stats_readers", mode="before")
+    @classmethod
+    def _split_readers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
     @property
     def frame_pixel_limit(self) -> int:
         """`max_frame_pixels`, or `max_dimension_px`² when that is 0."""

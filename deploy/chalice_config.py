@@ -50,6 +50,18 @@ WORKER_HANDLERS = {
 }
 
 
+# The worker app's scheduled handlers (workers/app.py `@app.schedule`): Chalice
+# makes each a function with an EventBridge rule. Each name maps to
+# infra/stack.yaml's parameter naming the function, for its log group. They
+# never encode (chalicelib/housekeeping.py, chalicelib/usage.py), so they need
+# neither the big /tmp nor ffmpeg. A test checks the names against the app.
+SCHEDULED_HANDLERS = {
+    "abandoned-uploads": "AbandonedUploadsFunctionName",
+    "stuck-jobs": "StuckJobsFunctionName",
+    "rollup": "RollupFunctionName",
+}
+
+
 @dataclass(frozen=True)
 class StackValues:
     """The stack outputs the apps read, under names that say what they are.
@@ -59,6 +71,8 @@ class StackValues:
 
     videos_table: str
     idempotency_table: str
+    cache_table: str
+    usage_table: str
     uploads_bucket: str
     media_bucket: str
     jobs_queue: str
@@ -74,6 +88,8 @@ class StackValues:
         return cls(
             videos_table=outputs["VideosTableName"],
             idempotency_table=outputs["IdempotencyTableName"],
+            cache_table=outputs["CacheTableName"],
+            usage_table=outputs["UsageTableName"],
             uploads_bucket=outputs["UploadsBucketName"],
             media_bucket=outputs["MediaBucketName"],
             jobs_queue=outputs["JobsQueueName"],
@@ -92,6 +108,8 @@ def api_environment(stage: StageConfig, stack: StackValues) -> dict[str, str]:
         "VIDLINE_STAGE": stage.name,
         "VIDLINE_AUTH_MODE": "apigateway",
         "VIDLINE_VIDEOS_TABLE": stack.videos_table,
+        "VIDLINE_CACHE_TABLE": stack.cache_table,
+        "VIDLINE_USAGE_TABLE": stack.usage_table,
         "VIDLINE_UPLOADS_BUCKET": stack.uploads_bucket,
         "VIDLINE_MEDIA_BUCKET": stack.media_bucket,
         "VIDLINE_USER_POOL_ID": stack.user_pool_id,
@@ -103,6 +121,11 @@ def api_environment(stage: StageConfig, stack: StackValues) -> dict[str, str]:
         "VIDLINE_CDN_KEY_PAIR_ID": stack.cdn_key_pair_id,
         "VIDLINE_CDN_PRIVATE_KEY_PARAMETER": stage.signing_key_parameter,
         "VIDLINE_MAIL_SENDER": stage.mail_sender,
+        # GET /health reads both queues (their depth, the dead letters).
+        "VIDLINE_JOBS_QUEUE": stack.jobs_queue,
+        "VIDLINE_JOBS_DLQ": stack.jobs_dlq,
+        # X-Ray traces of the handlers and AWS calls (the stage sets "xray": true).
+        "VIDLINE_TRACING": "true",
     }
 
 
@@ -112,6 +135,8 @@ def workers_environment(stage: StageConfig, stack: StackValues, job_max_receives
         "VIDLINE_STAGE": stage.name,
         "VIDLINE_VIDEOS_TABLE": stack.videos_table,
         "VIDLINE_IDEMPOTENCY_TABLE": stack.idempotency_table,
+        "VIDLINE_CACHE_TABLE": stack.cache_table,
+        "VIDLINE_USAGE_TABLE": stack.usage_table,
         "VIDLINE_UPLOADS_BUCKET": stack.uploads_bucket,
         "VIDLINE_MEDIA_BUCKET": stack.media_bucket,
         "VIDLINE_JOBS_QUEUE": stack.jobs_queue,
@@ -120,6 +145,7 @@ def workers_environment(stage: StageConfig, stack: StackValues, job_max_receives
         "VIDLINE_MAIL_SENDER": stage.mail_sender,
         "VIDLINE_APP_URL": stack.app_url,
         FFMPEG_PATH_ENV: LAYER_FFMPEG_PATH,
+        "VIDLINE_TRACING": "true",
     }
 
 
@@ -170,6 +196,12 @@ def worker_function_names(workers_dir: Path, stage: str) -> dict[str, str]:
     """Each worker handler's Lambda name: Chalice names them "<app>-<stage>-<handler>"."""
     app = app_name(workers_dir)
     return {handler: f"{app}-{stage}-{handler}" for handler in WORKER_HANDLERS}
+
+
+def scheduled_function_names(workers_dir: Path, stage: str) -> dict[str, str]:
+    """Each scheduled handler's Lambda name, "<app>-<stage>-<handler>" as for the others."""
+    app = app_name(workers_dir)
+    return {handler: f"{app}-{stage}-{handler}" for handler in SCHEDULED_HANDLERS}
 
 
 def stage_environment(app_dir: Path, stage: str) -> dict[str, str]:

@@ -199,6 +199,10 @@ class Executor:
             chalice_config.WORKER_HANDLERS[handler].function_name_parameter: name
             for handler, name in worker_functions.items()
         }
+        function_parameters |= {
+            chalice_config.SCHEDULED_HANDLERS[handler]: name
+            for handler, name in chalice_config.scheduled_function_names(workers_dir, self.stage.name).items()
+        }
         # A queue's visibility timeout must be at least its consumer's function
         # timeout (Lambda refuses the trigger otherwise); AWS advises six times.
         # It also keeps a job's idempotency lock, which Powertools expires at the
@@ -283,6 +287,8 @@ class Executor:
             account_id=account,
             videos_table_arn=outputs["VideosTableArn"],
             idempotency_table_arn=outputs["IdempotencyTableArn"],
+            cache_table_arn=outputs["CacheTableArn"],
+            usage_table_arn=outputs["UsageTableArn"],
             uploads_bucket=outputs["UploadsBucketName"],
             media_bucket=outputs["MediaBucketName"],
             jobs_queue_arn=outputs["JobsQueueArn"],
@@ -303,12 +309,19 @@ class Executor:
         values = chalice_config.StackValues.from_outputs(self.outcome.stack_outputs)
         targets = self.policy_targets()
         api_function, workers = self.function_names()
-        worker_functions = list(workers.values())
+        # The workers app's role is every one of its functions': the scheduled ones log too.
+        scheduled = chalice_config.scheduled_function_names(project.workers_dir, stage.name)
+        worker_functions = list(workers.values()) + list(scheduled.values())
         chalice_config.update_stage(
             project.api_dir / ".chalice" / "config.json",
             stage.name,
             chalice_config.api_environment(stage, values),
-            extra={"api_gateway_stage": API_GATEWAY_STAGE, "api_gateway_endpoint_type": "REGIONAL"},
+            # xray: active tracing on the function and the API Gateway stage.
+            extra={
+                "api_gateway_stage": API_GATEWAY_STAGE,
+                "api_gateway_endpoint_type": "REGIONAL",
+                "xray": True,
+            },
         )
         chalice_config.update_stage(
             project.workers_dir / ".chalice" / "config.json",
@@ -316,7 +329,7 @@ class Executor:
             chalice_config.workers_environment(
                 stage, values, chalice_config.default_settings().job_max_receives
             ),
-            extra={"layers": [self.outcome.layer_arn]} if self.outcome.layer_arn else None,
+            extra={"xray": True, **({"layers": [self.outcome.layer_arn]} if self.outcome.layer_arn else {})},
         )
         for path in (
             chalice_config.write_policy(

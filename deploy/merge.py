@@ -88,7 +88,9 @@ def api_merge_template(stage: StageConfig, function_name: str, cors_origin: str)
     }
 
 
-def workers_merge_template(stage: StageConfig, function_names: dict[str, str]) -> dict[str, Any]:
+def workers_merge_template(
+    stage: StageConfig, function_names: dict[str, str], scheduled: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The workers' merge template: what ``chalice deploy`` cannot set (and CONFIGURE_WORKERS does).
 
     Each handler's SQS trigger points at its queue's resource (the jobs
@@ -116,6 +118,10 @@ def workers_merge_template(stage: StageConfig, function_names: dict[str, str]) -
         if spec.encodes:
             properties["EphemeralStorage"] = {"Size": stage.worker_ephemeral_storage_mb}
         resources[logical_id] = {"Properties": properties}
+    # The scheduled jobs' functions (`scheduled`: handler → name) get the names
+    # chalice deploy gives them, which their log groups and log grants use.
+    for handler, function_name in (scheduled or {}).items():
+        resources[to_cfn_resource_name(handler)] = {"Properties": {"FunctionName": function_name}}
     queues = sorted({chalice_config.WORKER_HANDLERS[handler].queue_arn for handler in function_names})
     return {
         "Description": f"Vidline workers, stage {stage.name}: chalice package + deploy/merge.py "
@@ -148,5 +154,9 @@ def merge_template(app: str, project_dir: Path, stage: StageConfig) -> dict[str,
             )
         return api_merge_template(stage, chalice_config.api_function_name(project_dir, stage.name), origin)
     if app == "workers":
-        return workers_merge_template(stage, chalice_config.worker_function_names(project_dir, stage.name))
+        return workers_merge_template(
+            stage,
+            chalice_config.worker_function_names(project_dir, stage.name),
+            chalice_config.scheduled_function_names(project_dir, stage.name),
+        )
     raise ValueError(f"unknown app {app!r}")

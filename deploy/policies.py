@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.adapters.dynamo import OPEN_VIDEOS_INDEX
+
 # Actions that AWS authorizes only on "*" (no resource types in the service
 # authorization reference).
-STAR_RESOURCE_ACTIONS = frozenset({"ses:GetSendQuota"})
+STAR_RESOURCE_ACTIONS = frozenset({"ses:GetSendQuota", "xray:PutTelemetryRecords", "xray:PutTraceSegments"})
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class PolicyTargets:
     account_id: str
     videos_table_arn: str
     idempotency_table_arn: str
+    cache_table_arn: str
+    usage_table_arn: str
     uploads_bucket: str
     media_bucket: str
     jobs_queue_arn: str
@@ -49,6 +53,9 @@ class PolicyTargets:
             f"arn:{self.partition}:logs:{self.region}:{self.account_id}:log-group:/aws/lambda/{function_name}"
         )
 
+    def videos_index_arn(self, index: str) -> str:
+        return f"{self.videos_table_arn}/index/{index}"
+
     def parameter_arn(self, name: str) -> str:
         return f"arn:{self.partition}:ssm:{self.region}:{self.account_id}:parameter/{name.lstrip('/')}"
 
@@ -68,6 +75,31 @@ def _logs(t: PolicyTargets, function_names: list[str]) -> list[dict[str, Any]]:
             [f"{group}:log-stream:*" for group in groups],
         ),
     ]
+
+
+def _cache(t: PolicyTargets) -> list[dict[str, Any]]:
+    # chalicelib/adapters/cache/dynamodb.py: read and check (GetItem), write and
+    # take a lease (PutItem, conditional), invalidate and give a lease back (DeleteItem).
+    return [
+        _statement(
+            "CacheTable",
+            ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"],
+            [t.cache_table_arn],
+        )
+    ]
+
+
+def _usage(t: PolicyTargets, actions: list[str]) -> list[dict[str, Any]]:
+    # chalicelib/adapters/usage_dynamo.py. Counted writes are TransactWriteItems,
+    # which IAM authorizes per item: UpdateItem (ADD) on the counters,
+    # ConditionCheckItem for the monthly minutes quota at a create.
+    return [_statement("UsageTable", actions, [t.usage_table_arn])]
+
+
+def _tracing() -> list[dict[str, Any]]:
+    # Powertools Tracer (chalicelib/telemetry.py, VIDLINE_TRACING): the X-Ray SDK
+    # sends segments; X-Ray has no resource-level permissions for these.
+    return [_statement("Tracing", ["xray:PutTelemetryRecords", "xray:PutTraceSegments"], ["*"])]
 
 
 def api_policy(t: PolicyTargets, function_name: str) -> dict[str, Any]:
@@ -90,6 +122,19 @@ def api_policy(t: PolicyTargets, function_name: str) -> dict[str, Any]:
                     "dynamodb:UpdateItem",
                 ],
                 [t.videos_table_arn],
+            ),
+            *_cache(t),
+            # Counted create and delete (UpdateItem, ConditionCheckItem); /stats reads
+            # (Query, and BatchGetItem / GetItem for the quotas and the roll-up marker).
+            *_usage(
+                t,
+                [
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:ConditionCheckItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:Query",
+                    "dynamodb:UpdateItem",
+                ],
             ),
             # presign_upload signs a POST with these credentials, so the
             # browser's upload is authorized as s3:PutObject by this role.
@@ -122,6 +167,14 @@ def api_policy(t: PolicyTargets, function_name: str) -> dict[str, Any]:
             ),
             # SesMailer.check (health): GetSendQuota has no resource-level permission.
             _statement("MailHealth", ["ses:GetSendQuota"], ["*"]),
+            # SqsJobQueue.check and dead_letter_depth (health): find both queues
+            # and read their attributes; the API sends, receives and deletes nothing.
+            _statement(
+                "QueueHealth",
+                ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+                [t.jobs_queue_arn, t.jobs_dlq_arn],
+            ),
+            *_tracing(),
         ],
     }
 
@@ -144,11 +197,40 @@ def workers_policy(t: PolicyTargets, function_names: list[str]) -> dict[str, Any
             ),
             # UploadProcessor: get, update, claim/release_notification (UpdateItem).
             _statement("VideosTable", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [t.videos_table_arn]),
+            # The scheduled jobs (chalicelib/housekeeping.py) find idle open videos
+            # with list_idle: a Query of the sparse open-videos index only.
+            _statement("OpenVideosIndex", ["dynamodb:Query"], [t.videos_index_arn(OPEN_VIDEOS_INDEX)]),
+            # stuck-jobs puts a stuck upload's job back on the jobs queue
+            # (SqsJobQueue.requeue_upload finds the queue by name, then sends).
+            _statement("RequeueJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], [t.jobs_queue_arn]),
+            # abandoned-uploads aborts the unfinished multipart uploads of an
+            # abandoned video (S3BlobStore.abort_multipart_uploads lists, then aborts).
+            _statement(
+                "AbandonedMultipartUploads",
+                ["s3:AbortMultipartUpload"],
+                [t.objects_arn(t.uploads_bucket, "uploads/")],
+            ),
+            _statement(
+                "ListMultipartUploads", ["s3:ListBucketMultipartUploads"], [t.bucket_arn(t.uploads_bucket)]
+            ),
             # Powertools DynamoDBPersistenceLayer: put, get, update, delete records.
             _statement(
                 "IdempotencyTable",
                 ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 [t.idempotency_table_arn],
+            ),
+            *_cache(t),
+            # Counted ready/failed/measured updates (UpdateItem); the rollup job reads
+            # the shards (Query), its marker (GetItem) and stores days (BatchWriteItem, PutItem).
+            *_usage(
+                t,
+                [
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:Query",
+                    "dynamodb:UpdateItem",
+                ],
             ),
             # head + download the source (HeadObject is GetObject); delete_prefix
             # of an orphaned upload.
@@ -175,6 +257,7 @@ def workers_policy(t: PolicyTargets, function_names: list[str]) -> dict[str, Any
                 ["ses:SendEmail"],
                 [t.sender_identity_arn, *t.sandbox_recipient_identity_arns],
             ),
+            *_tracing(),
         ],
     }
 

@@ -8,11 +8,15 @@ running it against a stand-in that already has the resources changes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from email.utils import parseaddr
+from typing import Any
 
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from chalicelib.adapters.dynamo import OPEN_VIDEOS_INDEX
 from chalicelib.settings import Settings
 from devstack.aws import local_client
 
@@ -40,9 +44,20 @@ def ensure_resources(settings: Settings, endpoint_url: str) -> dict[str, str]:
         ensure_private_bucket(s3, bucket, settings.region)
 
     dynamodb = client("dynamodb")
-    ensure_table(dynamodb, settings.videos_table, hash_key="owner_id", range_key="video_id")
+    ensure_table(
+        dynamodb,
+        settings.videos_table,
+        hash_key="owner_id",
+        range_key="video_id",
+        # The scheduled jobs' sparse index of open videos (chalicelib.adapters.dynamo).
+        indexes=[SecondaryIndex(OPEN_VIDEOS_INDEX, hash_key="open_status", range_key="updated_at")],
+    )
     # Powertools idempotency layout: key `id`, expiry in `expiration`.
     ensure_table(dynamodb, settings.idempotency_table, hash_key="id", ttl_attribute="expiration")
+    # The cache's entries and leases (chalicelib/adapters/cache/dynamodb.py).
+    ensure_table(dynamodb, settings.cache_table, hash_key="id", ttl_attribute="expires_at")
+    # Usage counters, per user and site-wide per day (chalicelib/adapters/usage_dynamo.py).
+    ensure_table(dynamodb, settings.usage_table, hash_key="pk", range_key="sk")
 
     dlq_url = ensure_queue(sqs, settings.jobs_dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)})
     redrive = {
@@ -91,6 +106,26 @@ def ensure_private_bucket(s3: BaseClient, name: str, region: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class SecondaryIndex:
+    """A global secondary index keyed by string attributes, projecting every attribute."""
+
+    name: str
+    hash_key: str
+    range_key: str | None = None
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        return [(self.hash_key, "HASH")] + ([(self.range_key, "RANGE")] if self.range_key else [])
+
+    def definition(self) -> dict[str, Any]:
+        return {
+            "IndexName": self.name,
+            "KeySchema": [{"AttributeName": key, "KeyType": kind} for key, kind in self.keys],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+
+
 def ensure_table(
     dynamodb: BaseClient,
     name: str,
@@ -98,17 +133,32 @@ def ensure_table(
     hash_key: str,
     range_key: str | None = None,
     ttl_attribute: str | None = None,
+    indexes: Sequence[SecondaryIndex] = (),
 ) -> None:
-    """An on-demand table keyed by string attributes, with TTL if asked."""
+    """An on-demand table keyed by string attributes, with TTL and global
+    secondary indexes if asked; an index missing from an existing table is added."""
+    keys = [(hash_key, "HASH")] + ([(range_key, "RANGE")] if range_key else [])
+    attributes = {key: "S" for key, _ in keys} | {key: "S" for index in indexes for key, _ in index.keys}
+    definitions = [{"AttributeName": key, "AttributeType": kind} for key, kind in attributes.items()]
     if name not in _table_names(dynamodb):
-        keys = [(hash_key, "HASH")] + ([(range_key, "RANGE")] if range_key else [])
         dynamodb.create_table(
             TableName=name,
             KeySchema=[{"AttributeName": key, "KeyType": kind} for key, kind in keys],
-            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"} for key, _ in keys],
+            AttributeDefinitions=definitions,
             BillingMode="PAY_PER_REQUEST",
+            **({"GlobalSecondaryIndexes": [index.definition() for index in indexes]} if indexes else {}),
         )
         dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
+    else:
+        table = dynamodb.describe_table(TableName=name)["Table"]
+        present = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+        for index in indexes:
+            if index.name not in present:
+                dynamodb.update_table(
+                    TableName=name,
+                    AttributeDefinitions=definitions,
+                    GlobalSecondaryIndexUpdates=[{"Create": index.definition()}],
+                )
     if ttl_attribute:
         ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
         if ttl.get("TimeToLiveStatus") not in {"ENABLED", "ENABLING"}:

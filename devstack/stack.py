@@ -45,7 +45,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chalicelib.settings import Settings
 from devstack.aws import LOCAL_CREDENTIALS, local_client
+from devstack.jobs import PORT_ENV_FILE
 from devstack.leftovers import PROJECT_MARK, STACK_PID_MARK, PortHolder, port_holders, stop_process_group
+from devstack.logs import LOG_FILE
 from devstack.processes import ChildProcess, describe_exit, say
 from devstack.pump import DEFAULT_DLQ_HANDLER, DEFAULT_HANDLER
 
@@ -116,6 +118,10 @@ def app_environment(
         "VIDLINE_AUTO_CONFIRM_SIGNUPS": "true",
         "VIDLINE_APP_URL": f"http://{HOST}:{ports.cdn_port}",
         "VIDLINE_MEDIA_BASE_URL": f"http://{HOST}:{ports.cdn_port}",
+        # Log lines for people on the console, metrics as log lines (nothing
+        # reads EMF here), and every line as JSON in the stack's log file.
+        "VIDLINE_LOG_FORMAT": "text",
+        "VIDLINE_METRICS_OUTPUT": "log",
     }
     env.update(
         (key, value)
@@ -364,6 +370,7 @@ class LocalStack:
         self._dlq_url = ""
         self._pump: Supervised | None = None
         self._api: Supervised | None = None
+        self._job_timers: Supervised | None = None
         self._cdn: CdnServer | None = None
         self._frontend_watcher: CodeWatcher | None = None
 
@@ -398,7 +405,16 @@ class LocalStack:
         self.app_env = app_environment(
             self.settings, self.endpoint_url, generated, self.ports, self._base_env
         )
+        # Every app appends its JSON log lines here, for `python -m devstack logs`;
+        # emptied on each start, as moto's state is.
+        log_file = Path(self.app_env.setdefault("VIDLINE_LOG_FILE", str(self.project_dir / LOG_FILE)))
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text("")
         write_env_file(self.env_file, self.app_env)
+        # The same for `python -m devstack job`, per stand-in port (devstack/jobs.py).
+        write_env_file(
+            self.project_dir / str(PORT_ENV_FILE).format(moto_port=self.ports.moto_port), self.app_env
+        )
 
         mailbox = MailboxServer(HOST, self.ports.mailbox_port, region=self.settings.region)
         mailbox.start()
@@ -438,6 +454,22 @@ class LocalStack:
         self._api.start()
         self._wait_for_api()
 
+        if self.settings.local_job_interval_s > 0 and (self.worker_dir / "app.py").is_file():
+            self._job_timers = Supervised(
+                "the job timers", self._start_job_timers, CodeWatcher(self.worker_dir)
+            )
+            self._job_timers.start()
+
+    def _start_job_timers(self) -> ChildProcess:
+        command = [sys.executable, "-m", "devstack.jobs", "--worker-dir", str(self.worker_dir)]
+        command += ["--every", str(self.settings.local_job_interval_s)]
+        return ChildProcess(
+            "jobs",
+            command,
+            cwd=self.worker_dir,
+            env=child_environment(self.app_env, self._base_env, self.project_dir),
+        )
+
     def _start_api(self) -> ChildProcess:
         command = [sys.executable, "-m", "devstack.api", "--project-dir", str(self.project_dir)]
         command += ["--stage", "local", "--host", HOST, "--port", str(self.ports.api_port)]
@@ -466,6 +498,13 @@ class LocalStack:
             f"  worker (event pump)   {worker} <- {settings.jobs_queue}",
             f"  dead-letter queue     {settings.jobs_dlq} (after {settings.job_max_receives} receives)"
             f" -> {DEFAULT_DLQ_HANDLER}",
+            "  scheduled jobs        "
+            + (
+                f"every {settings.local_job_interval_s:g} s (VIDLINE_LOCAL_JOB_INTERVAL_S);"
+                if self._job_timers is not None
+                else "no timers (VIDLINE_LOCAL_JOB_INTERVAL_S=0);"
+            )
+            + " now: python -m devstack job NAME",
             f"  user pool             {self.app_env['VIDLINE_USER_POOL_ID']}",
             f"  app client            {self.app_env['VIDLINE_USER_POOL_CLIENT_ID']}",
             f"  environment           {self.env_file}",
@@ -487,6 +526,8 @@ class LocalStack:
                 say("front end changed; rebuilding it")
                 self._publish_frontend()
             self._pump.check("worker code changed; restarting the event pump")
+            if self._job_timers is not None:
+                self._job_timers.check("worker code changed; restarting the job timers")
         return 0
 
     def stop(self) -> None:
@@ -494,6 +535,9 @@ class LocalStack:
         if self._api is not None:
             self._api.stop()
             self._api = None
+        if self._job_timers is not None:
+            self._job_timers.stop()
+            self._job_timers = None
         if self._pump is not None:
             self._pump.stop()
             self._pump = None
@@ -621,6 +665,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "  VIDLINE_MAILBOX_PORT  the mailbox for sent email (default 8025)\n"
             "  VIDLINE_CDN_PORT      the CDN stand-in, used for VIDLINE_APP_URL (default 8080)\n"
             "  VIDLINE_*             any app setting (chalicelib/settings.py) is passed on to the apps\n"
+            "\n`python -m devstack job NAME` runs a scheduled job of the workers now, against the\n"
+            "running stack (see `python -m devstack job --help`).\n"
+            "`python -m devstack logs VIDEO_ID` prints what the stack logged about one video.\n"
             f"\nThe apps' environment is written to {ENV_FILE} in the project directory.\n"
             f'"{READY_LINE}" is printed once everything answers.'
         ),

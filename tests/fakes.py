@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from chalicelib.adapters.dynamo import decode_cursor, encode_cursor
 from chalicelib.bootstrap import Container
 from chalicelib.domain import (
+    PROCESSABLE_STATUSES,
     NotAuthenticated,
     Page,
     Principal,
@@ -34,17 +39,103 @@ from chalicelib.ports import (
     TranscodeResult,
 )
 from chalicelib.settings import Settings
+from chalicelib.usage import (
+    NO_USAGE,
+    OverQuota,
+    QuotaUsage,
+    RolledUpDay,
+    UsageChange,
+    UsageDelta,
+    breached_quota,
+    month_of,
+)
+
+
+class FakeUsageRepository:
+    """Behaves as DynamoUsageRepository does (tests/contract/test_usage_repository.py);
+    FakeVideoRepository counts its writes' `usage=` here, all or nothing."""
+
+    def __init__(self, site_shards: int = 4) -> None:
+        self.site_shards = site_shards
+        self.days: dict[tuple[str, date], UsageDelta] = {}
+        self.months: dict[tuple[str, str], float] = {}
+        self.totals: dict[str, int] = {}
+        self.changes: dict[str, int] = {}
+        self.shards: dict[tuple[int, date], UsageDelta] = {}
+        self.rolled: dict[date, RolledUpDay] = {}
+        self.through: date | None = None
+        # A check and its count are one step, as in DynamoDB's transaction.
+        self.lock = threading.RLock()
+
+    def refuse(self, change: UsageChange) -> None:
+        """OverQuota if the change's limits refuse it; nothing changes either way."""
+        if change.limits is None:
+            return
+        quota = breached_quota(change.limits, self.quota_usage(change.owner_id, change.day), change.delta)
+        if quota is not None:
+            raise OverQuota(quota)
+
+    def count(self, change: UsageChange) -> None:
+        owner, day, delta = change.owner_id, change.day, change.delta
+        self.days[(owner, day)] = self.days.get((owner, day), NO_USAGE) + delta
+        shard = (random.randrange(self.site_shards), day)
+        self.shards[shard] = self.shards.get(shard, NO_USAGE) + delta
+        self.totals[owner] = self.totals.get(owner, 0) + delta.bytes_added
+        self.changes[owner] = self.changes.get(owner, 0) + 1
+        month = (owner, change.month)
+        self.months[month] = self.months.get(month, 0.0) + delta.seconds_processed
+
+    def quota_usage(self, owner_id: str, day: date) -> QuotaUsage:
+        return QuotaUsage(
+            videos_today=self.days.get((owner_id, day), NO_USAGE).videos_created,
+            bytes_stored=self.totals.get(owner_id, 0),
+            seconds_this_month=self.months.get((owner_id, month_of(day)), 0.0),
+            changes=self.changes.get(owner_id, 0),
+        )
+
+    def user_days(self, owner_id: str, first: date) -> tuple[dict[date, UsageDelta], int]:
+        days = {day: delta for (owner, day), delta in self.days.items() if owner == owner_id and day >= first}
+        return days, self.totals.get(owner_id, 0)
+
+    def site_shard_days(self, first: date, last: date) -> dict[date, UsageDelta]:
+        days: dict[date, UsageDelta] = {}
+        for (_, day), delta in self.shards.items():
+            if first <= day <= last:
+                days[day] = days.get(day, NO_USAGE) + delta
+        return days
+
+    def first_site_day(self) -> date | None:
+        return min((day for _, day in self.shards), default=None)
+
+    def rolled_up_days(self, first: date, last: date) -> dict[date, RolledUpDay]:
+        return {day: rolled for day, rolled in self.rolled.items() if first <= day <= last}
+
+    def rolled_up_through(self) -> date | None:
+        return self.through
+
+    def save_rolled_up(self, days: Iterable[RolledUpDay], through: date) -> None:
+        self.rolled.update({day.day: day for day in days})
+        self.through = through
+
+    def check(self) -> None:
+        pass
 
 
 class FakeVideoRepository:
     """Behaves as DynamoVideoRepository does: tests/contract holds both to one suite."""
 
-    def __init__(self) -> None:
+    def __init__(self, usage: FakeUsageRepository | None = None) -> None:
         self.videos: dict[tuple[str, str], Video] = {}
+        # Where the `usage=` of add, update and delete is counted.
+        self.usage = usage if usage is not None else FakeUsageRepository()
 
-    def add(self, video: Video) -> None:
+    def add(self, video: Video, *, usage: UsageChange | None = None) -> None:
         if (video.owner_id, video.id) in self.videos:
             raise RuntimeError(f"could not store video {video.id}")
+        if usage is not None:
+            with self.usage.lock:
+                self.usage.refuse(usage)
+                self.usage.count(usage)
         self.videos[(video.owner_id, video.id)] = video
 
     def get(self, owner_id: str, video_id: str) -> Video | None:
@@ -60,13 +151,31 @@ class FakeVideoRepository:
         page = mine[:limit]
         return Page(items=page, next_cursor=encode_cursor(page[-1].id) if len(mine) > limit else None)
 
-    def update(self, video: Video, *, expected: Iterable[VideoStatus] | None = None, **changes: Any) -> Video:
+    def update(
+        self,
+        video: Video,
+        *,
+        expected: Iterable[VideoStatus] | None = None,
+        unchanged_since: datetime | None = None,
+        usage: UsageChange | None = None,
+        **changes: Any,
+    ) -> Video:
         current = self.videos.get((video.owner_id, video.id))
         if current is None or (expected is not None and current.status not in set(expected)):
             raise StaleUpdate(video.id)
+        if unchanged_since is not None and current.updated_at != unchanged_since:
+            raise StaleUpdate(video.id)
         updated = current.with_changes(updated_at=utcnow(), **changes)
+        if usage is not None:
+            self.usage.count(usage)
         self.videos[(video.owner_id, video.id)] = updated
         return updated
+
+    def list_idle(self, status: VideoStatus, updated_before: datetime) -> Iterator[Video]:
+        if status not in PROCESSABLE_STATUSES:
+            raise ValueError(f"only open videos are indexed, not {status.value} ones")
+        idle = [v for v in self.videos.values() if v.status is status and v.updated_at < updated_before]
+        yield from sorted(idle, key=lambda v: v.updated_at)
 
     def claim_notification(self, video: Video) -> bool:
         current = self.videos.get((video.owner_id, video.id))
@@ -80,8 +189,22 @@ class FakeVideoRepository:
         if current is not None:
             self.videos[(video.owner_id, video.id)] = current.with_changes(notified_at=None)
 
-    def delete(self, owner_id: str, video_id: str) -> None:
-        self.videos.pop((owner_id, video_id), None)
+    def delete(
+        self,
+        owner_id: str,
+        video_id: str,
+        *,
+        usage: UsageChange | None = None,
+        unchanged_since: datetime | None = None,
+    ) -> None:
+        current = self.videos.get((owner_id, video_id))
+        if current is None:
+            return
+        if unchanged_since is not None and current.updated_at != unchanged_since:
+            raise StaleUpdate(video_id)
+        if usage is not None:
+            self.usage.count(usage)
+        del self.videos[(owner_id, video_id)]
 
     def check(self) -> None:
         pass
@@ -155,6 +278,110 @@ class FakeBlobStore:
 
     def check(self) -> None:
         pass
+
+
+@dataclass
+class FakeJobQueue:
+    """Records the upload jobs sent back to the queue; the dead-letter depth is set by the test."""
+
+    # (bucket, key, etag) of every requeued upload, in order.
+    requeued: list[tuple[str, str, str]] = field(default_factory=list)
+    dead_letters: int = 0
+    # Set to make the queue unreachable.
+    broken: Exception | None = None
+
+    def requeue_upload(self, bucket: str, key: str, etag: str) -> None:
+        if self.broken:
+            raise self.broken
+        self.requeued.append((bucket, key, etag))
+
+    def dead_letter_depth(self) -> int:
+        if self.broken:
+            raise self.broken
+        return self.dead_letters
+
+    def check(self) -> None:
+        if self.broken:
+            raise self.broken
+
+
+@dataclass
+class FakeCache:
+    """The Cache port in memory, behaving as the adapters do (tests/contract/test_cache.py
+    holds them to one suite): a value is fresh for its TTL, then kept `stale_s` longer
+    and served stale to others while one caller recomputes it; one computation per key
+    at a time; a broken cache (`broken` set) computes instead of failing."""
+
+    clock: Callable[[], float] = time.time
+    stale_s: float = 60.0
+    # How long a caller waits for another's computation before computing itself.
+    wait_s: float = 5.0
+    broken: Exception | None = None
+    # key -> (value as JSON, fresh until, kept until), in `clock` seconds.
+    entries: dict[str, tuple[str, float, float]] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+    stale: int = 0
+    errors: int = 0
+    # Keys being computed. Two fakes given the same entries, computing and lock
+    # behave as two processes on one store.
+    computing: dict[str, threading.Event] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get_or_compute(self, key: str, ttl_s: int, compute: Callable[[], Any]) -> Any:
+        if self.broken:
+            self.errors += 1
+            self.misses += 1
+            return compute()
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            with self.lock:
+                now = self.clock()
+                entry = self.entries.get(key)
+                if entry and now >= entry[2]:
+                    entry = None
+                if entry and now < entry[1]:
+                    self.hits += 1
+                    return json.loads(entry[0])
+                running = self.computing.get(key)
+                if running is None:
+                    self.computing[key] = threading.Event()
+                elif entry:
+                    self.stale += 1
+                    return json.loads(entry[0])
+            if running is None:
+                break
+            if not running.wait(max(0.0, deadline - time.monotonic())):
+                return self._compute_and_keep(key, ttl_s, compute)
+        try:
+            return self._compute_and_keep(key, ttl_s, compute)
+        finally:
+            with self.lock:
+                self.computing.pop(key).set()
+
+    def _compute_and_keep(self, key: str, ttl_s: int, compute: Callable[[], Any]) -> Any:
+        value = compute()
+        with self.lock:
+            self.misses += 1
+            try:
+                text = json.dumps(value)
+            except (TypeError, ValueError):
+                self.errors += 1
+                return value
+            now = self.clock()
+            self.entries[key] = (text, now + ttl_s, now + ttl_s + self.stale_s)
+        return json.loads(text)
+
+    def invalidate(self, key: str) -> None:
+        if self.broken:
+            self.errors += 1
+            return
+        with self.lock:
+            self.entries.pop(key, None)
+
+    def check(self) -> None:
+        if self.broken:
+            raise self.broken
 
 
 @dataclass
@@ -385,6 +612,13 @@ class FakePorts:
     identity: FakeIdentity = field(default_factory=FakeIdentity)
     media_urls: FakeMediaUrls = field(default_factory=FakeMediaUrls)
     transcoder: FakeTranscoder = field(default_factory=FakeTranscoder)
+    jobs: FakeJobQueue = field(default_factory=FakeJobQueue)
+    cache: FakeCache = field(default_factory=FakeCache)
+
+    @property
+    def usage(self) -> FakeUsageRepository:
+        """The counters the fake videos repository counts into."""
+        return self.videos.usage
 
     def container(self, settings: Settings) -> Container:
         return Container(
@@ -396,4 +630,7 @@ class FakePorts:
             identity=self.identity,
             media_urls=self.media_urls,
             transcoder=self.transcoder,
+            jobs=self.jobs,
+            cache=self.cache,
+            usage=self.videos.usage,
         )

@@ -13,21 +13,29 @@ same handlers.
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from typing import Any
 
 from chalice import Chalice
-from chalice.app import SQSEvent
+from chalice.app import CloudWatchEvent, Cron, Rate, SQSEvent
 
+from chalicelib import telemetry
 from chalicelib.bootstrap import Container
 from chalicelib.processing import UploadedObject, uploaded_objects
 from chalicelib.settings import get_settings
 
 settings = get_settings()
-app = Chalice(app_name="vidline-workers", configure_logs=True)
-app.log.setLevel(logging.INFO)
-logging.getLogger("chalicelib").setLevel(logging.INFO)
+# Logs go through chalicelib.telemetry's handler (JSON on AWS, text locally).
+app = Chalice(app_name="vidline-workers", configure_logs=False)
+telemetry.configure(settings, "vidline-workers", app.log)
 container = Container(settings)
+
+
+@app.middleware("all")
+def observed(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """Each invocation starts with no correlation id (a job sets its video's),
+    and writes its metrics when it ends."""
+    return telemetry.handle(event, get_response)
 
 
 def _our_uploads(body: str) -> list[UploadedObject]:
@@ -50,6 +58,8 @@ def process_upload(event: SQSEvent) -> None:
         attributes = record.to_dict().get("attributes") or {}
         receives = int(attributes.get("ApproximateReceiveCount", "1"))
         for uploaded in _our_uploads(record.body):
+            # The video's id travels in the upload's key: what follows is about it.
+            telemetry.set_correlation_id(uploaded.video_id)
             outcome = container.process_once(
                 job=uploaded.as_job(),
                 lambda_context=context,
@@ -64,5 +74,36 @@ def fail_dead_upload(event: SQSEvent) -> None:
     """Fail the video of an upload whose job failed every attempt, and tell its owner."""
     for record in event:
         for uploaded in _our_uploads(record.body):
+            telemetry.set_correlation_id(uploaded.video_id)
             outcome = container.processor.give_up(uploaded)
             app.log.info("dead upload %s: %s", uploaded.key, outcome)
+
+
+# Scheduled jobs (chalicelib/housekeeping.py). Locally the stack runs them
+# every VIDLINE_LOCAL_JOB_INTERVAL_S, and `python -m devstack job NAME` runs one now.
+
+
+@app.schedule(Rate(15, unit=Rate.MINUTES), name="abandoned-uploads")
+def abandoned_uploads(event: CloudWatchEvent) -> dict[str, Any]:
+    """Fail videos whose upload window passed without an upload; remove what they left."""
+    report = container.housekeeping.abandon_expired_uploads()
+    app.log.info("abandoned-uploads: %s", report.as_dict())
+    return report.as_dict()
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="stuck-jobs")
+def stuck_jobs(event: CloudWatchEvent) -> dict[str, Any]:
+    """Requeue jobs that stopped making progress, once; fail them if they stay stuck."""
+    report = container.housekeeping.rescue_stuck_jobs()
+    app.log.info("stuck-jobs: %s", report.as_dict())
+    return report.as_dict()
+
+
+@app.schedule(Cron(15, 0, "*", "*", "?", "*"), name="rollup")
+def rollup(event: CloudWatchEvent) -> dict[str, Any]:
+    """Fold each closed day's site-wide usage shards into one item (00:15 UTC daily;
+    idempotent, and it catches up on any days a missed run left)."""
+    days = container.usage_service.roll_up()
+    report = {"days_rolled_up": len(days), "through": days[-1].isoformat() if days else None}
+    app.log.info("rollup: %s", report)
+    return report

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -21,9 +22,11 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
 )
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.domain import (
+    PROCESSABLE_STATUSES,
     InvalidRequest,
     Outputs,
     Page,
@@ -37,6 +40,10 @@ from chalicelib.domain import (
 )
 from chalicelib.ports import StaleUpdate
 from chalicelib.settings import Settings
+from chalicelib.usage import OverQuota, UsageChange
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.usage_dynamo import CountedWrite, DynamoUsageRepository
 
 
 class SourceMap(MapAttribute[str, Any]):
@@ -70,6 +77,28 @@ class OutputsMap(MapAttribute[str, Any]):
     rungs = ListAttribute(of=RungMap, null=True)
 
 
+# The index's name; infra/stack.yaml and devstack/resources.py create it.
+OPEN_VIDEOS_INDEX = "open-videos"
+
+
+class OpenVideosIndex(GlobalSecondaryIndex["VideoRecord"]):
+    """Sparse: only open videos (awaiting_upload, queued, processing) carry
+    `open_status`, so the scheduled jobs find idle ones with one Query per
+    state, oldest update first, however many finished videos the table holds."""
+
+    class Meta:
+        index_name = OPEN_VIDEOS_INDEX
+        projection = AllProjection()
+
+    open_status = UnicodeAttribute(hash_key=True)
+    updated_at = UTCDateTimeAttribute(range_key=True)
+
+
+def _open_status(status: VideoStatus) -> str | None:
+    """What `open_status` holds for a video in `status`: the status while open, else nothing."""
+    return status.value if status in PROCESSABLE_STATUSES else None
+
+
 class VideoRecord(Model):
     """One video. Bind it to a table with `bind_video_record`."""
 
@@ -91,20 +120,30 @@ class VideoRecord(Model):
     playable = BooleanAttribute(null=True)
     notified_at = UTCDateTimeAttribute(null=True)
     upload_etag = UnicodeAttribute(null=True)
+    requeued_at = UTCDateTimeAttribute(null=True)
+    # The status while the video is open, absent once it is final: the key of
+    # the sparse open-videos index. Items written before it existed lack it.
+    open_status = UnicodeAttribute(null=True)
+    open_videos = OpenVideosIndex()
 
 
-def bind_video_record(settings: Settings) -> type[VideoRecord]:
-    """A VideoRecord subclass bound to the configured table and endpoint."""
-    meta = type(
-        "Meta",
-        (),
-        {
-            "table_name": settings.videos_table,
-            "region": settings.region,
-            "host": settings.aws_endpoint_url,
-            "billing_mode": "PAY_PER_REQUEST",
-        },
-    )
+def bind_video_record(settings: Settings, *, timeout_s: float | None = None) -> type[VideoRecord]:
+    """A VideoRecord subclass bound to the configured table and endpoint. With
+    `timeout_s`, its calls give up after that long to connect or read, without
+    retrying (health checks)."""
+    attributes: dict[str, object] = {
+        "table_name": settings.videos_table,
+        "region": settings.region,
+        "host": settings.aws_endpoint_url,
+        "billing_mode": "PAY_PER_REQUEST",
+    }
+    if timeout_s is not None:
+        attributes |= {
+            "connect_timeout_seconds": timeout_s,
+            "read_timeout_seconds": timeout_s,
+            "max_retry_attempts": 0,
+        }
+    meta = type("Meta", (), attributes)
     return type("BoundVideoRecord", (VideoRecord,), {"Meta": meta})
 
 
@@ -170,6 +209,7 @@ def _to_video(record: VideoRecord) -> Video:
         playable=bool(record.playable),
         notified_at=record.notified_at,
         upload_etag=record.upload_etag,
+        requeued_at=record.requeued_at,
     )
 
 
@@ -194,10 +234,21 @@ def decode_cursor(cursor: str) -> str:
 class DynamoVideoRepository:
     """VideoRepository on a pynamodb model."""
 
-    def __init__(self, record: type[VideoRecord]):
+    def __init__(self, record: type[VideoRecord], usage: DynamoUsageRepository | None = None):
         self._record = record
+        # Where the `usage=` of add, update and delete is counted, in the same transaction.
+        self._usage = usage
 
-    def add(self, video: Video) -> None:
+    def _counted_write(self, change: UsageChange) -> CountedWrite:
+        from chalicelib.adapters.usage_dynamo import CountedWrite
+
+        if self._usage is None:
+            raise RuntimeError("this video repository was built without a usage counters table")
+        write = CountedWrite(self._usage.connection)
+        self._usage.stage(write, change)
+        return write
+
+    def add(self, video: Video, *, usage: UsageChange | None = None) -> None:
         record = self._record(
             video.owner_id,
             video.id,
@@ -213,11 +264,33 @@ class DynamoVideoRepository:
             playable=video.playable,
             notified_at=video.notified_at,
             upload_etag=video.upload_etag,
+            requeued_at=video.requeued_at,
+            open_status=_open_status(video.status),
         )
+        if usage is not None:
+            self._add_counted(record, video, usage)
+            return
         try:
             record.save(condition=self._record.video_id.does_not_exist())
         except PutError as exc:
             raise RuntimeError(f"could not store video {video.id}") from exc
+
+    def _add_counted(self, record: VideoRecord, video: Video, usage: UsageChange) -> None:
+        from chalicelib.adapters.usage_dynamo import Cancelled
+
+        assert self._usage is not None
+        write = self._counted_write(usage)
+        write.transaction.save(record, condition=self._record.video_id.does_not_exist())
+        write.stage("put", "video")
+        try:
+            write.commit()
+        except Cancelled as cancelled:
+            if "video" in cancelled.labels:
+                raise RuntimeError(f"could not store video {video.id}") from cancelled
+            quota = self._usage.breached(cancelled)
+            if quota is None:
+                raise
+            raise OverQuota(quota) from cancelled
 
     def get(self, owner_id: str, video_id: str) -> Video | None:
         try:
@@ -249,10 +322,17 @@ class DynamoVideoRepository:
         video: Video,
         *,
         expected: Iterable[VideoStatus] | None = None,
+        unchanged_since: datetime | None = None,
+        usage: UsageChange | None = None,
         **changes: Any,
     ) -> Video:
         model = self._record
         actions: list[Any] = [model.updated_at.set(utcnow())]
+        if "status" in changes:
+            open_status = _open_status(VideoStatus(changes["status"]))
+            actions.append(
+                model.open_status.remove() if open_status is None else model.open_status.set(open_status)
+            )
         for name, value in changes.items():
             attribute = getattr(model, name)
             if value is None:
@@ -272,7 +352,11 @@ class DynamoVideoRepository:
                 # No state can match, and DynamoDB refuses an empty IN ().
                 raise StaleUpdate(f"video {video.id} is expected in no state")
             condition &= model.status.is_in(*states)
+        if unchanged_since is not None:
+            condition &= model.updated_at == unchanged_since
         record = model(video.owner_id, video.id)
+        if usage is not None:
+            return self._update_counted(video, record, actions, condition, usage, changes)
         try:
             record.update(actions=actions, condition=condition)
         except UpdateError as exc:
@@ -280,6 +364,40 @@ class DynamoVideoRepository:
                 raise StaleUpdate(f"video {video.id} is gone or no longer in {expected}") from exc
             raise
         return _to_video(record)
+
+    def list_idle(self, status: VideoStatus, updated_before: datetime) -> Iterator[Video]:
+        open_status = _open_status(status)
+        if open_status is None:
+            raise ValueError(f"only open videos are indexed, not {status.value} ones")
+        model = self._record
+        for record in model.open_videos.query(
+            open_status, range_key_condition=model.updated_at < updated_before
+        ):
+            yield _to_video(record)
+
+    def _update_counted(
+        self,
+        video: Video,
+        record: VideoRecord,
+        actions: list[Any],
+        condition: Any,
+        usage: UsageChange,
+        changes: dict[str, Any],
+    ) -> Video:
+        from chalicelib.adapters.usage_dynamo import Cancelled
+
+        write = self._counted_write(usage)
+        write.transaction.update(record, actions, condition=condition)
+        write.stage("update", "video")
+        try:
+            write.commit()
+        except Cancelled as cancelled:
+            if "video" in cancelled.labels:
+                raise StaleUpdate(f"video {video.id} is gone or no longer as expected") from cancelled
+            raise
+        # A transaction returns no item: read what is stored now (or, if the video
+        # went in between, what the update made of it).
+        return self.get(video.owner_id, video.id) or video.with_changes(updated_at=utcnow(), **changes)
 
     def claim_notification(self, video: Video) -> bool:
         model = self._record
@@ -306,10 +424,42 @@ class DynamoVideoRepository:
             if exc.cause_response_code != "ConditionalCheckFailedException":
                 raise
 
-    def delete(self, owner_id: str, video_id: str) -> None:
+    def delete(
+        self,
+        owner_id: str,
+        video_id: str,
+        *,
+        usage: UsageChange | None = None,
+        unchanged_since: datetime | None = None,
+    ) -> None:
+        model = self._record
+        record = model(owner_id, video_id)
+        condition = None
+        if unchanged_since is not None:
+            condition = model.updated_at == unchanged_since
+        if usage is not None:
+            from chalicelib.adapters.usage_dynamo import Cancelled
+
+            write = self._counted_write(usage)
+            # Counted only if the video was there: deleting twice frees its bytes once.
+            exists = model.video_id.exists()
+            write.transaction.delete(record, condition=exists if condition is None else exists & condition)
+            write.stage("delete", "video")
+            try:
+                write.commit()
+            except Cancelled as cancelled:
+                if "video" not in cancelled.labels:
+                    raise
+                if condition is not None and self.get(owner_id, video_id) is not None:
+                    raise StaleUpdate(f"video {video_id} changed before it could be deleted") from cancelled
+            return
         try:
-            self._record(owner_id, video_id).delete()
+            record.delete(condition=condition)
         except DeleteError as exc:
+            if condition is not None and exc.cause_response_code == "ConditionalCheckFailedException":
+                if self.get(owner_id, video_id) is not None:
+                    raise StaleUpdate(f"video {video_id} changed before it could be deleted") from exc
+                return
             raise RuntimeError(f"could not delete video {video_id}") from exc
 
     def check(self) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chalicelib.api import schemas
-from chalicelib.domain import UPLOAD_EXPIRED_REASON, Outputs, UploadTicket, Video, VideoStatus, utcnow
+from chalicelib.domain import Outputs, UploadTicket, Video, VideoStatus
 from chalicelib.ports import MediaUrls
 from chalicelib.settings import Settings
+from chalicelib.usage import UsageReport
 
 
 @dataclass
@@ -23,16 +24,14 @@ class Presenter:
         if video.outputs is not None and (video.status is VideoStatus.READY or video.playable):
             outputs = self._outputs(video.outputs)
         source = video.source
-        status, error = video.status, video.error
-        if video.upload_expired(utcnow(), self.settings.upload_url_ttl_s):
-            # Nothing will arrive any more: final for the client, which stops waiting.
-            status, error = VideoStatus.FAILED, UPLOAD_EXPIRED_REASON
+        # A video whose upload can no longer arrive is failed for real by the
+        # abandoned-uploads job (chalicelib/housekeeping.py): shown as stored.
         return schemas.VideoOut(
             id=video.id,
             title=video.title,
-            status=status.value,
+            status=video.status.value,
             progress=video.progress,
-            error=error,
+            error=video.error,
             created_at=video.created_at,
             updated_at=video.updated_at,
             source=schemas.SourceOut(
@@ -44,6 +43,26 @@ class Presenter:
             ),
             playable=video.playable,
             outputs=outputs,
+        )
+
+    def stats(self, report: UsageReport) -> schemas.StatsOut:
+        """Daily usage (minutes, not seconds) and each quota by name."""
+        return schemas.StatsOut(
+            days=[
+                schemas.DayOut(
+                    date=d.day,
+                    videos_created=d.videos_created,
+                    videos_ready=d.videos_ready,
+                    videos_failed=d.videos_failed,
+                    minutes_processed=round(d.seconds_processed / 60, 2),
+                    bytes_stored=d.bytes_stored,
+                )
+                for d in report.days
+            ],
+            quotas={
+                q.quota.value: schemas.QuotaOut(limit=q.limit, used=q.used, resets_at=q.resets_at)
+                for q in report.quotas
+            },
         )
 
     def upload(self, ticket: UploadTicket) -> schemas.UploadOut:

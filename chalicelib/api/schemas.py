@@ -8,6 +8,7 @@ that are settings (sizes, types, lengths) are checked against the
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 from datetime import datetime
@@ -219,9 +220,69 @@ class VideoListOut(BaseModel):
     next_cursor: str | None
 
 
+class HealthQuery(BaseModel):
+    # deep=false: liveness only, no dependency is touched.
+    deep: bool = Field(default=True, description="false: answer liveness without checking any dependency")
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "failing"]
-    checks: dict[str, str]
+    checks: dict[str, str] = Field(description='Each dependency: "ok" or "failing"; empty when deep=false.')
+    failing: list[str] = Field(default=[], description="The names of the failing checks.")
+    dead_letters: int | None = Field(
+        default=None, description="Upload jobs waiting in the dead-letter queue (a warning, not a failure)."
+    )
+    warnings: list[str] = Field(default=[], description="What someone should look at; not failures.")
+
+
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class StatsQuery(BaseModel):
+    """GET /stats and /stats/site: an inclusive range of UTC days."""
+
+    first: dt.date | None = Field(
+        default=None, alias="from", description="First day, YYYY-MM-DD (UTC); default: 29 days before `to`"
+    )
+    last: dt.date | None = Field(
+        default=None, alias="to", description="Last day, YYYY-MM-DD (UTC); default: today"
+    )
+
+    @field_validator("first", "last", mode="before")
+    @classmethod
+    def _day(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not _ISO_DAY.fullmatch(value):
+            raise ValueError("must be a date written YYYY-MM-DD")
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("is not a date in the calendar") from None
+
+
+class DayOut(BaseModel):
+    date: dt.date
+    videos_created: int
+    videos_ready: int
+    videos_failed: int
+    minutes_processed: float = Field(description="Minutes of video made ready that day.")
+    bytes_stored: int = Field(
+        description="Bytes of source files stored at the end of the day (declared until the upload lands)."
+    )
+
+
+class QuotaOut(BaseModel):
+    limit: int | None = Field(description="null: unlimited")
+    used: int | float
+    resets_at: dt.datetime | None = Field(description="null for bytes_stored: deleting videos frees it")
+
+
+class StatsOut(BaseModel):
+    days: list[DayOut] = Field(
+        description="Every day of the range, oldest first, zeros where nothing happened."
+    )
+    quotas: dict[str, QuotaOut] = Field(
+        description="videos_per_day, bytes_stored, minutes_per_month (yours); empty site-wide."
+    )
 
 
 class ErrorBody(BaseModel):

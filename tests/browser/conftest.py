@@ -23,13 +23,24 @@ from devstack.client import ROOT, StackProcess
 CHROMIUM = os.environ.get("VIDLINE_CHROMIUM", "/usr/lib/chromium/chromium")
 # Chromium reports every HTTP error response the page receives like this.
 _HTTP_ERROR = re.compile(r"Failed to load resource: the server responded with a status of (\d{3})")
+# Usage settings of the browser stack (tests/browser/test_usage.py): a daily
+# video quota a test can reach (no other test creates more than 14 videos for
+# one user), storage far above what any test stores, minutes processed left
+# unlimited (0, the default), and /stats cached for 10 s rather than 60 s, so
+# the usage panel catches up with a change within a test's patience.
+USAGE_SETTINGS = {
+    "VIDLINE_QUOTA_VIDEOS_PER_DAY": "20",
+    "VIDLINE_QUOTA_BYTES_STORED": str(5 * 2**30),
+    "VIDLINE_QUOTA_MINUTES_PER_MONTH": "0",
+    "VIDLINE_STATS_CACHE_TTL_S": "10",
+}
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackProcess]:
     logs = ROOT / "test-artifacts"
     logs.mkdir(exist_ok=True)
-    with StackProcess(logs / "browser-stack.log") as running:
+    with StackProcess(logs / "browser-stack.log", env=USAGE_SETTINGS) as running:
         yield running
 
 

@@ -130,6 +130,7 @@ def test_every_field_of_an_added_video_is_stored(videos: VideoRepository) -> Non
         playable=True,
         notified_at=utcnow(),
         upload_etag="9e107d9d372bb6826bd81d3542a419d6",
+        requeued_at=utcnow(),
     )
     videos.add(video)
     assert videos.get(ALICE, video.id) == video
@@ -293,6 +294,66 @@ def test_an_update_with_expected_states_applies_only_in_them(videos: VideoReposi
     with pytest.raises(StaleUpdate):
         videos.update(video, expected=[], progress=50)
     assert stored(videos, video) == moved
+
+
+def test_an_update_unchanged_since_applies_only_if_nobody_updated_the_video_since(
+    videos: VideoRepository,
+) -> None:
+    video = a_video(status=VideoStatus.PROCESSING)
+    videos.add(video)
+    first = videos.update(video, unchanged_since=video.updated_at, requeued_at=utcnow())
+    assert first.requeued_at is not None
+
+    # A second run that read the video before the first one's update loses.
+    with pytest.raises(StaleUpdate):
+        videos.update(video, unchanged_since=video.updated_at, status=VideoStatus.FAILED)
+    assert stored(videos, video) == first
+    assert videos.update(first, unchanged_since=first.updated_at, progress=5).progress == 5
+
+
+# list_idle: the scheduled jobs' index of open videos
+
+
+def test_list_idle_finds_open_videos_in_a_state_updated_before_the_cutoff_oldest_first(
+    videos: VideoRepository,
+) -> None:
+    old = a_video(age_s=3600, status=VideoStatus.PROCESSING)
+    older = a_video(BOB, age_s=7200, status=VideoStatus.PROCESSING)
+    recent = a_video(age_s=10, status=VideoStatus.PROCESSING)
+    queued = a_video(age_s=3600, status=VideoStatus.QUEUED)
+    finished = a_video(age_s=3600, status=VideoStatus.READY)
+    for video in (old, older, recent, queued, finished):
+        videos.add(video)
+
+    cutoff = utcnow() - timedelta(seconds=60)
+
+    assert list(videos.list_idle(VideoStatus.PROCESSING, cutoff)) == [older, old]
+    assert list(videos.list_idle(VideoStatus.QUEUED, cutoff)) == [queued]
+    assert list(videos.list_idle(VideoStatus.AWAITING_UPLOAD, cutoff)) == []
+
+
+def test_a_video_leaves_the_idle_list_once_final_or_updated(videos: VideoRepository) -> None:
+    stuck = a_video(age_s=3600, status=VideoStatus.PROCESSING)
+    waiting = a_video(age_s=3600)
+    for video in (stuck, waiting):
+        videos.add(video)
+    cutoff = utcnow() - timedelta(seconds=60)
+    assert [v.id for v in videos.list_idle(VideoStatus.AWAITING_UPLOAD, cutoff)] == [waiting.id]
+
+    videos.update(stuck, status=VideoStatus.FAILED, error="stuck")
+    videos.update(waiting, progress=0)  # any update counts as activity
+
+    assert list(videos.list_idle(VideoStatus.PROCESSING, cutoff)) == []
+    assert list(videos.list_idle(VideoStatus.AWAITING_UPLOAD, cutoff)) == []
+    moved_on = videos.update(stuck, status=VideoStatus.QUEUED)  # e.g. a retry reopens it
+    assert [v.id for v in videos.list_idle(VideoStatus.QUEUED, utcnow() + timedelta(seconds=1))] == [
+        moved_on.id
+    ]
+
+
+def test_list_idle_refuses_final_states(videos: VideoRepository) -> None:
+    with pytest.raises(ValueError):
+        list(videos.list_idle(VideoStatus.READY, utcnow()))
 
 
 def test_updating_a_missing_video_is_stale_and_creates_nothing(videos: VideoRepository) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
+from chalicelib.adapters.dynamo import OPEN_VIDEOS_INDEX
 from deploy.aws import Aws
 from deploy.executor import Executor, Project, new_signing_key, public_key_fingerprint
 from deploy.plan import MOTO_UNMODELLED_TYPES, Target
@@ -33,12 +34,14 @@ NOT_PROVEN_ON_MOTO = {
     "DeadLetterBacklogAlarm",
     "DeadLetterQueueAlarm",
     "FrontendBucketPolicy",
+    "HealthFailingAlarm",
     "JobsQueuePolicy",
     "MediaBucketPolicy",
     "SenderEmailIdentity",
     "UploadsBucketPolicy",
     "UserPool",
     "UserPoolClient",
+    "VideosFailingAlarm",
 }
 MOTO_PARAMETERS = {
     "Stage": "tmpl",
@@ -48,6 +51,9 @@ MOTO_PARAMETERS = {
     "ApiFunctionName": "vidline-api-tmpl",
     "WorkerFunctionName": "vidline-workers-tmpl-process_upload",
     "DeadLetterFunctionName": "vidline-workers-tmpl-fail_dead_upload",
+    "AbandonedUploadsFunctionName": "vidline-workers-tmpl-abandoned-uploads",
+    "StuckJobsFunctionName": "vidline-workers-tmpl-stuck-jobs",
+    "RollupFunctionName": "vidline-workers-tmpl-rollup",
     "LogRetentionDays": "14",
 }
 # What every template needs to lint, and then to specialise, with a CDN.
@@ -231,6 +237,16 @@ def test_queues_tables_and_user_pool_have_the_settings_the_apps_rely_on(
         "AttributeName": "expiration",
         "Enabled": True,
     }
+    # The scheduled jobs' sparse index of open videos, as chalicelib/adapters/dynamo.py declares it.
+    (index,) = resources["VideosTable"]["Properties"]["GlobalSecondaryIndexes"]
+    assert index == {
+        "IndexName": OPEN_VIDEOS_INDEX,
+        "KeySchema": [
+            {"AttributeName": "open_status", "KeyType": "HASH"},
+            {"AttributeName": "updated_at", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
     assert resources["UserPool"]["Properties"]["UsernameAttributes"] == ["email"]
     client = resources["UserPoolClient"]["Properties"]
     assert client["ExplicitAuthFlows"] == ["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
@@ -357,6 +373,7 @@ def test_stack_deploys_into_moto_with_buckets_queues_and_tables(
             ("video_id", "RANGE"),
         ]
         assert videos["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert [index["IndexName"] for index in videos["GlobalSecondaryIndexes"]] == [OPEN_VIDEOS_INDEX]
         idempotency = dynamodb.describe_table(TableName=outputs["IdempotencyTableName"])["Table"]
         assert idempotency["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
         assert outputs["SenderIdentityArn"].endswith(":identity/no-reply@vidline.test")
@@ -365,6 +382,9 @@ def test_stack_deploys_into_moto_with_buckets_queues_and_tables(
             ("/aws/lambda/vidline-api-tmpl", 14),
             ("/aws/lambda/vidline-workers-tmpl-process_upload", 14),
             ("/aws/lambda/vidline-workers-tmpl-fail_dead_upload", 14),
+            ("/aws/lambda/vidline-workers-tmpl-abandoned-uploads", 14),
+            ("/aws/lambda/vidline-workers-tmpl-stuck-jobs", 14),
+            ("/aws/lambda/vidline-workers-tmpl-rollup", 14),
         }
     finally:
         assert aws.delete_stack("vidline-tmpl")
@@ -394,8 +414,18 @@ def test_the_lambdas_log_groups_are_the_stacks_with_a_retention(stack_template: 
         "/aws/lambda/${ApiFunctionName}",
         "/aws/lambda/${WorkerFunctionName}",
         "/aws/lambda/${DeadLetterFunctionName}",
+        "/aws/lambda/${AbandonedUploadsFunctionName}",
+        "/aws/lambda/${StuckJobsFunctionName}",
+        "/aws/lambda/${RollupFunctionName}",
     }
-    for name in ("ApiLogGroup", "WorkerLogGroup", "DeadLetterLogGroup"):
+    for name in (
+        "ApiLogGroup",
+        "WorkerLogGroup",
+        "DeadLetterLogGroup",
+        "AbandonedUploadsLogGroup",
+        "StuckJobsLogGroup",
+        "RollupLogGroup",
+    ):
         assert resources[name]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
         assert "Condition" not in resources[name]
     assert stack_template["Parameters"]["LogRetentionDays"]["AllowedValues"] == list(LOG_RETENTION_DAYS)

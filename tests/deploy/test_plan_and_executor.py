@@ -74,6 +74,9 @@ def test_an_existing_ses_identity_is_not_created(project: Project) -> None:
     assert parameters["ApiFunctionName"] == "vidline-api-dev"
     assert parameters["WorkerFunctionName"] == "vidline-workers-dev-process_upload"
     assert parameters["DeadLetterFunctionName"] == "vidline-workers-dev-fail_dead_upload"
+    assert parameters["StuckJobsFunctionName"] == "vidline-workers-dev-stuck-jobs"
+    assert parameters["AbandonedUploadsFunctionName"] == "vidline-workers-dev-abandoned-uploads"
+    assert parameters["RollupFunctionName"] == "vidline-workers-dev-rollup"
     assert parameters["LogRetentionDays"] == "30"
 
 

@@ -26,7 +26,12 @@ IAM_ACTION_OF_CALL = {
     "upload_file": "s3:PutObject",
     "put_object": "s3:PutObject",  # small files (HLS segments, playlists)
     "delete_objects": "s3:DeleteObject",
-    "get_paginator": "s3:ListBucket",  # list_objects_v2
+    "get_paginator:list_objects_v2": "s3:ListBucket",
+    "get_paginator:list_multipart_uploads": "s3:ListBucketMultipartUploads",
+    "abort_multipart_upload": "s3:AbortMultipartUpload",
+    "get_queue_url": "sqs:GetQueueUrl",
+    "send_message": "sqs:SendMessage",
+    "get_queue_attributes": "sqs:GetQueueAttributes",
     "head_bucket": "s3:ListBucket",
     "send_email": "ses:SendEmail",
     "get_send_quota": "ses:GetSendQuota",
@@ -73,7 +78,12 @@ def test_worker_reads_uploads_writes_media_and_mails_only_as_the_sender() -> Non
     assert grants["s3:GetObject"] == {uploads}
     assert grants["s3:PutObject"] == {media}
     assert grants["ses:SendEmail"] == {TARGETS.sender_identity_arn}
-    assert grants["dynamodb:PutItem"] == {TARGETS.idempotency_table_arn}
+    # The usage table's PutItem is the rollup job's marker (chalicelib/adapters/usage_dynamo.py).
+    assert grants["dynamodb:PutItem"] == {
+        TARGETS.idempotency_table_arn,
+        TARGETS.cache_table_arn,
+        TARGETS.usage_table_arn,
+    }
     assert "dynamodb:DeleteItem" not in {a for a, r in grants.items() if TARGETS.videos_table_arn in r}
     assert grants["logs:PutLogEvents"] == {
         f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/{name}:log-stream:*"
@@ -82,23 +92,30 @@ def test_worker_reads_uploads_writes_media_and_mails_only_as_the_sender() -> Non
 
 
 def test_workers_consume_the_jobs_queue_and_the_dead_letter_queue_and_nothing_more() -> None:
-    """What Lambda's SQS pollers call, with the functions' role, on each trigger's queue."""
+    """What Lambda's SQS pollers call, with the functions' role, on each trigger's queue;
+    and stuck-jobs requeues onto the jobs queue (GetQueueUrl, SendMessage)."""
     grants = granted(WORKERS)
     queues = {TARGETS.jobs_queue_arn, TARGETS.jobs_dlq_arn}
     sqs = {action: resources for action, resources in grants.items() if action.startswith("sqs:")}
     assert sqs == {
+        "sqs:GetQueueUrl": {TARGETS.jobs_queue_arn},
+        "sqs:SendMessage": {TARGETS.jobs_queue_arn},
         "sqs:ReceiveMessage": queues,
         "sqs:DeleteMessage": queues,
         "sqs:GetQueueAttributes": queues,
     }
-    assert not any(action.startswith("sqs:") for action in granted(API))
+    # The API only looks at both queues, for its health check.
+    api_sqs = {action: resources for action, resources in granted(API).items() if action.startswith("sqs:")}
+    assert api_sqs == {"sqs:GetQueueAttributes": queues, "sqs:GetQueueUrl": queues}
 
 
 def test_api_signs_uploads_but_cannot_read_sources_or_write_media() -> None:
     grants = granted(API)
     assert grants["s3:PutObject"] == {"arn:aws:s3:::vidline-prod-uploads-111122223333/uploads/*"}
     assert "s3:GetObject" not in grants
-    assert not any(action.startswith(("sqs:", "ses:Send")) for action in grants)
+    assert not any(
+        action.startswith(("sqs:Send", "sqs:Receive", "sqs:Delete", "ses:Send")) for action in grants
+    )
     assert grants["ssm:GetParameter"] == {
         "arn:aws:ssm:eu-west-1:111122223333:parameter/vidline/prod/cdn-private-key"
     }
@@ -142,7 +159,13 @@ API_USES = (
     Use("ssm_secret", frozenset({"read"}), (TARGETS.parameter_arn(TARGETS.cdn_private_key_parameter),)),
 )
 WORKER_USES = (
-    Use("S3BlobStore", frozenset({"head", "presign_download", "delete_prefix"}), UPLOADS),
+    Use(
+        "S3BlobStore",
+        frozenset({"head", "presign_download", "delete_prefix", "abort_multipart_uploads"}),
+        UPLOADS,
+    ),
+    # stuck-jobs (chalicelib/housekeeping.py); _queue_url finds the queue.
+    Use("SqsJobQueue", frozenset({"requeue_upload", "_queue_url"}), (TARGETS.jobs_queue_arn,)),
     Use("S3BlobStore", frozenset({"upload", "delete_prefix"}), MEDIA),
     Use("SesMailer", frozenset({"send"}), (TARGETS.sender_identity_arn,)),
 )
@@ -154,17 +177,39 @@ API_DYNAMO = {
         "dynamodb:Query",  # list_for_owner
         "dynamodb:DeleteItem",  # delete
         "dynamodb:DescribeTable",  # check
-    }
+    },
+    TARGETS.cache_table_arn: {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
+    # DynamoUsageRepository: counted add/delete (UpdateItem, ConditionCheckItem in the
+    # transaction), quota_usage (BatchGetItem), stats (Query, GetItem).
+    TARGETS.usage_table_arn: {
+        "dynamodb:BatchGetItem",
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    },
 }
 WORKER_DYNAMO = {
     # get; update, claim_notification, release_notification
     TARGETS.videos_table_arn: {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+    # list_idle (the scheduled jobs): the open-videos index, never the table itself.
+    TARGETS.videos_index_arn("open-videos"): {"dynamodb:Query"},
     # Powertools DynamoDBPersistenceLayer: save_inprogress, get, update, delete_record
     TARGETS.idempotency_table_arn: {
         "dynamodb:PutItem",
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
+    },
+    TARGETS.cache_table_arn: {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
+    # Counted updates (UpdateItem in the transaction); the rollup job: shards (Query),
+    # marker (GetItem, PutItem), folded days (BatchWriteItem).
+    TARGETS.usage_table_arn: {
+        "dynamodb:BatchWriteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
     },
 }
 
@@ -188,8 +233,11 @@ def adapter_calls() -> dict[tuple[str, str], set[str]]:
                     continue
                 client = node.func.value
                 name = client.attr if isinstance(client, ast.Attribute) else getattr(client, "id", "")
-                if name in {"_s3", "_ses", "_idp", "ssm"}:
-                    calls.setdefault((owner, function.name), set()).add(node.func.attr)
+                if name in {"_s3", "_ses", "_idp", "_sqs", "ssm"}:
+                    call = node.func.attr
+                    if call == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
+                        call += f":{node.args[0].value}"  # what it lists decides the action
+                    calls.setdefault((owner, function.name), set()).add(call)
     return calls
 
 
@@ -216,7 +264,8 @@ def required(uses: tuple[Use, ...], dynamo: dict[str, set[str]]) -> set[tuple[st
                 if action is None:
                     continue
                 objects, *bucket = use.resources
-                resource = bucket[0] if action == "s3:ListBucket" and bucket else objects
+                on_bucket = action in {"s3:ListBucket", "s3:ListBucketMultipartUploads"}
+                resource = bucket[0] if on_bucket and bucket else objects
                 needed.add((action, resource))
     needed |= {(action, table) for table, actions in dynamo.items() for action in actions}
     return needed
@@ -255,3 +304,44 @@ def test_workers_handler_names_match_the_worker_app() -> None:
 
     source = (ROOT / "workers" / "app.py").read_text()
     assert set(re.findall(r'on_sqs_message\([^)]*name="(\w+)"', source)) == set(WORKER_HANDLERS)
+
+
+def test_both_apps_may_make_exactly_the_calls_of_the_caches_dynamodb_store() -> None:
+    """chalicelib/adapters/cache/dynamodb.py: every client call it makes is granted on the
+    cache table, and nothing more, to both apps (both cache reads)."""
+    source = (ROOT / "chalicelib" / "adapters" / "cache" / "dynamodb.py").read_text()
+    calls = set(re.findall(r"self\._client\.(\w+)\(", source))
+    assert calls == {"get_item", "put_item", "delete_item"}
+    actions = {"dynamodb:" + "".join(word.title() for word in call.split("_")) for call in calls}
+    for policy in (API, WORKERS):
+        on_the_table = {
+            action for action, resources in granted(policy).items() if TARGETS.cache_table_arn in resources
+        }
+        assert on_the_table == actions
+
+
+def test_scheduled_handler_names_match_the_worker_app() -> None:
+    from deploy.chalice_config import SCHEDULED_HANDLERS
+
+    source = (ROOT / "workers" / "app.py").read_text()
+    assert set(re.findall(r'@app\.schedule\([^@]*?name="([\w-]+)"', source)) == set(SCHEDULED_HANDLERS)
+
+
+def test_the_workers_may_query_only_the_open_videos_index_and_send_only_to_the_jobs_queue() -> None:
+    grants = granted(WORKERS)
+    queried = grants["dynamodb:Query"]
+    assert f"{TARGETS.videos_table_arn}/index/open-videos" in queried
+    assert TARGETS.videos_table_arn not in queried  # the table itself: no scan, no other query
+    assert grants["sqs:SendMessage"] == {TARGETS.jobs_queue_arn}
+    assert grants["s3:ListBucketMultipartUploads"] == {f"arn:aws:s3:::{TARGETS.uploads_bucket}"}
+    assert grants["s3:AbortMultipartUpload"] == {
+        f"arn:aws:s3:::{TARGETS.uploads_bucket}/uploads/*",
+        f"arn:aws:s3:::{TARGETS.media_bucket}/media/*",
+    }
+
+
+def test_both_apps_may_send_traces_which_x_ray_grants_only_on_every_resource() -> None:
+    """Powertools Tracer (VIDLINE_TRACING, chalicelib/telemetry.py) sends segments as the functions' role."""
+    for policy in (API, WORKERS):
+        grants = granted(policy)
+        assert grants["xray:PutTraceSegments"] == grants["xray:PutTelemetryRecords"] == {"*"}

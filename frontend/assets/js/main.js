@@ -14,6 +14,7 @@ import { ConfigError, loadConfig } from "./config.js";
 import { UploadQueue } from "./queue.js";
 import { currentSession, endSession, hasExpiredSession, msUntilExpiry, startSession } from "./session.js";
 import { announce, confirmDialog, focusHeading, h, icon } from "./ui.js";
+import { mountUsage, trackUsage } from "./usage.js";
 import { mountAuth } from "./views/auth.js";
 import { mountLibrary } from "./views/library.js";
 import { mountWatch } from "./views/watch.js";
@@ -24,6 +25,7 @@ const app = {
   config: null,
   api: null,
   queue: null,
+  usageTracker: null, // trackUsage(api): answers that change the usage panel's figures
   view: null, // the current view's AbortController
   expiryTimer: 0,
   signedIn: false,
@@ -49,6 +51,7 @@ async function boot() {
     getToken: () => currentSession()?.idToken,
     onUnauthorized: () => expireSession(),
   });
+  app.usageTracker = trackUsage(app.api);
   app.queue = new UploadQueue({ api: app.api, config: app.config });
   // Uploads carry on while you watch a video, so their news is announced
   // here rather than by the upload panel.
@@ -121,6 +124,7 @@ function render({ focus = false, notice = "" } = {}) {
   const ctx = { api: app.api, config: app.config, queue: app.queue, signal, navigate };
   const route = currentRoute();
   const mounted = route.name === "watch" ? mountWatch(viewRoot, ctx, route.id) : mountLibrary(viewRoot, ctx);
+  if (route.name === "library") mountUsage(viewRoot, { ...ctx, tracker: app.usageTracker });
   // After sign-in and navigation, focus the new page's heading so screen
   // readers announce where they are. The watch view's heading appears once
   // the video has loaded.
