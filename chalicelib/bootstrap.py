@@ -61,14 +61,15 @@ class Container:
         # passed in is one that is already built.
         self.__dict__.update({name: port for name, port in given.items() if port is not None})
 
-    def client(self, service: str, **config: Any) -> Any:
+    def client(self, service: str, *, endpoint_url: str | None = None, **config: Any) -> Any:
         """A new boto3 client for `service` in the configured region and
-        endpoint, with standard retries; `config` adds botocore options."""
+        endpoint (or `endpoint_url`), with standard retries; `config` adds
+        botocore options."""
         s = self.settings
         return boto3.session.Session().client(
             service,
             region_name=s.region,
-            endpoint_url=s.aws_endpoint_url,
+            endpoint_url=endpoint_url or s.aws_endpoint_url,
             config=Config(retries={"mode": "standard", "max_attempts": 3}, **config),
         )
 
@@ -82,16 +83,27 @@ class Container:
         return self.client("s3", signature_version="s3v4", s3={"addressing_style": addressing})
 
     @cached_property
+    def _s3_presigner(self) -> Any:
+        # Signs what others send to S3 (presigned POSTs, part PUTs, GETs). In
+        # local mode they go to the enforcing front, not to moto directly.
+        public = self.settings.s3_public_endpoint_url
+        if public is None:
+            return self._s3
+        return self.client(
+            "s3", endpoint_url=public, signature_version="s3v4", s3={"addressing_style": "path"}
+        )
+
+    @cached_property
     def videos(self) -> VideoRepository:
         return DynamoVideoRepository(bind_video_record(self.settings))
 
     @cached_property
     def uploads(self) -> BlobStore:
-        return S3BlobStore(self._s3, self.settings.uploads_bucket)
+        return S3BlobStore(self._s3, self.settings.uploads_bucket, presigner=self._s3_presigner)
 
     @cached_property
     def media(self) -> BlobStore:
-        return S3BlobStore(self._s3, self.settings.media_bucket)
+        return S3BlobStore(self._s3, self.settings.media_bucket, presigner=self._s3_presigner)
 
     @cached_property
     def media_urls(self) -> MediaUrls:

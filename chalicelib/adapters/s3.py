@@ -16,16 +16,22 @@ _SINGLE_PUT_MAX_BYTES = 8 * 1024 * 1024
 
 
 class S3BlobStore:
-    """BlobStore on one S3 bucket. `client` must sign with SigV4."""
+    """BlobStore on one S3 bucket. `client` must sign with SigV4.
 
-    def __init__(self, client: Any, bucket: str):
+    `presigner`, another S3 client (SigV4 too), signs the URLs and POSTs handed
+    to others (browsers, ffmpeg) when they must reach S3 at another address than
+    this process does: locally, the enforcing S3 front. Default: `client`.
+    """
+
+    def __init__(self, client: Any, bucket: str, *, presigner: Any = None):
         self._s3 = client
+        self._presigner = client if presigner is None else presigner
         self.bucket = bucket
 
     def presign_upload(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> UploadTicket:
         """A POST policy that binds the key, the content type and a size range."""
         expires_at = utcnow() + timedelta(seconds=expires_s)
-        post = self._s3.generate_presigned_post(
+        post = self._presigner.generate_presigned_post(
             Bucket=self.bucket,
             Key=key,
             Fields={"Content-Type": content_type},
@@ -62,7 +68,7 @@ class S3BlobStore:
         if if_match is not None:
             params["IfMatch"] = f'"{if_match}"'
             headers = (("If-Match", params["IfMatch"]),)
-        url = self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
+        url = self._presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
         return MediaSource(location=url, headers=headers)
 
     def upload(self, path: str, key: str, content_type: str, *, cache_control: str = IMMUTABLE) -> None:
