@@ -91,7 +91,9 @@ def test_uploads_bucket_takes_browser_posts_from_the_cdn_and_queues_each_upload(
 ) -> None:
     uploads = stack_template["Resources"]["UploadsBucket"]
     (cors,) = uploads["Properties"]["CorsConfiguration"]["CorsRules"]
-    assert cors["AllowedMethods"] == ["POST"]
+    # POST for a presigned POST, PUT for the parts of a multipart upload, whose ETags the page reads.
+    assert cors["AllowedMethods"] == ["POST", "PUT"]
+    assert "ETag" in cors["ExposedHeaders"]
     cdn = specialise(stack_template, {**AWS_PARAMETERS, "CdnDomainName": "app.x.com"})
     origins = cdn["Resources"]["UploadsBucket"]["Properties"]["CorsConfiguration"]["CorsRules"][0]
     assert origins["AllowedOrigins"] == [
