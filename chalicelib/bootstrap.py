@@ -21,6 +21,7 @@ from chalicelib.adapters.ses import SesMailer
 from chalicelib.ports import BlobStore, Identity, Mailer, MediaUrls, VideoRepository
 from chalicelib.services import AccountService, HealthService, VideoService
 from chalicelib.settings import Settings
+from chalicelib.uploads import MultipartUploads
 
 if TYPE_CHECKING:
     from chalicelib.adapters.idempotency import IdempotentJobs
@@ -138,6 +139,10 @@ class Container:
     @cached_property
     def video_service(self) -> VideoService:
         return VideoService(self.videos, self.uploads, self.media, self.settings)
+
+    @cached_property
+    def multipart_uploads(self) -> MultipartUploads:
+        return MultipartUploads(self.videos, self.uploads, self.settings, self.video_service.get)
 
     @cached_property
     def health(self) -> HealthService:

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from chalicelib.domain import (
+    MultipartPlan,
     NewVideo,
     NotAuthenticated,
     NotFound,
@@ -26,6 +27,7 @@ from chalicelib.domain import (
 )
 from chalicelib.ports import BlobStore, Identity, Mailer, MediaUrls, VideoRepository
 from chalicelib.settings import Settings
+from chalicelib.uploads import plan_for
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +73,9 @@ class VideoService:
     media: BlobStore
     settings: Settings
 
-    def create(self, owner: Principal, request: NewVideo) -> tuple[Video, UploadTicket]:
-        """Record a new video and presign the upload of its file."""
+    def create(self, owner: Principal, request: NewVideo) -> tuple[Video, UploadTicket | MultipartPlan]:
+        """Record a new video and presign the upload of its file: one POST, or at
+        or above the multipart threshold a multipart upload's plan (chalicelib.uploads)."""
         now = utcnow()
         video = Video(
             id=new_video_id(),
@@ -89,6 +92,12 @@ class VideoService:
                 content_type=request.content_type,
             ),
         )
+        if request.size_bytes >= self.settings.multipart_threshold_bytes:
+            upload_id = self.uploads.start_multipart_upload(video.upload_key, video.source.content_type)
+            plan = plan_for(upload_id, request.size_bytes, self.settings, now)
+            video = video.with_changes(multipart=plan)
+            self.videos.add(video)
+            return video, plan
         ticket = self.uploads.presign_upload(
             upload_key(video.owner_id, video.id),
             content_type=video.source.content_type,
@@ -112,6 +121,9 @@ class VideoService:
     def delete(self, owner: Principal, video_id: str) -> None:
         """Delete the record and every object stored for it."""
         video = self.get(owner, video_id)
+        if video.multipart is not None:
+            # Frees the parts S3 holds; completing it afterwards finds no upload.
+            self.uploads.abort_multipart_uploads(video.upload_prefix)
         # Objects first: if that fails the record is still there to retry with.
         self.uploads.delete_prefix(video.upload_prefix)
         self.media.delete_prefix(video.media_prefix)

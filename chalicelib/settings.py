@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     cdn_private_key_parameter: str = "/vidline/local/cdn-private-key"
 
     # Input limits
-    max_upload_bytes: int = Field(default=2 * GIB, gt=0, le=S3_MAX_OBJECT_BYTES)
+    # Up to S3's object limit (5 TiB). 10 GiB holds the 30-minute limit at
+    # 45 Mb/s, what a phone records in 4K.
+    max_upload_bytes: int = Field(default=10 * GIB, gt=0, le=S3_MAX_OBJECT_BYTES)
     allowed_content_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONTENT_TYPES
     max_title_length: int = Field(default=200, ge=1)
     max_filename_length: int = Field(default=255, ge=1)

@@ -25,6 +25,7 @@ from pynamodb.models import Model
 
 from chalicelib.domain import (
     InvalidRequest,
+    MultipartPlan,
     Outputs,
     Page,
     Rendition,
@@ -70,6 +71,13 @@ class OutputsMap(MapAttribute[str, Any]):
     rungs = ListAttribute(of=RungMap, null=True)
 
 
+class MultipartMap(MapAttribute[str, Any]):
+    upload_id = UnicodeAttribute()
+    part_size = NumberAttribute()
+    part_count = NumberAttribute()
+    expires_at = UTCDateTimeAttribute()
+
+
 class VideoRecord(Model):
     """One video. Bind it to a table with `bind_video_record`."""
 
@@ -91,6 +99,8 @@ class VideoRecord(Model):
     playable = BooleanAttribute(null=True)
     notified_at = UTCDateTimeAttribute(null=True)
     upload_etag = UnicodeAttribute(null=True)
+    # Only on videos that upload in parts (issue 11).
+    multipart = MultipartMap(null=True)
 
 
 def bind_video_record(settings: Settings) -> type[VideoRecord]:
@@ -132,6 +142,26 @@ def _outputs_map(outputs: Outputs) -> OutputsMap:
     )
 
 
+def _multipart_map(plan: MultipartPlan) -> MultipartMap:
+    return MultipartMap(
+        upload_id=plan.upload_id,
+        part_size=plan.part_size,
+        part_count=plan.part_count,
+        expires_at=plan.expires_at,
+    )
+
+
+def _to_plan(plan: MultipartMap | None) -> MultipartPlan | None:
+    if plan is None:
+        return None
+    return MultipartPlan(
+        upload_id=plan.upload_id,
+        part_size=int(plan.part_size),
+        part_count=int(plan.part_count),
+        expires_at=plan.expires_at,
+    )
+
+
 def _to_video(record: VideoRecord) -> Video:
     s = record.source
     outputs = None
@@ -170,6 +200,7 @@ def _to_video(record: VideoRecord) -> Video:
         playable=bool(record.playable),
         notified_at=record.notified_at,
         upload_etag=record.upload_etag,
+        multipart=_to_plan(record.multipart),
     )
 
 
@@ -213,6 +244,7 @@ class DynamoVideoRepository:
             playable=video.playable,
             notified_at=video.notified_at,
             upload_etag=video.upload_etag,
+            multipart=_multipart_map(video.multipart) if video.multipart is not None else None,
         )
         try:
             record.save(condition=self._record.video_id.does_not_exist())
@@ -263,6 +295,8 @@ class DynamoVideoRepository:
                 actions.append(attribute.set(_source_map(value)))
             elif name == "outputs":
                 actions.append(attribute.set(_outputs_map(value)))
+            elif name == "multipart":
+                actions.append(attribute.set(_multipart_map(value)))
             else:
                 actions.append(attribute.set(value))
         condition = model.video_id.exists()
