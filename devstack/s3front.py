@@ -628,7 +628,15 @@ class _Body:
         """Up to `limit` more bytes; raises IncompleteBody if the client stops early."""
         if self.remaining <= 0:
             return b""
-        data = self._handler.rfile.read(min(limit, self.remaining))
+        try:
+            data = self._handler.rfile.read(min(limit, self.remaining))
+        except TimeoutError:
+            raise S3Refusal(
+                400,
+                "RequestTimeout",
+                "Your socket connection to the server was not read from or written to within "
+                "the timeout period. Idle connections will be closed.",
+            ) from None
         if not data:
             raise S3Refusal(
                 400,
@@ -641,6 +649,8 @@ class _Body:
 
 class _FrontHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Seconds a client may stay silent, mid-request or between two requests.
+    timeout = 60
     front: ClassVar[S3Front]
 
     def log_message(self, format: str, *args: object) -> None:
@@ -889,14 +899,18 @@ class _FrontHandler(BaseHTTPRequestHandler):
         if unread:
             self.close_connection = True
         content = b"" if self.command == "HEAD" else refusal.xml(path)
-        self.send_response(refusal.status)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(content)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self._cors_headers()
-        self.end_headers()
-        self.wfile.write(content)
+        try:
+            self.send_response(refusal.status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(content)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self._cors_headers()
+            self.end_headers()
+            self.wfile.write(content)
+        except OSError:  # the client is gone
+            self.close_connection = True
+            return
         if unread:
             self._linger()
 

@@ -18,7 +18,10 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.s3 import S3BlobStore
@@ -467,3 +470,60 @@ def test_a_client_with_the_wrong_secret_is_refused(front: S3Front, settings: Set
         client.put_object(Bucket=settings.uploads_bucket, Key=new_key(), Body=b"data")
 
     assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_every_kind_of_post_condition_is_enforced(presigner: Any, moto_s3: Any, settings: Settings) -> None:
+    bucket, prefix = settings.uploads_bucket, f"test/{uuid.uuid4().hex}/"
+    form = presigner.generate_presigned_post(
+        bucket,
+        prefix + "${filename}",
+        Fields={"success_action_status": "201", "x-amz-meta-owner": "ann"},
+        Conditions=[
+            ["starts-with", "$key", prefix],
+            {"success_action_status": "201"},
+            ["eq", "$x-amz-meta-owner", "ann"],
+            ["content-length-range", 10, 100],
+        ],
+        ExpiresIn=60,
+    )
+    ticket = UploadTicket(url=form["url"], fields=form["fields"], expires_at=datetime.now(UTC), max_bytes=100)
+
+    accepted = post(ticket, b"x" * 10, key=prefix + "ok")
+    outside = post(ticket, b"x" * 10, key="elsewhere/ok")
+    wrong_owner = post(ticket, b"x" * 10, key=prefix + "owner", **{"x-amz-meta-owner": "bob"})
+    too_small = post(ticket, b"x" * 9, key=prefix + "small")
+    too_large = post(ticket, b"x" * 101, key=prefix + "large")
+
+    assert accepted.status_code == 201, accepted.text
+    assert stored(moto_s3, bucket, prefix + "ok") == b"x" * 10
+    assert s3_error(outside) == (
+        403,
+        "AccessDenied",
+        f'Invalid according to Policy: Policy Condition failed: ["starts-with", "$key", "{prefix}"]',
+    )
+    assert s3_error(wrong_owner)[:2] == (403, "AccessDenied")
+    assert s3_error(too_small)[:2] == (400, "EntityTooSmall")
+    assert s3_error(too_large)[:2] == (400, "EntityTooLarge")
+    for name in ("owner", "small", "large"):
+        assert stored(moto_s3, bucket, prefix + name) is None
+
+
+def test_a_body_that_differs_from_its_signed_hash_is_refused(
+    front: S3Front, moto_s3: Any, settings: Settings
+) -> None:
+    url = f"{front.url}/{settings.uploads_bucket}/{new_key()}"
+    signed = AWSRequest(method="PUT", url=url, data=b"the signed body")
+    signed.context["payload_signing_enabled"] = True
+    credentials = Credentials(
+        LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        LOCAL_CREDENTIALS["AWS_SESSION_TOKEN"],
+    )
+    S3SigV4Auth(credentials, "s3", settings.region).add_auth(signed)
+
+    swapped = requests.put(url, data=b"another body!!!", headers=dict(signed.headers), timeout=10)
+    honest = requests.put(url, data=b"the signed body", headers=dict(signed.headers), timeout=10)
+
+    assert s3_error(swapped)[:2] == (400, "XAmzContentSHA256Mismatch")
+    assert honest.status_code == 200, honest.text
+    assert stored(moto_s3, settings.uploads_bucket, urlsplit(url).path.split("/", 2)[2]) == b"the signed body"
