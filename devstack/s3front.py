@@ -85,6 +85,8 @@ LINGER_S = 2.0
 # A refused request's body up to this size is read and dropped, keeping the
 # connection open for the next request.
 DRAIN_BYTES = 64 * 1024
+# Seconds a client may stay silent, mid-request or between two requests.
+CLIENT_TIMEOUT_S = 60.0
 CORS_METHODS = ("GET", "HEAD", "PUT", "POST")
 CORS_EXPOSED = "ETag, Location"
 CORS_MAX_AGE_S = 3000
@@ -600,21 +602,33 @@ class _HeldBackWriter:
     `finish`, so a body the front refuses part-way never reaches moto whole."""
 
     def __init__(self, connection: http.client.HTTPConnection) -> None:
-        self._connection = connection
+        assert connection.sock is not None, "write after endheaders()"
+        self._sock: socket.socket = connection.sock
+        # Small writes go out at once: Nagle's algorithm would hold the
+        # held-back byte until moto acknowledges, stalling every chunk.
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._held = b""
 
     def write(self, data: bytes | memoryview) -> None:
         if not data:
             return
-        if self._held:
-            self._connection.send(self._held)
-        self._connection.send(data[:-1])
-        self._held = bytes(data[-1:])
+        view = memoryview(data)
+        self._send([self._held, view[:-1]])  # one system call, no copy
+        self._held = bytes(view[-1:])
 
     def finish(self) -> None:
-        if self._held:
-            self._connection.send(self._held)
-            self._held = b""
+        self._send([self._held])
+        self._held = b""
+
+    def _send(self, buffers: list[bytes | memoryview]) -> None:
+        views = [memoryview(buffer) for buffer in buffers if len(buffer)]
+        while views:
+            sent = self._sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if views and sent:
+                views[0] = views[0][sent:]
 
 
 class _Body:
@@ -649,8 +663,7 @@ class _Body:
 
 class _FrontHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    # Seconds a client may stay silent, mid-request or between two requests.
-    timeout = 60
+    timeout = CLIENT_TIMEOUT_S
     front: ClassVar[S3Front]
 
     def log_message(self, format: str, *args: object) -> None:
@@ -998,9 +1011,11 @@ class S3Front(BackgroundHTTPServer):
         credentials: Mapping[str, str],
         cors_origins: Sequence[str] = ("*",),
         now: Callable[[], datetime] | None = None,
+        client_timeout_s: float = CLIENT_TIMEOUT_S,
     ) -> None:
         """`credentials` as in `devstack.aws.LOCAL_CREDENTIALS` (AWS_ACCESS_KEY_ID ...);
-        `now` is the clock that expiries are checked against (tests move it)."""
+        `now` is the clock that expiries are checked against (tests move it);
+        `client_timeout_s` how long a client may stay silent."""
         upstream = urlsplit(upstream_url)
         if upstream.scheme != "http" or upstream.hostname is None or upstream.port is None:
             raise ValueError(f"the S3 front needs an http://host:port upstream, not {upstream_url!r}")
@@ -1014,5 +1029,5 @@ class S3Front(BackgroundHTTPServer):
         )
         self.cors_origins = tuple(cors_origins)
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
-        handler = type("S3FrontHandler", (_FrontHandler,), {"front": self})
+        handler = type("S3FrontHandler", (_FrontHandler,), {"front": self, "timeout": client_timeout_s})
         super().__init__(host, port, handler, name="s3-front")

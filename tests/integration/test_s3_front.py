@@ -36,7 +36,9 @@ APP_ORIGIN = "http://app.test"
 MIB = 1024 * 1024
 
 
-def start_front(moto_endpoint: str, settings: Settings, shift: timedelta = timedelta(0)) -> S3Front:
+def start_front(
+    moto_endpoint: str, settings: Settings, shift: timedelta = timedelta(0), client_timeout_s: float = 60
+) -> S3Front:
     front = S3Front(
         "127.0.0.1",
         free_port(),
@@ -45,6 +47,7 @@ def start_front(moto_endpoint: str, settings: Settings, shift: timedelta = timed
         credentials=LOCAL_CREDENTIALS,
         cors_origins=(APP_ORIGIN,),
         now=lambda: datetime.now(UTC) + shift,
+        client_timeout_s=client_timeout_s,
     )
     front.start()
     return front
@@ -527,3 +530,30 @@ def test_a_body_that_differs_from_its_signed_hash_is_refused(
     assert s3_error(swapped)[:2] == (400, "XAmzContentSHA256Mismatch")
     assert honest.status_code == 200, honest.text
     assert stored(moto_s3, settings.uploads_bucket, urlsplit(url).path.split("/", 2)[2]) == b"the signed body"
+
+
+def test_a_client_that_stops_sending_gets_a_request_timeout_and_nothing_is_stored(
+    moto_endpoint: str, settings: Settings, moto_s3: Any
+) -> None:
+    impatient = start_front(moto_endpoint, settings, client_timeout_s=0.5)
+    try:
+        key = new_key()
+        url = s3_client(impatient.url, settings).generate_presigned_url(
+            "put_object", Params={"Bucket": settings.uploads_bucket, "Key": key}, ExpiresIn=60
+        )
+        target = urlsplit(url)
+        with socket.create_connection((target.hostname, target.port), timeout=10) as sock:
+            sock.sendall(
+                f"PUT {target.path}?{target.query} HTTP/1.1\r\nHost: {target.netloc}\r\n"
+                "Content-Length: 1000\r\n\r\n".encode()
+                + b"x" * 500
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    finally:
+        impatient.stop()
+
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"<Code>RequestTimeout</Code>" in answer
+    assert stored(moto_s3, settings.uploads_bucket, key) is None
