@@ -26,7 +26,12 @@ IAM_ACTION_OF_CALL = {
     "upload_file": "s3:PutObject",
     "put_object": "s3:PutObject",  # small files (HLS segments, playlists)
     "delete_objects": "s3:DeleteObject",
-    "get_paginator": "s3:ListBucket",  # list_objects_v2
+    "get_paginator": "s3:ListBucket",  # list_objects_v2 (list_multipart_uploads: see below)
+    # Multipart uploads; UploadPart is a presigned PUT, s3:PutObject as well.
+    "create_multipart_upload": "s3:PutObject",
+    "complete_multipart_upload": "s3:PutObject",
+    "list_parts": "s3:ListMultipartUploadParts",
+    "abort_multipart_upload": "s3:AbortMultipartUpload",
     "head_bucket": "s3:ListBucket",
     "send_email": "ses:SendEmail",
     "get_send_quota": "ses:GetSendQuota",
@@ -131,7 +136,21 @@ MEDIA = _objects(TARGETS.media_bucket, "media/")
 # What each app calls, adapter method by adapter method (chalicelib/services.py
 # for the API, chalicelib/processing.py for the worker, wired in chalicelib/bootstrap.py).
 API_USES = (
-    Use("S3BlobStore", frozenset({"presign_upload", "delete_prefix", "check"}), UPLOADS),
+    Use(
+        "S3BlobStore",
+        frozenset(
+            {
+                "presign_upload",
+                "delete_prefix",
+                "check",
+                "start_multipart_upload",
+                "list_parts",
+                "complete_multipart_upload",
+                "abort_multipart_uploads",
+            }
+        ),
+        UPLOADS,
+    ),
     Use("S3BlobStore", frozenset({"delete_prefix", "check"}), MEDIA),
     Use(
         "CognitoIdentity",
@@ -188,7 +207,7 @@ def adapter_calls() -> dict[tuple[str, str], set[str]]:
                     continue
                 client = node.func.value
                 name = client.attr if isinstance(client, ast.Attribute) else getattr(client, "id", "")
-                if name in {"_s3", "_ses", "_idp", "ssm"}:
+                if name in {"_s3", "_presigner", "_ses", "_idp", "ssm"}:
                     calls.setdefault((owner, function.name), set()).add(node.func.attr)
     return calls
 
@@ -255,3 +274,11 @@ def test_workers_handler_names_match_the_worker_app() -> None:
 
     source = (ROOT / "workers" / "app.py").read_text()
     assert set(re.findall(r'on_sqs_message\([^)]*name="(\w+)"', source)) == set(WORKER_HANDLERS)
+
+
+def test_the_api_may_run_multipart_uploads_on_upload_keys_only() -> None:
+    grants = granted(API)
+    for action in ("s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"):
+        assert grants[action] == {UPLOADS[0]}, action
+    # abort_multipart_uploads lists a prefix's open uploads: a bucket-level action.
+    assert grants["s3:ListBucketMultipartUploads"] == {UPLOADS[1]}
