@@ -184,7 +184,7 @@ function renderRow(item, queue) {
   const kind = rowKind(item);
   const meta = `${item.file.name} · ${formatBytes(item.file.size)}`;
 
-  if (item.state === "pending") {
+  if (kind === "pending") {
     const titleId = `queue-title-${item.id}`;
     const title = h("input", {
       id: titleId,

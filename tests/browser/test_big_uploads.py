@@ -1,0 +1,260 @@
+"""Big files in the web app: sent in parts, through a failing part, and resumed after a reload.
+
+The stack here uses a 16 MiB multipart threshold and 5 MiB parts (S3's
+minimum), so a 22 MiB file, made at test time, goes up in five parts.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from playwright.sync_api import Page, Request, Route, expect
+
+from devstack.client import ROOT, ApiClient, StackProcess
+from tests.browser.conftest import Throttle
+from tests.browser.test_web_app import PASSWORD, button, cards, sign_in
+from tests.media_tools import make_clip
+
+pytestmark = pytest.mark.browser
+
+MIB = 1024 * 1024
+PART_BYTES = 5 * MIB
+# Four whole parts and a short last one.
+FILE_BYTES = 4 * PART_BYTES + 2 * MIB + 123
+PROCESSING_TIMEOUT_MS = 60_000
+
+S3_INTERNAL_ERROR = (
+    b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
+)
+S3_EXPIRED = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+# Every value the upload's progress bar ever shows, in order, kept by the
+# page itself so that a dip shorter than a Playwright poll is not missed.
+RECORD_PROGRESS = """
+window.__progress = [];
+new MutationObserver((mutations) => {
+  for (const m of mutations) {
+    const nodes = m.type === "attributes" ? [m.target] : [...m.addedNodes];
+    for (const node of nodes) {
+      if (!(node instanceof Element)) continue;
+      for (const bar of [node, ...node.querySelectorAll("progress")]) {
+        if (bar.tagName === "PROGRESS" && bar.hasAttribute("value")) window.__progress.push(bar.value);
+      }
+    }
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ["value"]});
+"""
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[StackProcess]:
+    """A local stack whose uploads go in parts from 16 MiB on, in 5 MiB parts."""
+    logs = ROOT / "test-artifacts"
+    logs.mkdir(exist_ok=True)
+    env = {
+        "VIDLINE_MULTIPART_THRESHOLD_BYTES": str(16 * MIB),
+        "VIDLINE_MULTIPART_PART_BYTES": str(PART_BYTES),
+    }
+    with StackProcess(logs / "browser-big-uploads-stack.log", env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def big_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 2 s clip, padded to FILE_BYTES with an MP4 `free` box, which players skip."""
+    path = make_clip(tmp_path_factory.mktemp("big") / "Long hike.mp4", seconds=2, faststart=True)
+    padding = FILE_BYTES - path.stat().st_size
+    with path.open("ab") as file:
+        file.write(struct.pack(">I4s", padding, b"free"))
+        file.write(bytes(padding - 8))
+    assert path.stat().st_size == FILE_BYTES
+    return path
+
+
+def is_part_url(url: str) -> bool:
+    """A presigned UploadPart URL (PUT ...?partNumber=N&uploadId=...)."""
+    return "partNumber" in parse_qs(urlsplit(url).query)
+
+
+def part_number(request: Request) -> int:
+    return int(parse_qs(urlsplit(request.url).query)["partNumber"][0])
+
+
+def wait_until(page: Page, condition: Callable[[], bool], timeout_s: float = 20) -> None:
+    """Poll `condition`, letting Playwright run the page's route handlers and events meanwhile."""
+    for _ in range(int(timeout_s * 10)):
+        if condition():
+            return
+        page.wait_for_timeout(100)
+    assert condition()
+
+
+def sign_up_and_in(page: Page, stack: StackProcess) -> ApiClient:
+    user = ApiClient.sign_up(stack.api, PASSWORD)
+    sign_in(page, user.email)
+    expect(button(page, "Sign out")).to_be_visible()
+    return user
+
+
+def status_of(user: ApiClient, video_id: str) -> str:
+    response = requests.get(f"{user.base_url}/videos/{video_id}", headers=user.headers, timeout=10)
+    response.raise_for_status()
+    status: str = response.json()["status"]
+    return status
+
+
+class FlakyS3(BaseHTTPRequestHandler):
+    """Takes a part's bytes, as S3 would, then refuses it: part 2 with a 500
+    InternalError, any other with 403 "Request has expired"."""
+
+    def do_OPTIONS(self) -> None:
+        self.send_response(204)
+        self._cors()
+        self.end_headers()
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        expired = parse_qs(urlsplit(self.path).query)["partNumber"] != ["2"]
+        body = S3_EXPIRED if expired else S3_INTERNAL_ERROR
+        self.send_response(403 if expired else 500)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self._cors()
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _cors(self) -> None:
+        self.send_header("Access-Control-Allow-Origin", self.headers.get("Origin", "*"))
+        self.send_header("Access-Control-Allow-Methods", "PUT")
+        self.send_header("Access-Control-Allow-Headers", "*")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky_s3() -> Iterator[str]:
+    """The origin of a FlakyS3 on loopback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize("expect_http_error", [{500: "partNumber=2", 403: "partNumber=3"}])
+def test_a_big_file_goes_up_in_parts_through_failing_parts(
+    page: Page,
+    stack: StackProcess,
+    big_clip: Path,
+    flaky_s3: str,
+    throttle_upload: Throttle,
+    expect_http_error: dict[int, str],
+) -> None:
+    page.add_init_script(RECORD_PROGRESS)
+    user = sign_up_and_in(page, stack)
+    puts: Counter[int] = Counter()
+    urls_asked: Counter[int] = Counter()
+
+    def first_tries_of_2_and_3_fail(route: Route) -> None:
+        # The first PUT of part 2 and of part 3 goes to FlakyS3 instead: its
+        # bytes are sent (the progress bar counts them), then refused.
+        n = part_number(route.request)
+        puts[n] += 1
+        if n in {2, 3} and puts[n] == 1:
+            target = urlsplit(route.request.url)
+            route.continue_(url=f"{flaky_s3}{target.path}?{target.query}")
+        else:
+            route.continue_()
+
+    def count_url_requests(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/upload/parts"):
+            urls_asked.update(request.post_data_json["part_numbers"])
+
+    page.on("request", count_url_requests)
+    page.route(is_part_url, first_tries_of_2_and_3_fail)
+    # Slow enough for progress events to come while a part is on its way.
+    throttle_upload(16 * MIB)
+    page.get_by_label("Choose video").set_input_files(big_clip)
+    button(page, "Upload").click()
+
+    card = cards(page).first
+    expect(card).to_have_attribute("data-status", re.compile("queued|processing|ready"), timeout=30_000)
+    # Each part was sent once, and parts 2 and 3 again after their refusal.
+    assert puts == {1: 1, 2: 2, 3: 2, 4: 1, 5: 1}, puts
+    # Part 3's URL "expired", so the page asked for a fresh one; part 2's was kept.
+    assert urls_asked == {1: 1, 2: 1, 3: 2, 4: 1, 5: 1}, urls_asked
+    progress: list[float] = page.evaluate("window.__progress")
+    assert progress, "the progress bar never showed a value"
+    assert progress == sorted(progress), f"the progress went down: {progress}"
+    assert progress[-1] == 100, progress
+    video_id = card.get_attribute("data-video-id")
+    assert video_id is not None
+    expect(card).to_have_attribute("data-status", "ready", timeout=PROCESSING_TIMEOUT_MS)
+    assert status_of(user, video_id) == "ready"
+    assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
+    page.unroute_all(behavior="ignoreErrors")
+
+
+def test_a_reloaded_upload_resumes_with_the_parts_it_lacks(
+    page: Page, stack: StackProcess, big_clip: Path
+) -> None:
+    user = sign_up_and_in(page, stack)
+    page.on("dialog", lambda dialog: dialog.accept())  # "Leave site?" while uploading
+    held: list[Route] = []  # never answered: they die with the page
+    sent_after_reload: Counter[int] = Counter()
+    reloaded = False
+    stored: Counter[int] = Counter()
+
+    def route_parts(route: Route) -> None:
+        # Before the reload, parts 1 and 2 go through and the others hang;
+        # after it, every part goes through, counted.
+        n = part_number(route.request)
+        if reloaded:
+            sent_after_reload[n] += 1
+            route.continue_()
+        elif n <= 2:
+            route.continue_()
+        else:
+            held.append(route)
+
+    def count_stored(request: Request) -> None:
+        response = request.response()
+        if request.method == "PUT" and is_part_url(request.url) and response is not None and response.ok:
+            stored[part_number(request)] += 1
+
+    page.on("requestfinished", count_stored)
+    page.route(is_part_url, route_parts)
+    page.get_by_label("Choose video").set_input_files(big_clip)
+    button(page, "Upload").click()
+    wait_until(page, lambda: sum(stored.values()) == 2 and len(held) == 3)
+    assert dict(stored) == {1: 1, 2: 1}, stored
+
+    reloaded = True
+    page.reload()
+    expect(button(page, "Sign out")).to_be_visible()
+    page.get_by_label("Choose video").set_input_files(big_clip)
+    resume = button(page, "Resume upload")
+    expect(resume).to_be_visible()
+    expect(page.get_by_text("upload was interrupted")).to_be_visible()
+    resume.click()
+
+    card = cards(page).first
+    expect(card).to_have_attribute("data-status", re.compile("queued|processing|ready"), timeout=30_000)
+    assert sent_after_reload == {3: 1, 4: 1, 5: 1}, sent_after_reload
+    wait_until(page, lambda: sum(stored.values()) == 5)
+    assert stored == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, stored
+    (video,) = user.list_videos()  # the same video: resumed, not uploaded again
+    assert video["id"] == card.get_attribute("data-video-id")
+    assert video["status"] in {"queued", "processing", "ready"}
+    assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
