@@ -222,13 +222,26 @@ class MultipartUploads:
         """Check `parts` (part number, ETag), join them into the upload's object
         and queue the video. On any error the upload stays open, unchanged."""
         video, plan = self._open(owner, video_id)
-        joined = check_completion(plan, video.source.size_bytes, parts, self._stored_parts(video, plan))
+        try:
+            stored_parts = self.uploads.list_parts(video.upload_key, plan.upload_id)
+        except NoSuchUpload:
+            # A retry after S3 completed the upload but this service did not
+            # record it (its answer or its update was lost): record it now.
+            stored = self.uploads.head(video.upload_key)
+            if stored is None:
+                raise self._gone(video) from None
+            return self._record_completion(video, stored.etag)
+        joined = check_completion(plan, video.source.size_bytes, parts, stored_parts)
         try:
             etag = self.uploads.complete_multipart_upload(video.upload_key, plan.upload_id, joined)
         except NoSuchUpload:
             raise self._gone(video) from None
         except PartsRefused as refused:
             raise PartsNotAccepted(f"S3 refused the parts: {refused.reason}") from None
+        return self._record_completion(video, etag)
+
+    def _record_completion(self, video: Video, etag: str) -> Video:
+        """The video, queued for the object `etag` its upload made (the claim)."""
         try:
             return self.videos.update(
                 video,
@@ -276,6 +289,6 @@ class MultipartUploads:
         current = self.videos.get(video.owner_id, video.id)
         if current is None:
             return NotFound("No such video.")
-        if current.upload_etag is not None:
+        if current.upload_etag is not None or self.uploads.head(video.upload_key) is not None:
             return UploadCompleted("This upload was completed already; the video is being processed.")
         return UploadGone("This upload is no longer open. Create a new video to upload the file.")

@@ -306,3 +306,20 @@ def test_part_urls_last_the_configured_time_within_the_window(
     assert [p["expires_s"] for p in fakes.uploads.presigned_parts] == [3600, 3600]
     with pytest.raises(InvalidPartNumbers, match="1 to 100"):
         uploads.part_urls(ALICE, video.id, list(range(1, 102)))
+
+
+def test_a_completion_s3_made_but_the_service_did_not_record_is_recorded_on_retry(
+    fakes: FakePorts, settings: Settings, uploads: MultipartUploads
+) -> None:
+    """The answer or the update was lost after S3 joined the parts: the client retries."""
+    video = created(fakes, settings)
+    parts = put_all(fakes, video, b"z" * SIZE)
+    assert video.multipart is not None
+    fakes.uploads.complete_multipart_upload(video.upload_key, video.multipart.upload_id, parts)
+    with pytest.raises(UploadCompleted):  # asking what S3 holds: nothing to resume
+        uploads.status(ALICE, video.id)
+
+    done = uploads.complete(ALICE, video.id, parts)
+
+    stored = fakes.uploads.head(video.upload_key)
+    assert stored is not None and done.upload_etag == stored.etag and done.status is VideoStatus.QUEUED
