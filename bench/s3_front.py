@@ -9,7 +9,9 @@ a presigned PUT and with a presigned POST (the form `presign_upload` makes),
 once signed for moto and once signed for the front, alternating so that the
 machine's drift hits both alike. It streams the file from disk in 1 MiB
 blocks, as a browser would, and prints each median of `--runs` and the ratio
-front ÷ moto (1.0: no overhead; 0.9: the front costs 10 % of the throughput).
+front ÷ moto (1.0: no overhead; 0.9: the front costs 10 % of the throughput),
+and the CPU seconds the server process (moto, plus the front when used)
+spent per GiB uploaded, which a busy machine disturbs less than throughput.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from devstack.aws import LOCAL_CREDENTIALS  # noqa: E402
 from devstack.client import free_port  # noqa: E402
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 BLOCK = MIB
 REGION = "us-east-1"
 BUCKET = "bench-uploads"
@@ -79,14 +82,14 @@ def serve(moto_port: int, front_port: int) -> None:
 
 
 @contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """Start the server process; the moto and the front endpoints."""
+def servers() -> Iterator[tuple[str, str, int]]:
+    """Start the server process; the moto and the front endpoints, and its pid."""
     moto_port, front_port = free_port(), free_port()
     command = [sys.executable, __file__, "--serve", str(moto_port), str(front_port)]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-        yield f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{front_port}"
+        yield f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{front_port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -171,6 +174,12 @@ def post(endpoint: str, path: Path, key: str) -> float:
         )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def random_file(folder: Path, size: int) -> Path:
     path = folder / f"{size // MIB}MiB.bin"
     with path.open("wb") as out:
@@ -191,26 +200,37 @@ def main() -> None:
         serve(*args.serve)
         return
     sizes = [int(part) * MIB for part in args.sizes_mib.split(",")]
-    with tempfile.TemporaryDirectory() as folder, servers() as (moto, front):
+    with tempfile.TemporaryDirectory() as folder, servers() as (moto, front, server_pid):
         direct = s3_client(moto)
         direct.create_bucket(Bucket=BUCKET)
         print(
-            f"{'upload':<14}{'moto MB/s':>12}{'front MB/s':>12}{'front/moto':>12}   (median of {args.runs})"
+            f"{'upload':<14}{'moto MB/s':>12}{'front MB/s':>12}{'front/moto':>12}"
+            f"{'CPU s/GiB moto':>16}{'with front':>12}   (medians of {args.runs})"
         )
         for size in sizes:
             path = random_file(Path(folder), size)
             for name, upload in (("PUT", put), ("POST", post)):
                 times: dict[str, list[float]] = {"moto": [], "front": []}
+                # The server's CPU per GiB: unlike throughput, barely moved
+                # by whatever else the machine runs meanwhile.
+                cpu: dict[str, list[float]] = {"moto": [], "front": []}
                 for _ in range(args.runs):
                     for label, endpoint in (("moto", moto), ("front", front)):
                         key = f"bench/{uuid.uuid4().hex}"
+                        cpu_before = cpu_seconds(server_pid)
                         times[label].append(upload(endpoint, path, key))
+                        cpu[label].append((cpu_seconds(server_pid) - cpu_before) * GIB / size)
                         assert direct.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == size
                         direct.delete_object(Bucket=BUCKET, Key=key)  # moto keeps objects in memory
                 rates = {label: size / 1e6 / statistics.median(runs) for label, runs in times.items()}
                 row = f"{name} {size // MIB} MiB"
                 ratio = rates["front"] / rates["moto"]
-                print(f"{row:<14}{rates['moto']:>12.0f}{rates['front']:>12.0f}{ratio:>12.2f}", flush=True)
+                cpu_moto, cpu_front = (statistics.median(cpu[label]) for label in ("moto", "front"))
+                print(
+                    f"{row:<14}{rates['moto']:>12.0f}{rates['front']:>12.0f}{ratio:>12.2f}"
+                    f"{cpu_moto:>16.2f}{cpu_front:>12.2f}",
+                    flush=True,
+                )
             path.unlink()
 
 

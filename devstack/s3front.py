@@ -672,21 +672,6 @@ class _FrontHandler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         self._preflight()
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_HEAD(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
     # The request as S3 sees it.
 
     def _split_target(self) -> tuple[str, list[tuple[str, str]], str]:
@@ -720,6 +705,9 @@ class _FrontHandler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError, http.client.HTTPException) as error:
             logger.info("S3 front: %s %s failed: %s", self.command, self.path, error)
             self.close_connection = True
+
+    # Every method goes through the same checks; the signature binds it.
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _serve
 
     def _dispatch(self, path: str, query: list[tuple[str, str]], raw_query: str, body: _Body) -> None:
         front = self.front
