@@ -457,10 +457,8 @@ def parse_post_head(head: bytes, boundary: bytes) -> PostForm | None:
         if head[after : after + 2] == b"--":
             raise S3Refusal(
                 400,
-                "InvalidArgument",
+                "IncorrectNumberOfFilesInPostRequest",
                 "POST requires exactly one file upload per request.",
-                ArgumentName="file",
-                ArgumentValue="0",
             )
         if len(head) < after + 2:
             return None
@@ -751,7 +749,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
             if form is None and len(head) > MAX_POST_PREDATA_BYTES:
                 raise S3Refusal(
                     400,
-                    "MaxPostPreDataLengthExceeded",
+                    "MaxPostPreDataLengthExceededError",
                     "Your POST request fields preceding the upload file were too large.",
                 )
         size = check_post(self.front.signatures, form, bucket, now)

@@ -557,3 +557,23 @@ def test_a_client_that_stops_sending_gets_a_request_timeout_and_nothing_is_store
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert b"<Code>RequestTimeout</Code>" in answer
     assert stored(moto_s3, settings.uploads_bucket, key) is None
+
+
+def test_a_post_without_a_file_or_with_too_much_before_it_is_refused(
+    uploads: S3BlobStore, moto_s3: Any, settings: Settings
+) -> None:
+    key = new_key()
+    ticket = uploads.presign_upload(key, "video/mp4", MIB, 60)
+
+    no_file = requests.post(
+        ticket.url, files={name: (None, value) for name, value in ticket.fields.items()}, timeout=10
+    )
+    padded = post(ticket, b"data", **{"x-ignore-padding": "x" * 30_000})
+
+    assert s3_error(no_file) == (
+        400,
+        "IncorrectNumberOfFilesInPostRequest",
+        "POST requires exactly one file upload per request.",
+    )
+    assert s3_error(padded)[:2] == (400, "MaxPostPreDataLengthExceededError")
+    assert stored(moto_s3, settings.uploads_bucket, key) is None
