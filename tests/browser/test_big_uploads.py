@@ -6,6 +6,7 @@ minimum), so a 22 MiB file, made at test time, goes up in five parts.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 import threading
@@ -17,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, Request, Route, expect
 
 from devstack.client import ROOT, ApiClient, StackProcess
@@ -206,55 +208,106 @@ def test_a_big_file_goes_up_in_parts_through_failing_parts(
     page.unroute_all(behavior="ignoreErrors")
 
 
+class PartTraffic:
+    """The page's part PUTs, routed: each counted when sent and when S3 took it;
+    while `holding`, parts from 3 on are held unanswered (they die with the page)."""
+
+    def __init__(self, page: Page) -> None:
+        self.holding = True
+        self.held: list[Route] = []
+        self.sent: Counter[int] = Counter()
+        self.stored: Counter[int] = Counter()
+        page.route(is_part_url, self._route)
+        page.on("requestfinished", self._finished)
+
+    def _route(self, route: Route) -> None:
+        n = part_number(route.request)
+        if self.holding and n >= 3:
+            self.held.append(route)
+            return
+        self.sent[n] += 1
+        route.continue_()
+
+    def _finished(self, request: Request) -> None:
+        response = request.response()
+        if request.method == "PUT" and is_part_url(request.url) and response is not None and response.ok:
+            self.stored[part_number(request)] += 1
+
+
+def start_and_stall(page: Page, big_clip: Path) -> PartTraffic:
+    """Start uploading `big_clip`; return once parts 1 and 2 are in S3 and 3 to 5 hang."""
+    parts = PartTraffic(page)
+    page.get_by_label("Choose video").set_input_files(big_clip)
+    button(page, "Upload").click()
+    wait_until(page, lambda: sum(parts.stored.values()) == 2 and len(parts.held) == 3)
+    assert parts.stored == {1: 1, 2: 1}, parts.stored
+    return parts
+
+
+def reload_and_choose_again(page: Page, parts: PartTraffic, big_clip: Path) -> None:
+    """Reload the page mid-upload (saying yes to "Leave site?") and choose the same file."""
+    page.on("dialog", lambda dialog: dialog.accept())
+    parts.holding = False
+    parts.sent.clear()
+    page.reload()
+    # The held requests went with the old page; answering them tells Playwright so.
+    for route in parts.held:
+        with contextlib.suppress(PlaywrightError):
+            route.abort()
+    expect(button(page, "Sign out")).to_be_visible()
+    page.get_by_label("Choose video").set_input_files(big_clip)
+    expect(page.get_by_text("upload was interrupted")).to_be_visible()
+
+
 def test_a_reloaded_upload_resumes_with_the_parts_it_lacks(
     page: Page, stack: StackProcess, big_clip: Path
 ) -> None:
     user = sign_up_and_in(page, stack)
-    page.on("dialog", lambda dialog: dialog.accept())  # "Leave site?" while uploading
-    held: list[Route] = []  # never answered: they die with the page
-    sent_after_reload: Counter[int] = Counter()
-    reloaded = False
-    stored: Counter[int] = Counter()
-
-    def route_parts(route: Route) -> None:
-        # Before the reload, parts 1 and 2 go through and the others hang;
-        # after it, every part goes through, counted.
-        n = part_number(route.request)
-        if reloaded:
-            sent_after_reload[n] += 1
-            route.continue_()
-        elif n <= 2:
-            route.continue_()
-        else:
-            held.append(route)
-
-    def count_stored(request: Request) -> None:
-        response = request.response()
-        if request.method == "PUT" and is_part_url(request.url) and response is not None and response.ok:
-            stored[part_number(request)] += 1
-
-    page.on("requestfinished", count_stored)
-    page.route(is_part_url, route_parts)
-    page.get_by_label("Choose video").set_input_files(big_clip)
-    button(page, "Upload").click()
-    wait_until(page, lambda: sum(stored.values()) == 2 and len(held) == 3)
-    assert dict(stored) == {1: 1, 2: 1}, stored
-
-    reloaded = True
-    page.reload()
-    expect(button(page, "Sign out")).to_be_visible()
-    page.get_by_label("Choose video").set_input_files(big_clip)
-    resume = button(page, "Resume upload")
-    expect(resume).to_be_visible()
-    expect(page.get_by_text("upload was interrupted")).to_be_visible()
-    resume.click()
+    parts = start_and_stall(page, big_clip)
+    reload_and_choose_again(page, parts, big_clip)
+    button(page, "Resume upload").click()
 
     card = cards(page).first
     expect(card).to_have_attribute("data-status", re.compile("queued|processing|ready"), timeout=30_000)
-    assert sent_after_reload == {3: 1, 4: 1, 5: 1}, sent_after_reload
-    wait_until(page, lambda: sum(stored.values()) == 5)
-    assert stored == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, stored
+    assert parts.sent == {3: 1, 4: 1, 5: 1}, parts.sent
+    wait_until(page, lambda: sum(parts.stored.values()) == 5)
+    assert parts.stored == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, parts.stored
     (video,) = user.list_videos()  # the same video: resumed, not uploaded again
     assert video["id"] == card.get_attribute("data-video-id")
     assert video["status"] in {"queued", "processing", "ready"}
     assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
+
+
+@pytest.mark.parametrize("expect_http_error", [{404: "/videos/"}])
+def test_a_resumed_upload_whose_video_was_deleted_starts_afresh(
+    page: Page, stack: StackProcess, big_clip: Path, expect_http_error: dict[int, str]
+) -> None:
+    user = sign_up_and_in(page, stack)
+    parts = start_and_stall(page, big_clip)
+    (interrupted,) = user.list_videos()
+    requests.delete(
+        f"{stack.api}/videos/{interrupted['id']}", headers=user.headers, timeout=10
+    ).raise_for_status()
+    reload_and_choose_again(page, parts, big_clip)
+    button(page, "Resume upload").click()
+
+    card = cards(page).first
+    expect(card).to_have_attribute("data-status", re.compile("queued|processing|ready"), timeout=30_000)
+    assert parts.sent == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, parts.sent
+    (video,) = user.list_videos()
+    assert video["id"] != interrupted["id"]
+    assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
+
+
+def test_cancelling_a_big_upload_stops_its_parts_and_deletes_its_video(
+    page: Page, stack: StackProcess, big_clip: Path
+) -> None:
+    user = sign_up_and_in(page, stack)
+    parts = start_and_stall(page, big_clip)
+    assert page.evaluate("localStorage.getItem('vidline.uploads')") is not None
+    button(page, "Cancel").click()
+    expect(page.locator("[aria-live=polite]").first).to_contain_text("Upload cancelled")
+
+    wait_until(page, lambda: user.list_videos() == [])
+    assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
+    assert parts.sent == {1: 1, 2: 1}, parts.sent  # no part was sent again
