@@ -18,8 +18,12 @@ uploads one file of random bytes:
 
 Each way runs `--runs` times, the three alternating so that the machine's
 drift hits each alike, and every stored object is checked for size and then
-deleted (moto keeps objects in memory). It prints each median throughput and
-the ratio multipart ÷ upload_file (the target is at least 0.9).
+deleted (moto keeps objects in memory). It prints each median throughput, the
+CPU seconds per GiB the server process (moto, and the front) spent on it
+(steadier than throughput on a busy machine), and the ratio
+multipart ÷ upload_file (the target is at least 0.9). `--multipart-direct`
+adds multipart with URLs signed for moto itself, to tell the front's share
+from the protocol's; `--part-mib` changes the preferred part size.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import s3_front  # noqa: E402  (its server process, client and POST)
 
 from chalicelib.adapters.s3 import S3BlobStore  # noqa: E402
-from chalicelib.settings import MIB, Settings  # noqa: E402
+from chalicelib.settings import GIB, MIB, Settings  # noqa: E402
 from chalicelib.uploads import MAX_PART_URLS_PER_REQUEST, part_size_for  # noqa: E402
 
 BUCKET = s3_front.BUCKET
@@ -106,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size_mib * MIB
     preferred_part = args.part_mib * MIB or Settings.model_construct().multipart_part_bytes
-    with tempfile.TemporaryDirectory() as folder, s3_front.servers() as (moto, front):
+    with tempfile.TemporaryDirectory() as folder, s3_front.servers() as (moto, front, server_pid):
         direct = s3_front.s3_client(moto)
         direct.create_bucket(Bucket=BUCKET)
         store = S3BlobStore(direct, BUCKET, presigner=s3_front.s3_client(front))
@@ -120,12 +124,15 @@ def main() -> None:
         if args.multipart_direct:
             ways["multipart_moto"] = lambda key: multipart(straight, path, key, args.parallel, preferred_part)
         times: dict[str, list[float]] = {name: [] for name in ways}
+        cpu: dict[str, list[float]] = {name: [] for name in ways}
         for run in range(args.runs):
             for name, upload in ways.items():
                 key = f"bench/{uuid.uuid4().hex}"
+                cpu_before = s3_front.cpu_seconds(server_pid)
                 started = time.perf_counter()
                 upload(key)
                 times[name].append(time.perf_counter() - started)
+                cpu[name].append((s3_front.cpu_seconds(server_pid) - cpu_before) * GIB / size)
                 assert direct.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == size
                 direct.delete_object(Bucket=BUCKET, Key=key)
                 print(f"run {run + 1} {name}: {size / 1e6 / times[name][-1]:.0f} MB/s", flush=True)
@@ -136,7 +143,7 @@ def main() -> None:
             f"{args.parallel} parts of {part_mib} MiB in parallel:"
         )
         for name, rate in rates.items():
-            print(f"  {name:<12}{rate:>8.0f} MB/s")
+            print(f"  {name:<15}{rate:>6.0f} MB/s   server CPU {statistics.median(cpu[name]):.1f} s/GiB")
         print(f"  multipart / upload_file = {rates['multipart'] / rates['upload_file']:.2f} (target >= 0.9)")
 
 
