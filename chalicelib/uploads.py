@@ -28,6 +28,7 @@ conflict and no other object at the key is ever processed for it.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -135,7 +136,7 @@ def check_part_numbers(plan: MultipartPlan, numbers: Sequence[int]) -> None:
             f"Part numbers run from 1 to {plan.part_count} for this upload; "
             f"{_listed(outside)} {'is' if len(outside) == 1 else 'are'} not among them."
         )
-    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    repeated = sorted(n for n, times in Counter(numbers).items() if times > 1)
     if repeated:
         raise DuplicateParts(f"Each part may be named once; {_listed(repeated)} appeared more than once.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -323,3 +324,15 @@ def test_a_completion_s3_made_but_the_service_did_not_record_is_recorded_on_retr
 
     stored = fakes.uploads.head(video.upload_key)
     assert stored is not None and done.upload_etag == stored.etag and done.status is VideoStatus.QUEUED
+
+
+def test_a_completion_of_10000_parts_is_checked_quickly() -> None:
+    plan = MultipartPlan("u", PART, S3_MAX_PARTS, utcnow() + timedelta(days=1))
+    size = PART * S3_MAX_PARTS
+    stored = [UploadedPart(n, f"e{n}", PART) for n in range(1, S3_MAX_PARTS + 1)]
+    given = [(n, f"e{n}") for n in range(S3_MAX_PARTS, 0, -1)]
+    started = time.perf_counter()
+    assert len(check_completion(plan, size, given, stored)) == S3_MAX_PARTS
+    with pytest.raises(DuplicateParts):
+        check_completion(plan, size, [*given, (1, "e1")], stored)
+    assert time.perf_counter() - started < 1.0
