@@ -6,6 +6,7 @@ minimum), so a 22 MiB file, made at test time, goes up in five parts.
 
 from __future__ import annotations
 
+import base64
 import re
 import struct
 import threading
@@ -239,6 +240,9 @@ class PartTraffic:
         )
 
     def _paused(self, event: dict[str, Any]) -> None:
+        if event["request"]["method"] != "PUT":  # the CORS preflight goes through
+            self.cdp.send("Fetch.continueRequest", {"requestId": event["requestId"]})
+            return
         url: str = event["request"]["url"]
         self.paused_urls[event["requestId"]] = url
         self._handler(int(parse_qs(urlsplit(url).query)["partNumber"][0]), event["requestId"])
@@ -328,3 +332,46 @@ def test_cancelling_a_big_upload_stops_its_parts_and_deletes_its_video(
     assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
     # Parts 3 to 5 were on their way (held) when cancelled, and none was sent again.
     assert parts.sent == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, parts.sent
+
+
+@pytest.mark.parametrize("expect_http_error", [{500: "partNumber=4"}])
+def test_a_part_that_keeps_failing_stops_the_upload_and_retry_goes_on_from_there(
+    page: Page, stack: StackProcess, big_clip: Path, expect_http_error: dict[int, str]
+) -> None:
+    user = sign_up_and_in(page, stack)
+    parts = PartTraffic(page)
+
+    def answer_500(n: int, request_id: str) -> None:
+        origin = page.evaluate("location.origin")
+        parts.cdp.send(
+            "Fetch.fulfillRequest",
+            {
+                "requestId": request_id,
+                "responseCode": 500,
+                "responseHeaders": [
+                    {"name": "Access-Control-Allow-Origin", "value": origin},
+                    {"name": "Content-Type", "value": "application/xml"},
+                ],
+                "body": base64.b64encode(S3_INTERNAL_ERROR).decode(),
+            },
+        )
+
+    parts.intercept({4}, answer_500)
+    page.get_by_label("Choose video").set_input_files(big_clip)
+    button(page, "Upload").click()
+    failed = page.locator(".queue-item.is-failed")
+    expect(failed).to_contain_text("Retry goes on from where it stopped", timeout=30_000)
+    assert parts.sent[4] == 5, parts.sent  # five tries, then it gave up
+    assert parts.stored == {1: 1, 2: 1, 3: 1, 5: 1}, parts.stored
+    (interrupted,) = user.list_videos()  # kept, with its parts, for the retry
+    assert interrupted["status"] == "awaiting_upload"
+
+    parts.intercept((), answer_500)  # the storage service is well again
+    parts.sent.clear()
+    button(failed, "Retry").click()
+    card = cards(page).first
+    expect(card).to_have_attribute("data-status", re.compile("queued|processing|ready"), timeout=30_000)
+    assert parts.sent == {4: 1}, parts.sent
+    (video,) = user.list_videos()
+    assert video["id"] == interrupted["id"]
+    assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
