@@ -399,6 +399,14 @@ def check_header_signed(
 
 
 def _signed_headers(headers: Message, names: str) -> dict[str, str]:
+    """The signed headers' values; refuses x-amz-* headers that are not signed, as S3 does."""
+    wanted = {name.lower() for name in names.split(";")}
+    unsigned = sorted({name.lower() for name in headers if name.lower().startswith("x-amz-")} - wanted)
+    if unsigned:
+        raise access_denied(
+            "There were headers present in the request which were not signed",
+            HeadersNotSigned=", ".join(unsigned),
+        )
     # A signed header the request lacks is left out, so the signature differs.
     signed: dict[str, str] = {}
     for name in names.split(";"):

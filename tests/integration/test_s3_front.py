@@ -577,3 +577,19 @@ def test_a_post_without_a_file_or_with_too_much_before_it_is_refused(
     )
     assert s3_error(padded)[:2] == (400, "MaxPostPreDataLengthExceededError")
     assert stored(moto_s3, settings.uploads_bucket, key) is None
+
+
+def test_an_x_amz_header_the_url_does_not_sign_is_refused(
+    presigner: Any, moto_s3: Any, settings: Settings
+) -> None:
+    params = {"Bucket": settings.uploads_bucket, "Key": new_key()}
+    url = presigner.generate_presigned_url("put_object", Params=params, ExpiresIn=60)
+
+    response = requests.put(url, data=b"data", headers={"x-amz-acl": "public-read"}, timeout=10)
+
+    assert s3_error(response) == (
+        403,
+        "AccessDenied",
+        "There were headers present in the request which were not signed",
+    )
+    assert stored(moto_s3, params["Bucket"], params["Key"]) is None
