@@ -20,7 +20,8 @@ SigV4 code (`botocore.auth`) and the local stack's known credentials.
 - A presigned request of any method (X-Amz-Algorithm, -Credential, -Date,
   -Expires, -SignedHeaders, -Signature, -Security-Token in the query): the
   signature over the method, path, query and every signed header (host,
-  If-Match...), and X-Amz-Expires against now.
+  If-Match...), and X-Amz-Expires against now (at most a week).
+- Either way, an x-amz-* header the signature does not cover is refused.
 - A request signed in its Authorization header (AWS4-HMAC-SHA256): the
   signature, the clock skew (15 minutes), and a signed payload hash
   (x-amz-content-sha256) against the body's bytes.
@@ -33,10 +34,11 @@ ways in 1 MiB chunks. A refused upload never reaches moto complete: the front
 holds back the body's last byte until every check has passed, and moto drops
 a request whose body ends early.
 
-Not enforced: bucket policies, ACLs and Block Public Access (moto has them;
-every bucket here is private, and all access is signed); the signatures of
-aws-chunked (STREAMING-*) payload chunks; `${filename}` in a POST key;
-virtual-host addressing (the presigner uses path style).
+Not enforced: IAM permissions, bucket policies, ACLs and Block Public Access
+(there is one principal, the stack's key, and it may do anything); the
+signatures of aws-chunked (STREAMING-*) payload chunks; `${filename}` in a
+POST key; virtual-host addressing (the presigner uses path style); chunked
+request bodies (refused: 411 MissingContentLength, as S3 does for a PUT).
 """
 
 from __future__ import annotations
