@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import Page, Request, Route, expect
+from playwright.sync_api import Page, Request, expect
 
 from devstack.client import ROOT, ApiClient, StackProcess
 from tests.browser.conftest import Throttle
@@ -165,26 +165,24 @@ def test_a_big_file_goes_up_in_parts_through_failing_parts(
 ) -> None:
     page.add_init_script(RECORD_PROGRESS)
     user = sign_up_and_in(page, stack)
-    urls_asked: Counter[int] = Counter()
-    puts: Counter[int] = Counter()
+    url_batches: list[list[int]] = []
+    parts = PartTraffic(page)
 
-    def first_tries_of_2_and_3_fail(route: Route) -> None:
+    def first_tries_fail(n: int, request_id: str) -> None:
         # The first PUT of part 2 and of part 3 goes to FlakyS3 instead: its
-        # bytes are sent (the progress bar counts them), then refused.
-        n = part_number(route.request)
-        puts[n] += 1
-        if n in {2, 3} and puts[n] == 1:
-            target = urlsplit(route.request.url)
-            route.continue_(url=f"{flaky_s3}{target.path}?{target.query}")
-        else:
-            route.continue_()
+        # bytes are sent (the progress bar counts them), then refused. Their
+        # next tries go to S3.
+        target = urlsplit(parts.paused_urls[request_id])
+        flaky_url = f"{flaky_s3}{target.path}?{target.query}"
+        parts.cdp.send("Fetch.continueRequest", {"requestId": request_id, "url": flaky_url})
+        parts.intercept(parts.intercepted - {n}, first_tries_fail)
 
     def count_url_requests(request: Request) -> None:
         if request.method == "POST" and request.url.endswith("/upload/parts"):
-            urls_asked.update(request.post_data_json["part_numbers"])
+            url_batches.append(request.post_data_json["part_numbers"])
 
     page.on("request", count_url_requests)
-    page.route(is_part_url, first_tries_of_2_and_3_fail)
+    parts.intercept({2, 3}, first_tries_fail)
     # Slow enough for progress events to come while a part is on its way.
     throttle_upload(16 * MIB)
     page.get_by_label("Choose video").set_input_files(big_clip)
@@ -193,9 +191,10 @@ def test_a_big_file_goes_up_in_parts_through_failing_parts(
     card = cards(page).first
     expect(card).to_have_attribute("data-status", re.compile("queued|processing|ready"), timeout=30_000)
     # Each part was sent once, and parts 2 and 3 again after their refusal.
-    assert puts == {1: 1, 2: 2, 3: 2, 4: 1, 5: 1}, puts
-    # Part 3's URL "expired", so the page asked for a fresh one; part 2's was kept.
-    assert urls_asked == {1: 1, 2: 1, 3: 2, 4: 1, 5: 1}, urls_asked
+    assert parts.sent == {1: 1, 2: 2, 3: 2, 4: 1, 5: 1}, parts.sent
+    # All part URLs in one request; part 3's "expired", so the page asked
+    # for a fresh one, while part 2's was kept.
+    assert url_batches == [[1, 2, 3, 4, 5], [3]], url_batches
     progress: list[float] = page.evaluate("window.__progress")
     assert progress, "the progress bar never showed a value"
     assert progress == sorted(progress), f"the progress went down: {progress}"
@@ -205,7 +204,6 @@ def test_a_big_file_goes_up_in_parts_through_failing_parts(
     expect(card).to_have_attribute("data-status", "ready", timeout=PROCESSING_TIMEOUT_MS)
     assert status_of(user, video_id) == "ready"
     assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
-    page.unroute_all(behavior="ignoreErrors")
 
 
 class PartTraffic:

@@ -186,15 +186,20 @@ class PartUrls {
     return url;
   }
 
-  /** Part `n` starts now: top up the URLs waiting for the parts after it. */
+  /**
+   * Part `n` starts now: ask for its URL if none is at hand or on its way,
+   * along with the next parts', and top up the URLs waiting for the parts after it.
+   */
   used(n) {
-    this.order = this.order.filter((candidate) => candidate !== n);
-    const waiting = this.order.filter((m) => this.urls.has(m) || this.pending.has(m)).length;
-    if (waiting < this.batchSize) {
-      const wanted = this.#next(this.batchSize, n);
+    const ready = (m) => this.urls.has(m) || this.pending.has(m);
+    const waiting = this.order.filter((m) => m !== n && ready(m)).length;
+    if (!ready(n) || waiting < this.batchSize) {
+      // `order` is the sending order, so `n` (when it needs a URL) comes first.
+      const wanted = this.order.filter((m) => !ready(m)).slice(0, this.batchSize);
       // A failure here is not lost: get() asks again for the part it needs.
       if (wanted.length) this.#fetch(wanted).catch(() => {});
     }
+    this.order = this.order.filter((candidate) => candidate !== n);
   }
 
   /** S3 said part `n`'s URL expired: the next get() asks for a fresh one. */
