@@ -373,3 +373,24 @@ def test_a_part_that_keeps_failing_stops_the_upload_and_retry_goes_on_from_there
     (video,) = user.list_videos()
     assert video["id"] == interrupted["id"]
     assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
+
+
+# The library's card of the deleted video finds it gone when it next looks.
+@pytest.mark.parametrize("expect_http_error", [{404: "/videos/"}])
+def test_start_over_deletes_the_interrupted_upload_and_sends_the_whole_file(
+    page: Page, stack: StackProcess, big_clip: Path, expect_http_error: dict[int, str]
+) -> None:
+    user = sign_up_and_in(page, stack)
+    parts = start_and_stall(page, big_clip)
+    (interrupted,) = user.list_videos()
+    reload_and_choose_again(page, parts, big_clip)
+    button(page, "Start over").click()
+    expect(button(page, "Resume upload")).to_have_count(0)
+    button(page, "Upload").click()
+
+    card = cards(page).first
+    expect(card).to_have_attribute("data-status", re.compile("queued|processing|ready"), timeout=30_000)
+    assert parts.sent == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, parts.sent
+    (video,) = user.list_videos()  # the interrupted one is gone
+    assert video["id"] != interrupted["id"]
+    assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
