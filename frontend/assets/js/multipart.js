@@ -73,9 +73,13 @@ export async function sendInParts({ api, videoId, plan, file, signal, onProgress
   for (const n of etags.keys()) progress.finish(n, sizeOf(n));
 
   const urls = new PartUrls({ api, path: `${videoPath}/parts`, signal, batchSize: settings.batchSize, todo });
-  // Stops the other parts as soon as one fails for good.
+  // Stops every part on cancel, and the other parts as soon as one fails for
+  // good. (Not AbortSignal.any: Safari before 17.4, on many phones, lacks it.)
   const stop = new AbortController();
-  const stopSignal = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+  const stopSignal = stop.signal;
+  const onCancel = () => stop.abort();
+  if (signal?.aborted) stop.abort();
+  signal?.addEventListener("abort", onCancel, { once: true });
 
   const sendPart = async (n) => {
     const start = (n - 1) * partSize;
@@ -113,6 +117,8 @@ export async function sendInParts({ api, videoId, plan, file, signal, onProgress
     stop.abort();
     if (signal?.aborted) throw new DOMException("Upload cancelled", "AbortError");
     throw error;
+  } finally {
+    signal?.removeEventListener("abort", onCancel);
   }
 
   const parts = [...etags].sort(([a], [b]) => a - b).map(([part_number, etag]) => ({ part_number, etag }));
