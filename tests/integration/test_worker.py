@@ -39,8 +39,8 @@ from chalicelib.processing import GAVE_UP_REASON, UPLOAD_REPLACED_REASON, JobInt
 from chalicelib.settings import Settings
 from devstack.mailbox import clear_messages, sent_messages
 from devstack.pump import lambda_sqs_event
+from tests.hostile_files import HOSTILE, Hostile
 from tests.media_tools import make_clip, make_resolution_bomb, set_mkv_header_duration
-from tests.unit.test_hostile_media import HOSTILE, Hostile
 
 
 @pytest.fixture
