@@ -347,6 +347,52 @@ def site_stats() -> schemas.StatsOut:
     return presenter().stats(container.usage_service.site_stats(reader, query.first, query.last))
 
 
+# --- multipart uploads (chalicelib.uploads) ---
+
+
+@endpoint(
+    "/videos/{video_id}/upload/parts",
+    "POST",
+    summary="Presigned PUT URLs for parts of a multipart upload",
+    request=schemas.PartUrlsRequest,
+    response=schemas.PartUrlsOut,
+    errors=(404, 409),
+)
+def upload_part_urls(video_id: str) -> schemas.PartUrlsOut:
+    owner = principal()
+    request = parse(schemas.PartUrlsRequest, json_body(), settings)
+    urls = container.multipart_uploads.part_urls(owner, video_id, request.part_numbers)
+    return presenter().part_urls(urls)
+
+
+@endpoint(
+    "/videos/{video_id}/upload",
+    "GET",
+    summary="A multipart upload's plan and the parts already stored (to resume)",
+    response=schemas.MultipartStatusOut,
+    errors=(404, 409),
+)
+def upload_status(video_id: str) -> schemas.MultipartStatusOut:
+    owner = principal()
+    plan, parts = container.multipart_uploads.status(owner, video_id)
+    return presenter().multipart_status(plan, parts)
+
+
+@endpoint(
+    "/videos/{video_id}/upload/complete",
+    "POST",
+    summary="Complete a multipart upload; processing starts",
+    request=schemas.CompleteUploadRequest,
+    response=schemas.VideoOut,
+    errors=(404, 409),
+)
+def complete_upload(video_id: str) -> schemas.VideoOut:
+    owner = principal()
+    request = parse(schemas.CompleteUploadRequest, json_body(), settings)
+    parts = [(part.part_number, part.etag) for part in request.parts]
+    return presenter().video(container.multipart_uploads.complete(owner, video_id, parts))
+
+
 # --- operations ---
 
 

@@ -23,6 +23,7 @@ from chalicelib.health import HealthService
 from chalicelib.ports import BlobStore, Identity, JobQueue, Mailer, MediaUrls, VideoRepository
 from chalicelib.services import AccountService, VideoService
 from chalicelib.settings import Settings
+from chalicelib.uploads import MultipartUploads
 
 if TYPE_CHECKING:
     from chalicelib.adapters.idempotency import IdempotentJobs
@@ -74,16 +75,16 @@ class Container:
         # passed in is one that is already built.
         self.__dict__.update({name: port for name, port in given.items() if port is not None})
 
-    def client(self, service: str, **config: Any) -> Any:
+    def client(self, service: str, *, endpoint_url: str | None = None, **config: Any) -> Any:
         """A new boto3 client for `service` in the configured region and
-        endpoint, with standard retries; `config` adds botocore options
-        (`retries=` replaces the standard ones)."""
+        endpoint (or `endpoint_url`), with standard retries; `config` adds
+        botocore options (`retries=` replaces the standard ones)."""
         s = self.settings
         config.setdefault("retries", {"mode": "standard", "max_attempts": 3})
         return boto3.session.Session().client(
             service,
             region_name=s.region,
-            endpoint_url=s.aws_endpoint_url,
+            endpoint_url=endpoint_url or s.aws_endpoint_url,
             config=Config(**config),
         )
 
@@ -95,6 +96,17 @@ class Container:
         # for up to a day, and a browser's CORS preflight does not follow them.
         addressing = "path" if self.settings.aws_endpoint_url else "virtual"
         return self.client("s3", signature_version="s3v4", s3={"addressing_style": addressing})
+
+    @cached_property
+    def _s3_presigner(self) -> Any:
+        # Signs what others send to S3 (presigned POSTs, part PUTs, GETs). In
+        # local mode they go to the enforcing front, not to moto directly.
+        public = self.settings.s3_public_endpoint_url
+        if public is None:
+            return self._s3
+        return self.client(
+            "s3", endpoint_url=public, signature_version="s3v4", s3={"addressing_style": "path"}
+        )
 
     @cached_property
     def videos(self) -> VideoRepository:
@@ -120,11 +132,11 @@ class Container:
 
     @cached_property
     def uploads(self) -> BlobStore:
-        return S3BlobStore(self._s3, self.settings.uploads_bucket)
+        return S3BlobStore(self._s3, self.settings.uploads_bucket, presigner=self._s3_presigner)
 
     @cached_property
     def media(self) -> BlobStore:
-        return S3BlobStore(self._s3, self.settings.media_bucket)
+        return S3BlobStore(self._s3, self.settings.media_bucket, presigner=self._s3_presigner)
 
     @cached_property
     def media_urls(self) -> MediaUrls:
@@ -183,6 +195,10 @@ class Container:
     @cached_property
     def video_service(self) -> VideoService:
         return VideoService(self.videos, self.uploads, self.media, self.settings, usage=self.usage_service)
+
+    @cached_property
+    def multipart_uploads(self) -> MultipartUploads:
+        return MultipartUploads(self.videos, self.uploads, self.settings, self.video_service.get)
 
     @cached_property
     def health(self) -> HealthService:

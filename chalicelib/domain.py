@@ -97,6 +97,33 @@ class Outputs:
 
 
 @dataclass(frozen=True)
+class MultipartPlan:
+    """A resumable upload in parts (S3 multipart): its upload id and how the file
+    is cut. Every part is `part_size` bytes but the last, which holds the rest."""
+
+    upload_id: str
+    part_size: int
+    part_count: int
+    # When the upload is given up if not completed (the abandoned-uploads job aborts it).
+    expires_at: datetime
+
+    def expected_part_size(self, part_number: int, total_bytes: int) -> int:
+        """How many bytes part `part_number` (1-based) of a `total_bytes` file holds."""
+        if part_number < self.part_count:
+            return self.part_size
+        return total_bytes - self.part_size * (self.part_count - 1)
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One part S3 holds for a multipart upload."""
+
+    part_number: int
+    etag: str  # without quotes
+    size_bytes: int
+
+
+@dataclass(frozen=True)
 class Video:
     id: str
     owner_id: str
@@ -121,6 +148,8 @@ class Video:
     # When the stuck-jobs job put the video's upload back on the jobs queue;
     # a job is requeued at most once, then failed if it stays stuck.
     requeued_at: datetime | None = None
+    # Set when the file uploads in parts rather than in one presigned POST.
+    multipart: MultipartPlan | None = None
 
     @property
     def upload_key(self) -> str:
@@ -156,9 +185,15 @@ class Video:
         return any(key.startswith(prefix) for key in self.outputs.keys)
 
     def upload_expired(self, now: datetime, upload_ttl_s: int) -> bool:
-        """True when the video still waits for an upload its presigned POST can no longer send."""
-        transfer_s = self.source.size_bytes / SLOWEST_UPLOAD_BYTES_PER_S
-        deadline = self.created_at + timedelta(seconds=upload_ttl_s + transfer_s + UPLOAD_EVENT_GRACE_S)
+        """True when the video still waits for an upload that can no longer arrive:
+        its presigned POST can no longer send it, or its multipart upload's window
+        (`multipart.expires_at`, which `upload_ttl_s` does not shorten) is over."""
+        if self.multipart is not None:
+            # Completing is one call that answers at once; the event follows soon after.
+            deadline = self.multipart.expires_at + timedelta(seconds=UPLOAD_EVENT_GRACE_S)
+        else:
+            transfer_s = self.source.size_bytes / SLOWEST_UPLOAD_BYTES_PER_S
+            deadline = self.created_at + timedelta(seconds=upload_ttl_s + transfer_s + UPLOAD_EVENT_GRACE_S)
         return self.status is VideoStatus.AWAITING_UPLOAD and now > deadline
 
     def with_changes(self, **changes: Any) -> Video:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from chalicelib.domain import Page, Principal, Rung, Tokens, UploadTicket, Video, VideoStatus
+from chalicelib.domain import Page, Principal, Rung, Tokens, UploadedPart, UploadTicket, Video, VideoStatus
 from chalicelib.usage import QuotaUsage, RolledUpDay, UsageChange, UsageDelta
 
 
@@ -21,6 +21,19 @@ class StaleUpdate(Exception):
 
 class ObjectChanged(Exception):
     """The object under a key is no longer the version asked for (replaced or removed)."""
+
+
+class NoSuchUpload(Exception):
+    """The multipart upload is not open any more (completed or aborted), or never was."""
+
+
+class PartsRefused(Exception):
+    """The store refused to complete a multipart upload from the parts given
+    (a part missing or replaced, or one too small); ``reason`` says why, for people."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 # ------------------------------------------------------------------------ media
@@ -263,6 +276,23 @@ class BlobStore(Protocol):
     def abort_multipart_uploads(self, prefix: str) -> int:
         """Abort every unfinished multipart upload to a key under `prefix`, freeing
         the parts it holds; returns how many were aborted."""
+        ...
+
+    def start_multipart_upload(self, key: str, content_type: str) -> str:
+        """Open a multipart upload of an object of `content_type` to `key`; its upload id."""
+        ...
+
+    def presign_part_upload(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
+        """A URL that PUTs part `part_number` of the upload for `expires_s` seconds."""
+        ...
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        """Every part the upload holds so far, by part number; NoSuchUpload if it is not open."""
+        ...
+
+    def complete_multipart_upload(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
+        """Join the parts ((part number, ETag), in order) into the object; its ETag.
+        NoSuchUpload if the upload is not open, PartsRefused if the parts do not fit."""
         ...
 
     def check(self) -> None: ...

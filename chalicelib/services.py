@@ -13,6 +13,7 @@ from chalicelib import telemetry
 from chalicelib import usage as usage_rules
 from chalicelib.domain import (
     Conflict,
+    MultipartPlan,
     NewVideo,
     NotAuthenticated,
     NotFound,
@@ -30,6 +31,7 @@ from chalicelib.domain import (
 )
 from chalicelib.ports import BlobStore, Identity, StaleUpdate, VideoRepository
 from chalicelib.settings import Settings
+from chalicelib.uploads import plan_for
 from chalicelib.usage import OverQuota, QuotaLimits
 
 if TYPE_CHECKING:
@@ -89,9 +91,11 @@ class VideoService:
     # When a video is created (and so which day's quota it counts against).
     clock: Callable[[], datetime] = utcnow
 
-    def create(self, owner: Principal, request: NewVideo) -> tuple[Video, UploadTicket]:
-        """Record a new video and presign the upload of its file; QuotaExceeded
-        if it would take the owner over a quota (counted in the same write)."""
+    def create(self, owner: Principal, request: NewVideo) -> tuple[Video, UploadTicket | MultipartPlan]:
+        """Record a new video and presign the upload of its file: one POST, or at
+        or above the multipart threshold a multipart upload's plan
+        (chalicelib.uploads). QuotaExceeded if it would take the owner over a
+        quota (counted in the same write)."""
         now = self.clock()
         video_id = new_video_id()
         # From here on this request's log lines are about the new video.
@@ -111,21 +115,29 @@ class VideoService:
                 content_type=request.content_type,
             ),
         )
-        ticket = self.uploads.presign_upload(
-            upload_key(video.owner_id, video.id),
-            content_type=video.source.content_type,
-            max_bytes=video.source.size_bytes,
-            expires_s=self.settings.upload_url_ttl_s,
-        )
+        upload: UploadTicket | MultipartPlan
+        if request.size_bytes >= self.settings.multipart_threshold_bytes:
+            upload_id = self.uploads.start_multipart_upload(video.upload_key, video.source.content_type)
+            upload = plan_for(upload_id, request.size_bytes, self.settings, now)
+            video = video.with_changes(multipart=upload)
+        else:
+            upload = self.uploads.presign_upload(
+                upload_key(video.owner_id, video.id),
+                content_type=video.source.content_type,
+                max_bytes=video.source.size_bytes,
+                expires_s=self.settings.upload_url_ttl_s,
+            )
         limits = self.usage.limits if self.usage is not None else QuotaLimits()
         try:
             self.videos.add(video, usage=usage_rules.created(video, limits))
         except OverQuota as over:
             assert self.usage is not None  # no limits, no refusal
+            if video.multipart is not None:
+                self.uploads.abort_multipart_uploads(video.upload_prefix)
             raise self.usage.quota_exceeded(owner.user_id, over.quota, video.source.size_bytes) from None
         logger.info("video %s created, awaiting its upload of %d bytes", video.id, video.source.size_bytes)
         telemetry.count("UploadsCreated")
-        return video, ticket
+        return video, upload
 
     def list(self, owner: Principal, limit: int, cursor: str | None) -> Page:
         """One page of the owner's videos, newest first."""
@@ -142,6 +154,9 @@ class VideoService:
         """Delete the record and every object stored for it."""
         for _ in range(DELETE_ATTEMPTS):
             video = self.get(owner, video_id)
+            if video.multipart is not None:
+                # Frees the parts S3 holds; completing it afterwards finds no upload.
+                self.uploads.abort_multipart_uploads(video.upload_prefix)
             # Objects first: if that fails the record is still there to retry with.
             self.uploads.delete_prefix(video.upload_prefix)
             self.media.delete_prefix(video.media_prefix)

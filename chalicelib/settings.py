@@ -16,6 +16,13 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GIB = 1024**3
+MIB = 1024**2
+# S3's limits: an object, one presigned POST, one part of a multipart upload.
+S3_MAX_OBJECT_BYTES = 5 * 1024**4
+S3_MAX_POST_BYTES = 5 * 1000**3
+S3_MIN_PART_BYTES = 5 * MIB
+S3_MAX_PART_BYTES = 5 * GIB
+S3_MAX_PARTS = 10_000
 
 DEFAULT_CONTENT_TYPES = (
     "video/mp4",
@@ -45,6 +52,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("VIDLINE_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
     )
+    # Where presigned S3 URLs and POSTs point, when that is not where the apps'
+    # own S3 calls go: in local mode the enforcing S3 front (devstack.s3front),
+    # which checks signatures and POST policies before passing requests on to
+    # moto. None (on AWS): presigned URLs point at S3 like every other call.
+    s3_public_endpoint_url: str | None = None
 
     # Resources
     videos_table: str = "vidline-videos"
@@ -87,7 +99,9 @@ class Settings(BaseSettings):
     cdn_private_key_parameter: str = "/vidline/local/cdn-private-key"
 
     # Input limits
-    max_upload_bytes: int = Field(default=2 * GIB, gt=0)
+    # Up to S3's object limit (5 TiB). 10 GiB holds the 30-minute limit at
+    # 45 Mb/s, what a phone records in 4K.
+    max_upload_bytes: int = Field(default=10 * GIB, gt=0, le=S3_MAX_OBJECT_BYTES)
     allowed_content_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONTENT_TYPES
     max_title_length: int = Field(default=200, ge=1)
     max_filename_length: int = Field(default=255, ge=1)
@@ -99,6 +113,20 @@ class Settings(BaseSettings):
     # (16.8 MP by default, a 4096×4096 frame; a 8192×8192 stream needs ~1 GB).
     max_frame_pixels: int = Field(default=0, ge=0)
     upload_url_ttl_s: int = Field(default=900, ge=60, le=900)
+    # Multipart uploads (issue 11). A file of VIDLINE_MULTIPART_THRESHOLD_BYTES
+    # or more uploads in parts (resumable) instead of one presigned POST; it
+    # must stay below S3's 5 GB ceiling for a POST. VIDLINE_MAX_UPLOAD_BYTES may
+    # then go up to S3's object limit, 5 TiB.
+    multipart_threshold_bytes: int = Field(default=64 * MIB, ge=1, lt=S3_MAX_POST_BYTES)
+    # The part size a plan prefers; bigger files get bigger parts so that every
+    # file fits in S3's 10,000 parts. S3 needs 5 MiB..5 GiB (the last part may be smaller).
+    multipart_part_bytes: int = Field(default=8 * MIB, ge=S3_MIN_PART_BYTES, le=S3_MAX_PART_BYTES)
+    # How long each presigned part PUT stays valid (clients ask for more as they go).
+    multipart_part_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # How long a multipart upload may stay open before it is given up (the
+    # abandoned-uploads job aborts it; the bucket's lifecycle rule aborts any
+    # upload still open after 2 days, so keep this under that).
+    multipart_upload_ttl_s: int = Field(default=24 * 3600, ge=300, le=36 * 3600)
     media_url_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
 
     # Media pipeline

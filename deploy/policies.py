@@ -139,10 +139,24 @@ def api_policy(t: PolicyTargets, function_name: str) -> dict[str, Any]:
             # presign_upload signs a POST with these credentials, so the
             # browser's upload is authorized as s3:PutObject by this role.
             # delete_prefix: DeleteObjects is authorized per key as DeleteObject.
+            # Multipart uploads (chalicelib.uploads): Create, the presigned
+            # UploadPart PUTs and Complete are s3:PutObject; list_parts is
+            # ListMultipartUploadParts; deleting a video aborts its upload.
             _statement(
                 "UploadObjects",
-                ["s3:DeleteObject", "s3:PutObject"],
+                [
+                    "s3:AbortMultipartUpload",
+                    "s3:DeleteObject",
+                    "s3:ListMultipartUploadParts",
+                    "s3:PutObject",
+                ],
                 [t.objects_arn(t.uploads_bucket, "uploads/")],
+            ),
+            # abort_multipart_uploads finds a video's open uploads by prefix.
+            _statement(
+                "UploadsInProgress",
+                ["s3:ListBucketMultipartUploads"],
+                [t.bucket_arn(t.uploads_bucket)],
             ),
             _statement("MediaObjects", ["s3:DeleteObject"], [t.objects_arn(t.media_bucket, "media/")]),
             # delete_prefix lists; check() is HeadBucket, authorized as ListBucket.

@@ -40,7 +40,7 @@ class StackProcess:
     Use as a context manager: entering waits for the ready line, leaving
     stops the stack with SIGTERM and records its exit code. `env` adds
     settings (e.g. `VIDLINE_WORK_DIR`); `ports` reuses another stack's ports
-    (keys API, MOTO, MAILBOX, CDN).
+    (keys API, MOTO, MAILBOX, CDN, S3_FRONT).
     """
 
     def __init__(
@@ -51,7 +51,8 @@ class StackProcess:
         env: Mapping[str, str] | None = None,
         ports: Mapping[str, int] | None = None,
     ):
-        self.ports = dict(ports or {name: free_port() for name in ("API", "MOTO", "MAILBOX", "CDN")})
+        names = ("API", "MOTO", "MAILBOX", "CDN", "S3_FRONT")
+        self.ports = dict(ports or {name: free_port() for name in names})
         self.api = f"http://127.0.0.1:{self.ports['API']}"
         self.mailbox = f"http://127.0.0.1:{self.ports['MAILBOX']}"
         self.cdn = f"http://127.0.0.1:{self.ports['CDN']}"

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from devstack.cdn import CdnServer
     from devstack.mailbox import MailboxServer
+    from devstack.s3front import S3Front
 
 READY_LINE = "Vidline local stack is ready"
 HOST = "127.0.0.1"
@@ -91,12 +92,14 @@ class StackPorts(BaseSettings):
     moto_port: int = Field(default=5000, ge=1, le=65535)
     mailbox_port: int = Field(default=8025, ge=1, le=65535)
     cdn_port: int = Field(default=8080, ge=1, le=65535)
+    # The enforcing S3 front (devstack.s3front) that presigned URLs point at.
+    s3_front_port: int = Field(default=9000, ge=1, le=65535)
 
 
 # Settings of the stack itself, not of the apps: kept out of their environment.
 _STACK_VARIABLES = frozenset(f"VIDLINE_{name.upper()}" for name in StackPorts.model_fields)
 # Set from the stand-in's address (AWS_ENDPOINT_URL); a stray one would win.
-_REPLACED_VARIABLES = frozenset({"VIDLINE_AWS_ENDPOINT_URL"})
+_REPLACED_VARIABLES = frozenset({"VIDLINE_AWS_ENDPOINT_URL", "VIDLINE_S3_PUBLIC_ENDPOINT_URL"})
 
 
 def app_environment(
@@ -129,6 +132,9 @@ def app_environment(
         if key.startswith("VIDLINE_") and key not in _STACK_VARIABLES | _REPLACED_VARIABLES
     )
     env.update(generated)
+    # Presigned POSTs and URLs go through the enforcing S3 front; the apps'
+    # own S3 calls go straight to moto.
+    env["VIDLINE_S3_PUBLIC_ENDPOINT_URL"] = f"http://{HOST}:{ports.s3_front_port}"
     aws = {
         "AWS_ENDPOINT_URL": endpoint_url,
         **LOCAL_CREDENTIALS,
@@ -372,6 +378,7 @@ class LocalStack:
         self._api: Supervised | None = None
         self._job_timers: Supervised | None = None
         self._cdn: CdnServer | None = None
+        self._s3_front: S3Front | None = None
         self._frontend_watcher: CodeWatcher | None = None
 
     def start(self) -> None:
@@ -382,6 +389,7 @@ class LocalStack:
         from devstack.cdn import CdnServer, SignedUrlVerifier
         from devstack.mailbox import MailboxServer
         from devstack.resources import ensure_resources
+        from devstack.s3front import S3Front
 
         claim_ports(
             {
@@ -389,6 +397,7 @@ class LocalStack:
                 "mailbox": self.ports.mailbox_port,
                 "api": self.ports.api_port,
                 "cdn": self.ports.cdn_port,
+                "s3_front": self.ports.s3_front_port,
             },
             self.project_dir,
         )
@@ -415,6 +424,17 @@ class LocalStack:
         write_env_file(
             self.project_dir / str(PORT_ENV_FILE).format(moto_port=self.ports.moto_port), self.app_env
         )
+
+        s3_front = S3Front(
+            HOST,
+            self.ports.s3_front_port,
+            upstream_url=self.endpoint_url,
+            region=self.settings.region,
+            credentials=LOCAL_CREDENTIALS,
+            cors_origins=(self.settings.cors_origin, self.app_env["VIDLINE_APP_URL"]),
+        )
+        s3_front.start()
+        self._s3_front = s3_front
 
         mailbox = MailboxServer(HOST, self.ports.mailbox_port, region=self.settings.region)
         mailbox.start()
@@ -493,6 +513,8 @@ class LocalStack:
             "Vidline local stack",
             f"  API (chalice local)   http://{HOST}:{self.ports.api_port}",
             f"  AWS stand-in (moto)   {self.endpoint_url}",
+            f"  S3 front (enforcing)  {self.app_env['VIDLINE_S3_PUBLIC_ENDPOINT_URL']}"
+            "   (presigned URLs and POSTs; checks signatures, expiry, POST policies)",
             f"  mailbox               http://{HOST}:{self.ports.mailbox_port}   (JSON: /api/messages)",
             f"  web app (CDN)         http://{HOST}:{self.ports.cdn_port}   (front end; media under /media/)",
             f"  worker (event pump)   {worker} <- {settings.jobs_queue}",
@@ -531,7 +553,7 @@ class LocalStack:
         return 0
 
     def stop(self) -> None:
-        """Stop the API, the pump, the mailbox and moto, in that order."""
+        """Stop the API, the pump, the CDN, the mailbox, the S3 front and moto, in that order."""
         if self._api is not None:
             self._api.stop()
             self._api = None
@@ -547,6 +569,9 @@ class LocalStack:
         if self._mailbox is not None:
             self._mailbox.stop()
             self._mailbox = None
+        if self._s3_front is not None:
+            self._s3_front.stop()
+            self._s3_front = None
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -664,6 +689,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "  VIDLINE_MOTO_PORT     moto, the AWS stand-in (default 5000)\n"
             "  VIDLINE_MAILBOX_PORT  the mailbox for sent email (default 8025)\n"
             "  VIDLINE_CDN_PORT      the CDN stand-in, used for VIDLINE_APP_URL (default 8080)\n"
+            "  VIDLINE_S3_FRONT_PORT the enforcing S3 front presigned URLs point at (default 9000)\n"
             "  VIDLINE_*             any app setting (chalicelib/settings.py) is passed on to the apps\n"
             "\n`python -m devstack job NAME` runs a scheduled job of the workers now, against the\n"
             "running stack (see `python -m devstack job --help`).\n"

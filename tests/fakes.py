@@ -23,6 +23,7 @@ from chalicelib.domain import (
     Principal,
     Rung,
     Tokens,
+    UploadedPart,
     UploadTicket,
     Video,
     VideoStatus,
@@ -34,6 +35,8 @@ from chalicelib.ports import (
     MediaProcessingError,
     MediaRejected,
     MediaSource,
+    NoSuchUpload,
+    PartsRefused,
     StaleUpdate,
     StoredObject,
     TranscodeResult,
@@ -235,6 +238,13 @@ class FakeBlobStore:
     uploads: list[str] = field(default_factory=list)
     # Unfinished multipart uploads: (key, upload id) → their parts' bytes by number.
     multipart_uploads: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)
+    # The content type each multipart upload's object will have, by upload id.
+    multipart_content_types: dict[str, str] = field(default_factory=dict)
+    # S3 refuses to complete an upload whose parts but the last are smaller.
+    min_part_bytes: int = 5 * 1024 * 1024
+    presigned_parts: list[dict[str, Any]] = field(default_factory=list)
+    # Objects made by completing a multipart upload: key → (their bytes, their ETag).
+    completed_multipart: dict[str, tuple[bytes, str]] = field(default_factory=dict)
 
     def presign_upload(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> UploadTicket:
         self.presigned.append(
@@ -251,9 +261,10 @@ class FakeBlobStore:
         if key not in self.objects:
             return None
         data, content_type = self.objects[key]
-        return StoredObject(
-            key=key, size_bytes=len(data), content_type=content_type, etag=hashlib.md5(data).hexdigest()
-        )
+        completed = self.completed_multipart.get(key)
+        # A completed multipart upload's ETag, as S3's: the parts' MD5s' MD5 and "-N".
+        etag = completed[1] if completed and completed[0] is data else hashlib.md5(data).hexdigest()
+        return StoredObject(key=key, size_bytes=len(data), content_type=content_type, etag=etag)
 
     def presign_download(self, key: str, *, if_match: str | None, expires_s: int) -> MediaSource:
         self.presigned_downloads.append({"key": key, "if_match": if_match, "expires_s": expires_s})
@@ -275,6 +286,49 @@ class FakeBlobStore:
         for upload in aborted:
             del self.multipart_uploads[upload]
         return len(aborted)
+
+    def start_multipart_upload(self, key: str, content_type: str) -> str:
+        upload_id = f"upload-{len(self.multipart_content_types) + 1}"
+        self.multipart_uploads[(key, upload_id)] = {}
+        self.multipart_content_types[upload_id] = content_type
+        return upload_id
+
+    def presign_part_upload(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
+        self.presigned_parts.append(
+            {"key": key, "upload_id": upload_id, "part_number": part_number, "expires_s": expires_s}
+        )
+        return f"https://uploads.example/{key}?uploadId={upload_id}&partNumber={part_number}"
+
+    def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+        """What a client's PUT of a part does; the part's ETag."""
+        if (key, upload_id) not in self.multipart_uploads:
+            raise NoSuchUpload(upload_id)
+        self.multipart_uploads[(key, upload_id)][part_number] = data
+        return hashlib.md5(data).hexdigest()
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        if (key, upload_id) not in self.multipart_uploads:
+            raise NoSuchUpload(upload_id)
+        parts = self.multipart_uploads[(key, upload_id)]
+        return [
+            UploadedPart(number, hashlib.md5(data).hexdigest(), len(data))
+            for number, data in sorted(parts.items())
+        ]
+
+    def complete_multipart_upload(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
+        stored = {part.part_number: part for part in self.list_parts(key, upload_id)}
+        for position, (number, etag) in enumerate(parts):
+            if number not in stored or stored[number].etag != etag:
+                raise PartsRefused(f"Part {number} was not uploaded, or its ETag is not {etag}.")
+            if position < len(parts) - 1 and stored[number].size_bytes < self.min_part_bytes:
+                raise PartsRefused("Your proposed upload is smaller than the minimum allowed size")
+        data = self.multipart_uploads.pop((key, upload_id))
+        joined = b"".join(data[n] for n, _ in parts)
+        self.objects[key] = (joined, self.multipart_content_types[upload_id])
+        digests = b"".join(hashlib.md5(data[n]).digest() for n, _ in parts)
+        etag = f"{hashlib.md5(digests).hexdigest()}-{len(parts)}"
+        self.completed_multipart[key] = (joined, etag)
+        return etag
 
     def check(self) -> None:
         pass

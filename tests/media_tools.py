@@ -228,3 +228,15 @@ def transcode(
         on_progress=on_progress,
         timeout_s=timeout_s,
     )
+
+
+def make_noisy_clip(path: Path, *, seconds: float, crf: int = 16, size: str = "640x360") -> Path:
+    """A clip with noise in every frame, so it is big for its length (about 5.5 MB a
+    second at 640x360 and crf 16): a real video that spans several upload parts."""
+    ffmpeg(
+        *("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds},noise=alls=60:allf=t"),
+        *("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-c:a", "aac"),
+        str(path),
+    )
+    return path

@@ -28,6 +28,7 @@ from pynamodb.models import Model
 from chalicelib.domain import (
     PROCESSABLE_STATUSES,
     InvalidRequest,
+    MultipartPlan,
     Outputs,
     Page,
     Rendition,
@@ -99,6 +100,13 @@ def _open_status(status: VideoStatus) -> str | None:
     return status.value if status in PROCESSABLE_STATUSES else None
 
 
+class MultipartMap(MapAttribute[str, Any]):
+    upload_id = UnicodeAttribute()
+    part_size = NumberAttribute()
+    part_count = NumberAttribute()
+    expires_at = UTCDateTimeAttribute()
+
+
 class VideoRecord(Model):
     """One video. Bind it to a table with `bind_video_record`."""
 
@@ -125,6 +133,8 @@ class VideoRecord(Model):
     # the sparse open-videos index. Items written before it existed lack it.
     open_status = UnicodeAttribute(null=True)
     open_videos = OpenVideosIndex()
+    # Only on videos that upload in parts (issue 11).
+    multipart = MultipartMap(null=True)
 
 
 def bind_video_record(settings: Settings, *, timeout_s: float | None = None) -> type[VideoRecord]:
@@ -171,6 +181,26 @@ def _outputs_map(outputs: Outputs) -> OutputsMap:
     )
 
 
+def _multipart_map(plan: MultipartPlan) -> MultipartMap:
+    return MultipartMap(
+        upload_id=plan.upload_id,
+        part_size=plan.part_size,
+        part_count=plan.part_count,
+        expires_at=plan.expires_at,
+    )
+
+
+def _to_plan(plan: MultipartMap | None) -> MultipartPlan | None:
+    if plan is None:
+        return None
+    return MultipartPlan(
+        upload_id=plan.upload_id,
+        part_size=int(plan.part_size),
+        part_count=int(plan.part_count),
+        expires_at=plan.expires_at,
+    )
+
+
 def _to_video(record: VideoRecord) -> Video:
     s = record.source
     outputs = None
@@ -210,6 +240,7 @@ def _to_video(record: VideoRecord) -> Video:
         notified_at=record.notified_at,
         upload_etag=record.upload_etag,
         requeued_at=record.requeued_at,
+        multipart=_to_plan(record.multipart),
     )
 
 
@@ -266,6 +297,7 @@ class DynamoVideoRepository:
             upload_etag=video.upload_etag,
             requeued_at=video.requeued_at,
             open_status=_open_status(video.status),
+            multipart=_multipart_map(video.multipart) if video.multipart is not None else None,
         )
         if usage is not None:
             self._add_counted(record, video, usage)
@@ -343,6 +375,8 @@ class DynamoVideoRepository:
                 actions.append(attribute.set(_source_map(value)))
             elif name == "outputs":
                 actions.append(attribute.set(_outputs_map(value)))
+            elif name == "multipart":
+                actions.append(attribute.set(_multipart_map(value)))
             else:
                 actions.append(attribute.set(value))
         condition = model.video_id.exists()

@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.domain import UploadTicket, utcnow
-from chalicelib.ports import IMMUTABLE, MediaSource, StoredObject
+from chalicelib.domain import UploadedPart, UploadTicket, utcnow
+from chalicelib.ports import IMMUTABLE, MediaSource, NoSuchUpload, PartsRefused, StoredObject
 
 # Larger files go through upload_file, which sends them in parts.
 _SINGLE_PUT_MAX_BYTES = 8 * 1024 * 1024
 
 
 class S3BlobStore:
-    """BlobStore on one S3 bucket. `client` must sign with SigV4."""
+    """BlobStore on one S3 bucket. `client` must sign with SigV4.
 
-    def __init__(self, client: Any, bucket: str):
+    `presigner`, another S3 client (SigV4 too), signs the URLs and POSTs handed
+    to others (browsers, ffmpeg) when they must reach S3 at another address than
+    this process does: locally, the enforcing S3 front. Default: `client`.
+    """
+
+    def __init__(self, client: Any, bucket: str, *, presigner: Any = None):
         self._s3 = client
+        self._presigner = client if presigner is None else presigner
         self.bucket = bucket
 
     def presign_upload(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> UploadTicket:
         """A POST policy that binds the key, the content type and a size range."""
         expires_at = utcnow() + timedelta(seconds=expires_s)
-        post = self._s3.generate_presigned_post(
+        post = self._presigner.generate_presigned_post(
             Bucket=self.bucket,
             Key=key,
             Fields={"Content-Type": content_type},
@@ -62,7 +69,7 @@ class S3BlobStore:
         if if_match is not None:
             params["IfMatch"] = f'"{if_match}"'
             headers = (("If-Match", params["IfMatch"]),)
-        url = self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
+        url = self._presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
         return MediaSource(location=url, headers=headers)
 
     def upload(self, path: str, key: str, content_type: str, *, cache_control: str = IMMUTABLE) -> None:
@@ -105,6 +112,63 @@ class S3BlobStore:
                 )
                 aborted += 1
         return aborted
+
+    def start_multipart_upload(self, key: str, content_type: str) -> str:
+        """CreateMultipartUpload; the object gets `content_type` when completed."""
+        response = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
+        return str(response["UploadId"])
+
+    def presign_part_upload(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
+        """A presigned UploadPart (PUT), signed like the POSTs for where clients reach S3."""
+        url: str = self._presigner.generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number},
+            ExpiresIn=expires_s,
+        )
+        return url
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        """ListParts, every page of it (S3 gives at most 1,000 parts a page)."""
+        parts: list[UploadedPart] = []
+        marker = 0
+        while True:
+            try:
+                page = self._s3.list_parts(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "NoSuchUpload":
+                    raise NoSuchUpload(upload_id) from exc
+                raise
+            parts += [
+                UploadedPart(
+                    part_number=int(part["PartNumber"]),
+                    etag=str(part["ETag"]).strip('"'),
+                    size_bytes=int(part["Size"]),
+                )
+                for part in page.get("Parts", [])
+            ]
+            if not page.get("IsTruncated"):
+                return parts
+            marker = int(page["NextPartNumberMarker"])
+
+    def complete_multipart_upload(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> str:
+        """CompleteMultipartUpload; S3's refusals become NoSuchUpload or PartsRefused."""
+        try:
+            response = self._s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag in parts]},
+            )
+        except ClientError as exc:
+            error = exc.response["Error"]
+            if error["Code"] == "NoSuchUpload":
+                raise NoSuchUpload(upload_id) from exc
+            if error["Code"] in {"InvalidPart", "InvalidPartOrder", "EntityTooSmall"}:
+                raise PartsRefused(str(error.get("Message") or error["Code"])) from exc
+            raise
+        return str(response.get("ETag", "")).strip('"')
 
     def check(self) -> None:
         self._s3.head_bucket(Bucket=self.bucket)

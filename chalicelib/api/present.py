@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chalicelib.api import schemas
-from chalicelib.domain import Outputs, UploadTicket, Video, VideoStatus
+from chalicelib.domain import MultipartPlan, Outputs, UploadedPart, UploadTicket, Video, VideoStatus
 from chalicelib.ports import MediaUrls
 from chalicelib.settings import Settings
+from chalicelib.uploads import PartUrl
 from chalicelib.usage import UsageReport
 
 
@@ -65,10 +66,43 @@ class Presenter:
             },
         )
 
-    def upload(self, ticket: UploadTicket) -> schemas.UploadOut:
-        """The presigned POST a client sends the file with."""
+    def upload(self, ticket: UploadTicket | MultipartPlan) -> schemas.UploadOut | schemas.MultipartUploadOut:
+        """How a client sends the file: the presigned POST, or the multipart upload's plan."""
+        if isinstance(ticket, MultipartPlan):
+            return self.multipart_plan(ticket)
         return schemas.UploadOut(
             url=ticket.url, fields=ticket.fields, expires_at=ticket.expires_at, max_bytes=ticket.max_bytes
+        )
+
+    def multipart_plan(self, plan: MultipartPlan) -> schemas.MultipartUploadOut:
+        """A multipart upload's plan."""
+        return schemas.MultipartUploadOut(
+            upload_id=plan.upload_id,
+            part_size=plan.part_size,
+            part_count=plan.part_count,
+            expires_at=plan.expires_at,
+        )
+
+    def multipart_status(self, plan: MultipartPlan, parts: list[UploadedPart]) -> schemas.MultipartStatusOut:
+        """A multipart upload's plan and the parts S3 holds."""
+        return schemas.MultipartStatusOut(
+            upload_id=plan.upload_id,
+            part_size=plan.part_size,
+            part_count=plan.part_count,
+            expires_at=plan.expires_at,
+            parts=[
+                schemas.StoredPartOut(part_number=p.part_number, etag=p.etag, size=p.size_bytes)
+                for p in parts
+            ],
+        )
+
+    def part_urls(self, urls: list[PartUrl]) -> schemas.PartUrlsOut:
+        """Presigned part PUTs."""
+        return schemas.PartUrlsOut(
+            parts=[
+                schemas.PartUrlOut(part_number=u.part_number, url=u.url, expires_at=u.expires_at)
+                for u in urls
+            ]
         )
 
     def _outputs(self, outputs: Outputs) -> schemas.OutputsOut:

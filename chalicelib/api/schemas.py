@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from chalicelib.settings import Settings
+from chalicelib.settings import S3_MAX_PARTS, Settings
+from chalicelib.uploads import MAX_PART_URLS_PER_REQUEST
 
 
 def _settings(info: ValidationInfo) -> Settings:
@@ -204,15 +205,75 @@ class VideoOut(BaseModel):
 
 
 class UploadOut(BaseModel):
+    """A presigned POST: send every field of `fields`, then the file as the part named `file`."""
+
+    method: Literal["post"] = "post"
     url: str
     fields: dict[str, str]
     expires_at: datetime
     max_bytes: int
 
 
+class MultipartUploadOut(BaseModel):
+    """A multipart upload's plan: ask for part URLs, PUT each part, complete."""
+
+    method: Literal["multipart"] = "multipart"
+    upload_id: str
+    part_size: int = Field(description="Bytes in every part but the last, which holds the rest.")
+    part_count: int
+    expires_at: datetime = Field(description="Complete the upload before this, or it is given up.")
+
+
 class CreateVideoResponse(BaseModel):
     video: VideoOut
-    upload: UploadOut
+    upload: UploadOut | MultipartUploadOut = Field(
+        discriminator="method",
+        description='A presigned POST ("post"), or at or above VIDLINE_MULTIPART_THRESHOLD_BYTES '
+        'a multipart upload\'s plan ("multipart").',
+    )
+
+
+class PartUrlsRequest(Request):
+    part_numbers: list[int] = Field(
+        min_length=1,
+        max_length=MAX_PART_URLS_PER_REQUEST,
+        description=f"Which parts to presign PUTs for, 1..part_count; at most {MAX_PART_URLS_PER_REQUEST}.",
+    )
+
+
+class PartUrlOut(BaseModel):
+    part_number: int
+    url: str = Field(
+        description="A presigned PUT of the part's bytes; its response's ETag header is the part's."
+    )
+    expires_at: datetime
+
+
+class PartUrlsOut(BaseModel):
+    parts: list[PartUrlOut]
+
+
+class StoredPartOut(BaseModel):
+    part_number: int
+    etag: str
+    size: int
+
+
+class MultipartStatusOut(BaseModel):
+    upload_id: str
+    part_size: int
+    part_count: int
+    expires_at: datetime
+    parts: list[StoredPartOut] = Field(description="The parts S3 already holds, by part number.")
+
+
+class CompletedPartIn(Request):
+    part_number: int = Field(ge=1, le=S3_MAX_PARTS)
+    etag: str = Field(min_length=1, max_length=100)
+
+
+class CompleteUploadRequest(Request):
+    parts: list[CompletedPartIn] = Field(min_length=1, max_length=S3_MAX_PARTS)
 
 
 class VideoListOut(BaseModel):

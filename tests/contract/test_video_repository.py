@@ -18,6 +18,7 @@ import pytest
 from chalicelib.adapters.dynamo import DynamoVideoRepository, bind_video_record, encode_cursor
 from chalicelib.domain import (
     InvalidRequest,
+    MultipartPlan,
     Outputs,
     Rendition,
     Rung,
@@ -489,3 +490,19 @@ def test_an_item_written_before_adaptive_streaming_reads_as_not_playable_with_no
         rungs=(),
     )
     assert found.created_at == video.created_at
+
+
+def test_a_multipart_plan_is_stored_and_its_upload_completes(videos: VideoRepository) -> None:
+    plan = MultipartPlan(
+        upload_id="upload-1", part_size=8 * 1024**2, part_count=3, expires_at=utcnow() + timedelta(days=1)
+    )
+    video = a_video(multipart=plan, source=SourceInfo("big.mp4", 20 * 1024**2, "video/mp4"))
+    videos.add(video)
+    assert videos.get(ALICE, video.id) == video
+
+    completed = videos.update(
+        video, expected={VideoStatus.AWAITING_UPLOAD}, status=VideoStatus.QUEUED, upload_etag="abc-3"
+    )
+
+    assert completed.multipart == plan and completed.upload_etag == "abc-3"
+    assert videos.get(ALICE, video.id) == completed

@@ -28,6 +28,10 @@ IAM_ACTION_OF_CALL = {
     "delete_objects": "s3:DeleteObject",
     "get_paginator:list_objects_v2": "s3:ListBucket",
     "get_paginator:list_multipart_uploads": "s3:ListBucketMultipartUploads",
+    # Multipart uploads; UploadPart is a presigned PUT, s3:PutObject as well.
+    "create_multipart_upload": "s3:PutObject",
+    "complete_multipart_upload": "s3:PutObject",
+    "list_parts": "s3:ListMultipartUploadParts",
     "abort_multipart_upload": "s3:AbortMultipartUpload",
     "get_queue_url": "sqs:GetQueueUrl",
     "send_message": "sqs:SendMessage",
@@ -148,7 +152,21 @@ MEDIA = _objects(TARGETS.media_bucket, "media/")
 # What each app calls, adapter method by adapter method (chalicelib/services.py
 # for the API, chalicelib/processing.py for the worker, wired in chalicelib/bootstrap.py).
 API_USES = (
-    Use("S3BlobStore", frozenset({"presign_upload", "delete_prefix", "check"}), UPLOADS),
+    Use(
+        "S3BlobStore",
+        frozenset(
+            {
+                "presign_upload",
+                "delete_prefix",
+                "check",
+                "start_multipart_upload",
+                "list_parts",
+                "complete_multipart_upload",
+                "abort_multipart_uploads",
+            }
+        ),
+        UPLOADS,
+    ),
     Use("S3BlobStore", frozenset({"delete_prefix", "check"}), MEDIA),
     Use(
         "CognitoIdentity",
@@ -233,7 +251,7 @@ def adapter_calls() -> dict[tuple[str, str], set[str]]:
                     continue
                 client = node.func.value
                 name = client.attr if isinstance(client, ast.Attribute) else getattr(client, "id", "")
-                if name in {"_s3", "_ses", "_idp", "_sqs", "ssm"}:
+                if name in {"_s3", "_presigner", "_ses", "_idp", "_sqs", "ssm"}:
                     call = node.func.attr
                     if call == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
                         call += f":{node.args[0].value}"  # what it lists decides the action
@@ -345,3 +363,11 @@ def test_both_apps_may_send_traces_which_x_ray_grants_only_on_every_resource() -
     for policy in (API, WORKERS):
         grants = granted(policy)
         assert grants["xray:PutTraceSegments"] == grants["xray:PutTelemetryRecords"] == {"*"}
+
+
+def test_the_api_may_run_multipart_uploads_on_upload_keys_only() -> None:
+    grants = granted(API)
+    for action in ("s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"):
+        assert grants[action] == {UPLOADS[0]}, action
+    # abort_multipart_uploads lists a prefix's open uploads: a bucket-level action.
+    assert grants["s3:ListBucketMultipartUploads"] == {UPLOADS[1]}

@@ -292,7 +292,7 @@ def test_a_processing_video_not_yet_playable_shows_no_outputs(
         ({"title": "bad\u0000title"}, "title"),
         ({"content_type": "image/png"}, "content_type"),
         ({"size_bytes": 0}, "size_bytes"),
-        ({"size_bytes": 3 * 1024**3}, "size_bytes"),
+        ({"size_bytes": 11 * 1024**3}, "size_bytes"),  # over the 10 GiB default
         ({"size_bytes": "big"}, "size_bytes"),
         ({"filename": ""}, "filename"),
         ({"extra": 1}, "extra"),

@@ -752,7 +752,7 @@ def wait_until(condition: Callable[[], Any], timeout_s: float) -> Any:
 
 @pytest.mark.timeout(180)
 def test_the_whole_stack_starts_answers_runs_a_job_and_stops_cleanly(project_dir: Path) -> None:
-    ports = stack_ports("api", "moto", "mailbox", "cdn")
+    ports = stack_ports("api", "moto", "mailbox", "cdn", "s3_front")
     api, mailbox = f"http://127.0.0.1:{ports['api']}", f"http://127.0.0.1:{ports['mailbox']}"
     # A developer's override of a resource name reaches both apps, though
     # their config.json names the default bucket.
@@ -769,6 +769,11 @@ def test_the_whole_stack_starts_answers_runs_a_job_and_stops_cleanly(project_dir
         assert endpoint == f"http://127.0.0.1:{ports['moto']}"
         assert env["VIDLINE_APP_URL"] == f"http://127.0.0.1:{ports['cdn']}"
         assert env["VIDLINE_AUTH_MODE"] == "app"
+        # Presigned URLs point at the enforcing S3 front, which answers.
+        assert env["VIDLINE_S3_PUBLIC_ENDPOINT_URL"] == f"http://127.0.0.1:{ports['s3_front']}"
+        with pytest.raises(urllib.error.HTTPError) as unsigned:
+            http("GET", f"{env['VIDLINE_S3_PUBLIC_ENDPOINT_URL']}/my-uploads/x")
+        assert unsigned.value.code == 403 and b"<Code>AccessDenied</Code>" in unsigned.value.read()
         assert "VIDLINE_API_PORT" not in env
 
         # moto answers and holds the pool the API was told about.
@@ -862,7 +867,7 @@ SQUATTER += "s.listen(); print('listening', flush=True); time.sleep(600)"
 def test_the_stack_frees_its_leftovers_restarts_crashed_children_and_dies_as_a_whole(
     project_dir: Path,
 ) -> None:
-    ports = stack_ports("api", "moto", "mailbox", "cdn")
+    ports = stack_ports("api", "moto", "mailbox", "cdn", "s3_front")
     # What a killed stack of this project used to leave: its API child on the port.
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -945,7 +950,7 @@ def test_an_unmarked_chalice_local_of_this_project_whose_stack_is_gone_is_a_left
 
 @pytest.mark.timeout(60)
 def test_the_stack_refuses_to_start_on_a_taken_port(project_dir: Path) -> None:
-    ports = stack_ports("api", "mailbox", "cdn")
+    ports = stack_ports("api", "mailbox", "cdn", "s3_front")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()

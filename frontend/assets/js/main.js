@@ -52,7 +52,8 @@ async function boot() {
     onUnauthorized: () => expireSession(),
   });
   app.usageTracker = trackUsage(app.api);
-  app.queue = new UploadQueue({ api: app.api, config: app.config });
+  // Unfinished uploads are remembered per account: only their owner is offered to resume one.
+  app.queue = new UploadQueue({ api: app.api, config: app.config, getOwner: () => currentSession()?.email });
   // Uploads carry on while you watch a video, so their news is announced
   // here rather than by the upload panel.
   app.queue.addEventListener("uploaded", () => announce("Upload complete"));

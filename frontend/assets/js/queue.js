@@ -4,6 +4,15 @@
  *
  *   POST /videos  →  presigned POST to S3 (with progress)  →  done
  *
+ * or, for a file the API wants in parts (`upload.method` "multipart"),
+ *
+ *   POST /videos  →  remember it (resume.js)  →  parts to S3 (multipart.js)  →  complete  →  done
+ *
+ * A multipart upload that stops (a reload, a part that kept failing, the
+ * session ending) keeps its video and its parts: choosing the same file again
+ * offers to resume it (the item's `resume`), and Retry resumes a failed one.
+ * Cancel, Start over and Dismiss delete the video and forget it.
+ *
  * It lives outside the views so an upload keeps going while you open a
  * video, and it tells the UI what happens through events:
  *
@@ -18,21 +27,30 @@
  * delete it from the library.
  */
 
+import { ApiError } from "./api.js";
 import { checkFile, titleFromFilename } from "./files.js";
+import { sendInParts } from "./multipart.js";
+import { ResumeStore } from "./resume.js";
 import { createSpeedMeter, sendToPresignedPost } from "./upload.js";
 
 let nextItemId = 1;
 
 export class UploadQueue extends EventTarget {
-  /** @param {{api: import("./api.js").ApiClient, config: object}} deps */
-  constructor({ api, config }) {
+  /**
+   * @param {{api: import("./api.js").ApiClient, config: object, getOwner?: () => string | undefined,
+   *   store?: ResumeStore}} deps  getOwner names the signed-in account, whose uploads can resume
+   */
+  constructor({ api, config, getOwner = () => "", store = new ResumeStore() }) {
     super();
     this.api = api;
     this.config = config;
+    this.getOwner = getOwner;
+    this.store = store;
     /**
      * @type {Array<{id: number, file: File, contentType: string, title: string,
      *   state: "pending"|"creating"|"sending"|"failed", loaded: number, speed: number,
-     *   error?: string, video?: object, controller?: AbortController}>}
+     *   error?: string, video?: object, controller?: AbortController,
+     *   resume?: {videoId: string, plan: object, title: string}}>}  resume: an unfinished multipart upload
      */
     this.items = [];
     this.running = false;
@@ -60,14 +78,16 @@ export class UploadQueue extends EventTarget {
         rejected.push(check.reason);
         continue;
       }
+      const resume = this.store.find(file, this.getOwner()) ?? undefined;
       this.items.push({
         id: nextItemId++,
         file,
         contentType: check.contentType,
-        title: titleFromFilename(file.name),
+        title: resume?.title ?? titleFromFilename(file.name),
         state: "pending",
         loaded: 0,
         speed: 0,
+        resume,
       });
       added += 1;
     }
@@ -80,13 +100,25 @@ export class UploadQueue extends EventTarget {
     if (item) item.title = title;
   }
 
-  /** Drop a pending or failed item from the list. */
+  /** Drop a pending or failed item from the list; an unfinished upload it could resume is deleted. */
   remove(id) {
-    this.items = this.items.filter((item) => item.id !== id || item.state === "creating" || item.state === "sending");
+    const item = this.#find(id);
+    if (!item || item.state === "creating" || item.state === "sending") return;
+    this.#abandonResume(item);
+    this.items = this.items.filter((candidate) => candidate !== item);
     this.#changed();
   }
 
-  /** Queue a failed item's file again, and upload it. */
+  /** Upload a pending item's file from the start rather than resume its earlier upload. */
+  startOver(id) {
+    const item = this.#find(id);
+    if (item?.state !== "pending" || !item.resume) return;
+    this.#abandonResume(item);
+    item.title = titleFromFilename(item.file.name);
+    this.#changed();
+  }
+
+  /** Queue a failed item's file again, and upload it (resuming it when it went in parts). */
   retry(id) {
     const item = this.#find(id);
     if (item?.state !== "failed") return;
@@ -143,56 +175,136 @@ export class UploadQueue extends EventTarget {
     this.#changed();
 
     try {
-      const title = item.title.trim() || titleFromFilename(item.file.name);
+      const resumed = item.resume ? await this.#resumePoint(item, signal) : null;
+      if (resumed?.landed) {
+        // Its file arrived before the page lost track of it: nothing to send.
+        this.#removeItem(item);
+        this.dispatchEvent(new CustomEvent("uploaded", { detail: { video: resumed.video } }));
+        return;
+      }
+      const title = resumed ? item.title : item.title.trim() || titleFromFilename(item.file.name);
       // Not given the signal: aborting the request would not undo a create
       // the API has already done. Cancel takes effect once it answers.
-      const { video, upload } = await this.api.post("/videos", {
-        title,
-        filename: item.file.name,
-        content_type: item.contentType,
-        size_bytes: item.file.size,
-      });
+      const { video, upload } =
+        resumed ??
+        (await this.api.post("/videos", {
+          title,
+          filename: item.file.name,
+          content_type: item.contentType,
+          size_bytes: item.file.size,
+        }));
       item.video = video;
+      if (upload.method === "multipart" && !resumed) {
+        item.resume = { videoId: video.id, plan: upload, title };
+        this.store.save(item.file, this.getOwner(), item.resume);
+      }
       if (signal.aborted) throw new DOMException("Upload cancelled", "AbortError");
       item.title = title;
       item.state = "sending";
       this.#changed();
 
       const meter = createSpeedMeter();
-      await sendToPresignedPost(upload, item.file, {
-        signal,
-        onProgress: ({ loaded, total }) => {
-          // `total` is the whole form (fields + file), a little more than the file.
-          item.loaded = loaded;
-          item.total = total;
-          item.speed = meter.update(loaded);
-          this.#changed();
-        },
-      });
+      const onProgress = ({ loaded, total }) => {
+        // A POST's `total` is the whole form (fields + file), a little more than the file.
+        item.loaded = loaded;
+        item.total = total;
+        item.speed = meter.update(loaded);
+        this.#changed();
+      };
+      let landed;
+      if (upload.method === "multipart") {
+        landed = await sendInParts({
+          api: this.api,
+          videoId: video.id,
+          plan: upload,
+          file: item.file,
+          signal,
+          onProgress,
+          uploadedParts: resumed?.parts,
+        });
+        this.store.forget(item.file);
+      } else {
+        await sendToPresignedPost(upload, item.file, { signal, onProgress });
+        // The upload landed, so the worker will pick it up: show it as queued
+        // right away rather than waiting for the first poll.
+        landed = { ...video, status: video.status === "awaiting_upload" ? "queued" : video.status };
+      }
 
       this.#removeItem(item);
-      // The upload landed, so the worker will pick it up: show it as queued
-      // right away rather than waiting for the first poll.
-      const landed = { ...video, status: video.status === "awaiting_upload" ? "queued" : video.status };
       this.dispatchEvent(new CustomEvent("uploaded", { detail: { video: landed } }));
     } catch (error) {
-      // Cancelled or failed: the video will never get its file, so delete it.
-      if (item.video) {
-        this.api.delete(`/videos/${encodeURIComponent(item.video.id)}`, { token }).catch(() => {});
+      const cancelled = error.name === "AbortError";
+      // A multipart upload that failed keeps its video and parts, so Retry
+      // (or choosing the file again after a reload) goes on from there.
+      const resumable = item.resume && !cancelled && !item.cleared;
+      if (!resumable) {
+        // Cancelled or failed: the video will never get its file, so delete it.
+        if (item.video) {
+          this.api.delete(`/videos/${encodeURIComponent(item.video.id)}`, { token }).catch(() => {});
+        }
+        this.#forgetResume(item);
       }
-      if (error.name === "AbortError") {
+      if (cancelled) {
         this.#removeItem(item);
         if (!item.cleared) this.dispatchEvent(new CustomEvent("cancelled", { detail: { item } }));
         return;
       }
       if (item.cleared) return;
       item.state = "failed";
-      item.error = error.message;
+      item.error = resumable ? `${error.message} Retry goes on from where it stopped.` : error.message;
       this.#changed();
       this.dispatchEvent(new CustomEvent("failed", { detail: { item, error } }));
     } finally {
       item.controller = undefined;
     }
+  }
+
+  /**
+   * Where an earlier multipart upload of the item's file stands:
+   * {video, upload, parts} to go on, {landed: true, video} when its file is
+   * already in, or null (and the entry forgotten) when it cannot go on.
+   */
+  async #resumePoint(item, signal) {
+    const path = `/videos/${encodeURIComponent(item.resume.videoId)}`;
+    try {
+      const video = await this.api.get(path, { signal });
+      if (video.status === "queued" || video.status === "processing" || video.status === "ready") {
+        this.#forgetResume(item);
+        return { landed: true, video };
+      }
+      if (video.status !== "awaiting_upload") {
+        this.#forgetResume(item);
+        return null;
+      }
+      const listing = await this.api.get(`${path}/upload`, { signal });
+      const upload = {
+        ...item.resume.plan,
+        method: "multipart",
+        upload_id: listing.upload_id,
+        part_size: listing.part_size,
+        part_count: listing.part_count,
+      };
+      return { video, upload, parts: listing.parts };
+    } catch (error) {
+      // The video is gone, or no longer takes parts: upload the file afresh.
+      if (error instanceof ApiError && error.status >= 400 && error.status < 500 && !error.isUnauthorized) {
+        this.#forgetResume(item);
+        return null;
+      }
+      throw error;
+    }
+  }
+
+  /** Delete the unfinished upload the item could resume, and forget it. */
+  #abandonResume(item) {
+    if (!item.resume) return;
+    this.api.delete(`/videos/${encodeURIComponent(item.resume.videoId)}`).catch(() => {});
+    this.#forgetResume(item);
+  }
+
+  #forgetResume(item) {
+    if (item.resume) this.store.forget(item.file);
+    item.resume = undefined;
   }
 
   #find(id) {

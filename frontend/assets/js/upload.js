@@ -59,8 +59,8 @@ export function sendToPresignedPost(upload, file, { signal, onProgress } = {}) {
   });
 }
 
-/** S3 answers errors in XML: <Error><Code/><Message/></Error>. */
-function s3ErrorMessage(xhr) {
+/** S3 answers errors in XML: <Error><Code/><Message/></Error>. A sentence for people. */
+export function s3ErrorMessage(xhr) {
   let detail = "";
   try {
     const doc = new DOMParser().parseFromString(xhr.responseText, "application/xml");

@@ -175,6 +175,7 @@ export function createUploader({ queue, config, signal }) {
 
 /** Items being created or sent share one row, so focus on Cancel survives. */
 function rowKind(item) {
+  if (item.state === "pending" && item.resume) return "resumable";
   return item.state === "creating" || item.state === "sending" ? "active" : item.state;
 }
 
@@ -183,7 +184,7 @@ function renderRow(item, queue) {
   const kind = rowKind(item);
   const meta = `${item.file.name} · ${formatBytes(item.file.size)}`;
 
-  if (item.state === "pending") {
+  if (kind === "pending") {
     const titleId = `queue-title-${item.id}`;
     const title = h("input", {
       id: titleId,
@@ -214,6 +215,30 @@ function renderRow(item, queue) {
           onClick: () => queue.remove(item.id),
         },
         icon("x"),
+      ),
+    );
+    return { element, kind };
+  }
+
+  if (kind === "resumable") {
+    // The same file's earlier upload stopped part-way (a reload, a crash):
+    // offer to go on with it, or to start again.
+    const element = h(
+      "li",
+      { class: "queue-item is-resumable" },
+      h("span", { class: "queue-icon" }, icon("clock")),
+      h(
+        "div",
+        { class: "queue-main" },
+        h("p", { class: "queue-title" }, item.title),
+        h("p", { class: "queue-meta" }, meta),
+        h("p", { class: "queue-note" }, "This file’s upload was interrupted. Resume it where it stopped, or start over."),
+      ),
+      h(
+        "div",
+        { class: "queue-buttons" },
+        h("button", { type: "button", class: "btn btn-primary btn-sm", onClick: () => queue.start() }, "Resume upload"),
+        h("button", { type: "button", class: "btn btn-ghost btn-sm", onClick: () => queue.startOver(item.id) }, "Start over"),
       ),
     );
     return { element, kind };
