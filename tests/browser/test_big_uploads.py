@@ -24,6 +24,7 @@ from playwright.sync_api import Page, Request, expect
 
 from devstack.client import ROOT, ApiClient, StackProcess
 from tests.browser.conftest import Throttle
+from tests.browser.readme_example import runnable_example
 from tests.browser.test_web_app import PASSWORD, button, cards, sign_in
 from tests.media_tools import make_clip
 
@@ -396,3 +397,28 @@ def test_start_over_deletes_the_interrupted_upload_and_sends_the_whole_file(
     (video,) = user.list_videos()  # the interrupted one is gone
     assert video["id"] != interrupted["id"]
     assert page.evaluate("localStorage.getItem('vidline.uploads')") is None
+
+
+def test_the_readme_example_sends_a_big_file_in_parts(
+    page: Page, stack: StackProcess, big_clip: Path
+) -> None:
+    """The README's fetch example takes the multipart branch above the threshold."""
+    user = ApiClient.sign_up(stack.api, PASSWORD)
+    puts: list[int] = []
+    page.on(
+        "request", lambda request: puts.append(part_number(request)) if is_part_url(request.url) else None
+    )
+    page.goto("/")
+    example = runnable_example(page, stack)
+    video = page.evaluate(
+        f"""async ([email, password, data]) => {{
+          {example}
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          const file = new File([bytes], "big.mp4", {{ type: "video/mp4" }});
+          return uploadVideo(email, password, file);
+        }}""",
+        [user.email, PASSWORD, base64.b64encode(big_clip.read_bytes()).decode()],
+    )
+
+    assert video["playable"] or video["status"] == "ready", video
+    assert sorted(puts) == list(range(1, -(-FILE_BYTES // PART_BYTES) + 1))

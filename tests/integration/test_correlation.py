@@ -22,6 +22,7 @@ from chalice.test import Client
 
 from chalicelib import telemetry
 from chalicelib.domain import NewVideo, Principal, VideoStatus, utcnow
+from chalicelib.processing import uploaded_objects
 from chalicelib.settings import Settings
 from devstack.client import ROOT
 from devstack.logs import read_entries, story
@@ -58,15 +59,16 @@ def api_call(client: Client, method: str, path: str, body: Any = None, token: st
     return json.loads(response.body)
 
 
-def next_upload_event(aws: Any, queue_url: str) -> dict[str, Any]:
+def next_upload_event(aws: Any, queue_url: str, video_id: str) -> dict[str, Any]:
+    """The upload event of `video_id`; any other message (another test's) is deleted."""
     for _ in range(10):
         for message in aws.sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"]
         ).get("Messages", []):
             aws.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-            if "Records" in json.loads(message["Body"]):
+            if any(video_id in upload.key for upload in uploaded_objects(message["Body"])):
                 return dict(message)
-    raise AssertionError("no upload event arrived on the jobs queue")
+    raise AssertionError(f"no upload event of video {video_id} arrived on the jobs queue")
 
 
 def test_one_videos_id_is_on_every_line_from_create_to_email(
@@ -97,7 +99,7 @@ def test_one_videos_id_is_on_every_line_from_create_to_email(
         assert posted.status_code in (200, 204), posted.text
 
         # S3's event through SQS to the worker, as Lambda would deliver it.
-        message = next_upload_event(aws, queue_url)
+        message = next_upload_event(aws, queue_url, video_id)
         with Client(workers_module.app, stage_name="local") as workers:
             workers.lambda_.invoke("process_upload", lambda_sqs_event(message, queue_arn, settings.region))
         assert api_call(api, "GET", f"/videos/{video_id}", token=token)["status"] == "ready"

@@ -9,6 +9,7 @@ lower the threshold and the part size (5 MiB) through settings.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -408,8 +409,16 @@ def test_an_upload_open_too_long_is_given_up(
     past = replace(record.multipart, expires_at=utcnow() - timedelta(hours=1))
     api_module.container.videos.update(record, multipart=past)
     assert_error(*upload.complete(), 409, "upload_gone")
+    # The abandoned-uploads job fails it, frees its parts and tells its owner.
+    later = dataclasses.replace(
+        api_module.container.housekeeping, clock=lambda: utcnow() + timedelta(hours=2)
+    )
+    assert later.abandon_expired_uploads().changed >= 1
     _, video = api.call("GET", f"/videos/{upload.video_id}", token=token)
     assert video["status"] == "failed" and "expired" in video["error"]
+    assert not aws.s3.list_multipart_uploads(Bucket=small.uploads_bucket, Prefix=record.upload_prefix).get(
+        "Uploads"
+    )
 
     # One aborted behind the API's back (the bucket's lifecycle rule) is gone too.
     aborted = Upload(api, token, payload())

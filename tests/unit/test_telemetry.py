@@ -109,7 +109,7 @@ def test_a_failure_is_counted_in_total_and_by_its_reason(output: Output) -> None
 
 
 def test_locally_metrics_are_log_lines(output: Output) -> None:
-    telemetry.configure(Settings(log_format="text", metrics_output="log"), "vidline-test")
+    telemetry.configure(Settings(stage="local", log_format="text", metrics_output="log"), "vidline-test")
     with telemetry.correlated("v-4"):
         telemetry.handle(None, lambda event: telemetry.count("EmailsSent"))
 
