@@ -9,6 +9,11 @@ PYTHON ?= $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.12*/
 	/usr/local/bin/python3.12 /usr/bin/python3.12; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
 PYTEST_ARGS ?=
+# make test runs two pytest processes at once: the tests that start a local
+# stack (one after another: every stack writes the project's .vidline/), and
+# all the others. Their outputs follow each other; both must pass.
+STACK_TESTS := tests/e2e tests/browser tests/integration/test_devstack.py
+OTHER_TESTS := tests $(addprefix --ignore=,$(STACK_TESTS))
 # Debian's Chromium, which the browser tests drive (Playwright's own browser
 # download is not needed). Installed with apt-get when missing.
 CHROMIUM ?= /usr/lib/chromium/chromium
@@ -44,7 +49,13 @@ dev: $(BIN)/.installed
 	$(BIN)/python -m devstack
 
 test: $(BIN)/.installed $(CHROMIUM) $(REDIS_SERVER) lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@mkdir -p test-artifacts
+	@$(BIN)/python -m pytest $(STACK_TESTS) $(PYTEST_ARGS) > test-artifacts/stack-tests.log 2>&1 & stack=$$!; \
+	$(BIN)/python -m pytest $(OTHER_TESTS) $(PYTEST_ARGS); others=$$?; \
+	wait $$stack; stacks=$$?; \
+	echo "--- tests that start a local stack (test-artifacts/stack-tests.log) ---"; \
+	cat test-artifacts/stack-tests.log; \
+	test $$others -eq 0 -a $$stacks -eq 0
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -216,7 +216,7 @@ def test_a_cursor_naming_another_owners_video_still_lists_only_ones_own(videos: 
     [
         "garbage!",
         "not a cursor",
-        new_video_id(),  # an id, but not a cursor this API issued
+        "01hf7g3v1e2q4k5m6n7p8r9s0t",  # an id, but not a cursor this API issued
         base64.urlsafe_b64encode(b"../../etc").decode(),
         base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode(),
         "%%%",
