@@ -430,6 +430,18 @@ class PostForm:
     file_offset: int  # in the bytes read so far
 
 
+def _ambiguous_disposition(part: Message) -> bool:
+    """True when parsers may disagree on what a part is named: more than one
+    Content-Disposition, a parameter given twice (`name="x-ignore-a"; name="key"`:
+    Python's parser takes the first, moto's werkzeug the last, so a field the
+    policy exempts would reach moto as the key), or an RFC 2231 `name*`."""
+    dispositions = part.get_all("content-disposition") or []
+    if len(dispositions) != 1:
+        return True
+    names = [key.lower() for key, _ in (part.get_params(header="content-disposition") or [])[1:]]
+    return len(names) != len(set(names)) or any("*" in key for key in names)
+
+
 def parse_post_head(head: bytes, boundary: bytes) -> PostForm | None:
     """The fields before the file part in `head`, the start of a multipart
     body; None if the file part's headers are not complete in it yet."""
@@ -445,6 +457,8 @@ def parse_post_head(head: bytes, boundary: bytes) -> PostForm | None:
         if end_of_headers < 0:
             return None
         part = BytesHeaderParser().parsebytes(head[position : end_of_headers + 2])
+        if _ambiguous_disposition(part):
+            raise S3Refusal(400, "MalformedPOSTRequest", _MALFORMED_POST)
         name = part.get_param("name", header="content-disposition")
         if part.get_content_disposition() != "form-data" or not isinstance(name, str):
             raise S3Refusal(400, "MalformedPOSTRequest", _MALFORMED_POST)

@@ -401,6 +401,24 @@ def test_a_field_the_policy_does_not_name_is_refused(
     assert stored(moto_s3, settings.uploads_bucket, key) is None
 
 
+def test_a_field_whose_name_parsers_read_differently_is_refused(
+    uploads: S3BlobStore, moto_s3: Any, settings: Settings
+) -> None:
+    # `name="x-ignore-a"; name="key"`: read as an exempt x-ignore-* field by one
+    # parser and as the key by another (moto's werkzeug), it would store the
+    # file outside the policy, e.g. over another user's upload.
+    key, victim = new_key(), new_key()
+    ticket = uploads.presign_upload(key, "video/mp4", MIB, 60)
+    boundary = "vidline-smuggle"
+    body = form_body({'x-ignore-a"; name="key': victim, **ticket.fields}, b"0123456789", boundary)
+
+    status, answer = raw_post(ticket.url, body, boundary, content_length=len(body))
+
+    assert status == 400 and b"<Code>MalformedPOSTRequest</Code>" in answer
+    assert stored(moto_s3, settings.uploads_bucket, victim) is None
+    assert stored(moto_s3, settings.uploads_bucket, key) is None
+
+
 def test_a_tampered_signature_is_refused(
     uploads: S3BlobStore, presigner: Any, moto_s3: Any, settings: Settings
 ) -> None:
