@@ -282,8 +282,11 @@ class BlobStore(Protocol):
         """Open a multipart upload of an object of `content_type` to `key`; its upload id."""
         ...
 
-    def presign_part_upload(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
-        """A URL that PUTs part `part_number` of the upload for `expires_s` seconds."""
+    def presign_part_upload(
+        self, key: str, upload_id: str, part_number: int, size_bytes: int, expires_s: int
+    ) -> str:
+        """A URL that PUTs part `part_number` of the upload, of exactly `size_bytes`
+        (the Content-Length is signed), for `expires_s` seconds."""
         ...
 
     def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:

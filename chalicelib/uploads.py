@@ -207,9 +207,14 @@ class MultipartUploads:
         window_s = int((plan.expires_at - now).total_seconds())
         ttl_s = max(MIN_PART_URL_TTL_S, min(self.settings.multipart_part_url_ttl_s, window_s))
         expires_at = now + timedelta(seconds=ttl_s)
+        declared = video.source.size_bytes
         return [
             PartUrl(
-                n, self.uploads.presign_part_upload(video.upload_key, plan.upload_id, n, ttl_s), expires_at
+                n,
+                self.uploads.presign_part_upload(
+                    video.upload_key, plan.upload_id, n, plan.expected_part_size(n, declared), ttl_s
+                ),
+                expires_at,
             )
             for n in part_numbers
         ]

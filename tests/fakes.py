@@ -293,9 +293,17 @@ class FakeBlobStore:
         self.multipart_content_types[upload_id] = content_type
         return upload_id
 
-    def presign_part_upload(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
+    def presign_part_upload(
+        self, key: str, upload_id: str, part_number: int, size_bytes: int, expires_s: int
+    ) -> str:
         self.presigned_parts.append(
-            {"key": key, "upload_id": upload_id, "part_number": part_number, "expires_s": expires_s}
+            {
+                "key": key,
+                "upload_id": upload_id,
+                "part_number": part_number,
+                "size_bytes": size_bytes,
+                "expires_s": expires_s,
+            }
         )
         return f"https://uploads.example/{key}?uploadId={upload_id}&partNumber={part_number}"
 

@@ -247,6 +247,21 @@ def test_a_presigned_part_put_is_stored_and_its_etag_exposed_to_the_web_app(
     assert stored(moto_s3, bucket, key) == b"".join(parts)
 
 
+def test_a_part_url_takes_only_a_part_of_its_planned_size(
+    uploads: S3BlobStore, moto_s3: Any, settings: Settings
+) -> None:
+    key = new_key()
+    upload_id = uploads.start_multipart_upload(key, "video/mp4")
+    url = uploads.presign_part_upload(key, upload_id, 1, 5 * MIB, 60)
+
+    bigger = requests.put(url, data=os.urandom(5 * MIB + 1), timeout=60)
+    exact = requests.put(url, data=os.urandom(5 * MIB), timeout=60)
+
+    assert s3_error(bigger)[:2] == (403, "SignatureDoesNotMatch")
+    assert exact.status_code == 200
+    assert [part.part_number for part in uploads.list_parts(key, upload_id)] == [1]
+
+
 def test_a_presigned_get_with_if_match_serves_a_range(
     uploads: S3BlobStore, moto_s3: Any, settings: Settings
 ) -> None:

@@ -305,6 +305,14 @@ def test_part_urls_last_the_configured_time_within_the_window(
     urls = uploads.part_urls(ALICE, video.id, [2, 1])
     assert [u.part_number for u in urls] == [2, 1]
     assert [p["expires_s"] for p in fakes.uploads.presigned_parts] == [3600, 3600]
+    # Each URL is signed for its part's exact size: the last one holds the rest.
+    plan = video.multipart
+    assert plan is not None
+    last = video.source.size_bytes - plan.part_size * (plan.part_count - 1)
+    sizes = {p["part_number"]: p["size_bytes"] for p in fakes.uploads.presigned_parts}
+    assert sizes[1] == plan.part_size
+    assert uploads.part_urls(ALICE, video.id, [plan.part_count])
+    assert fakes.uploads.presigned_parts[-1]["size_bytes"] == last
     with pytest.raises(InvalidPartNumbers, match="1 to 100"):
         uploads.part_urls(ALICE, video.id, list(range(1, 102)))
 
