@@ -160,6 +160,7 @@ class Housekeeping:
             expected={VideoStatus.AWAITING_UPLOAD},
             unchanged_since=video.updated_at,
             cause=FailureReason.ABANDONED,
+            nothing_stored=True,
         )
         report.failed += 1
         report.changed += 1

@@ -258,7 +258,9 @@ class DynamoUsageRepository:
         level = 0
         model = self._record
         # day#first .. total: the days from `first` on, the months, and the total.
-        for record in model.query(user_pk(owner_id), model.sk.between(day_sk(first), TOTAL_SK)):
+        for record in model.query(
+            user_pk(owner_id), model.sk.between(day_sk(first), TOTAL_SK), consistent_read=True
+        ):
             if record.sk == TOTAL_SK:
                 level = int(record.bytes_stored or 0)
             elif record.sk.startswith(DAY_PREFIX):

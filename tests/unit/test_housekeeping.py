@@ -12,7 +12,9 @@ import pytest
 from chalicelib.bootstrap import Container
 from chalicelib.domain import (
     UPLOAD_EXPIRED_REASON,
+    NewVideo,
     Outputs,
+    Principal,
     Rendition,
     SourceInfo,
     Video,
@@ -341,3 +343,23 @@ def test_a_big_upload_is_given_up_once_even_a_slow_link_would_have_sent_it(
 
     assert jobs.abandon_expired_uploads().failed == 1
     assert current(fakes, big).status is VideoStatus.FAILED
+
+
+def test_an_abandoned_upload_gives_its_reserved_bytes_back_once(
+    fakes: FakePorts, settings: Settings, jobs: Housekeeping, clock: Clock
+) -> None:
+    container = fakes.container(settings)
+    owner = Principal(user_id="owner", email="owner@example.com")
+    video, _ = container.video_service.create(owner, NewVideo("Trip", "trip.mp4", "video/mp4", 5_000))
+    today = video.created_at.date()
+    assert fakes.usage.quota_usage("owner", today).bytes_stored == 5_000
+
+    clock.advance(UPLOAD_TTL_S + 1_000)
+    jobs.abandon_expired_uploads()
+
+    failed = current(fakes, video)
+    assert failed.status is VideoStatus.FAILED and failed.source.size_bytes == 0
+    assert fakes.usage.quota_usage("owner", today).bytes_stored == 0
+    # Deleting it afterwards frees nothing more: the level never goes below zero.
+    container.video_service.delete(owner, video.id)
+    assert fakes.usage.quota_usage("owner", today).bytes_stored == 0
