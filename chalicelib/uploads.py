@@ -275,6 +275,11 @@ class MultipartUploads:
             raise NotMultipart(
                 'This video uploads in one presigned POST (upload.method "post"), not in parts.'
             )
+        if video.status is VideoStatus.FAILED and video.upload_etag is None:
+            # Failed before anything landed (the abandoned-uploads job): not a finished upload.
+            raise UploadGone(
+                f"This upload was given up ({video.error}). Create a new video to upload the file."
+            )
         if video.status is not VideoStatus.AWAITING_UPLOAD or video.upload_etag is not None:
             raise UploadCompleted("This upload was completed already; the video is being processed.")
         if video.upload_expired(utcnow(), self.settings.upload_url_ttl_s):

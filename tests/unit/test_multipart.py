@@ -344,3 +344,24 @@ def test_a_completion_of_10000_parts_is_checked_quickly() -> None:
     with pytest.raises(DuplicateParts):
         check_completion(plan, size, [*given, (1, "e1")], stored)
     assert time.perf_counter() - started < 1.0
+
+
+def test_an_upload_given_up_by_the_abandoned_uploads_job_is_gone_not_completed(
+    fakes: FakePorts, settings: Settings, uploads: MultipartUploads
+) -> None:
+    video = created(fakes, settings)
+    fakes.videos.update(video, status=VideoStatus.FAILED, error="The upload did not finish in time.")
+    with pytest.raises(UploadGone, match="given up"):
+        uploads.part_urls(ALICE, video.id, [1])
+
+
+def test_a_create_that_cannot_be_recorded_leaves_no_multipart_upload_open(
+    fakes: FakePorts, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable(video: Video, **_: object) -> None:
+        raise RuntimeError("the table is unreachable")
+
+    monkeypatch.setattr(fakes.videos, "add", unavailable)
+    with pytest.raises(RuntimeError):
+        created(fakes, settings)
+    assert fakes.uploads.multipart_uploads == {}
