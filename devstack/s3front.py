@@ -321,6 +321,9 @@ def check_presigned(
             f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_EXPIRES_S}"
         )
     signatures.check_token(params.get("X-Amz-Security-Token"))
+    if signed_at - now > MAX_SKEW:
+        # Signed in the future: S3 refuses it rather than let it live longer.
+        raise access_denied("Request is not valid yet", **{"X-Amz-Date": params["X-Amz-Date"]})
     expires_at = signed_at + timedelta(seconds=expires_s)
     if now > expires_at:
         raise access_denied(
@@ -737,12 +740,24 @@ class _FrontHandler(BaseHTTPRequestHandler):
         host = self.headers.get("Host", "")
         payload_hash: str | None = None
         if any(name == "X-Amz-Signature" for name, _ in query):
+            if "Authorization" in self.headers:
+                raise S3Refusal(
+                    400,
+                    "InvalidArgument",
+                    "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+                    "Signature query string parameter or the Authorization header should be specified",
+                    ArgumentName="Authorization",
+                )
             check_presigned(front.signatures, self.command, host, path, query, self.headers, now)
         elif "Authorization" in self.headers:
             payload_hash = check_header_signed(
                 front.signatures, self.command, host, path, query, self.headers, now
             )
         elif self.command == "POST" and _is_form(self.headers.get("Content-Type", "")):
+            if raw_query:
+                # A form POST uploads an object; with a query (?delete, ?uploads...)
+                # moto would take it for another operation that no policy allowed.
+                raise access_denied()
             self._browser_post(path, raw_query, body, now)
             return
         else:

@@ -483,6 +483,40 @@ def test_a_put_url_replayed_after_its_expiry_is_refused(
     assert stored(moto_s3, bucket, key) == b"first"
 
 
+def test_a_url_signed_for_later_or_signed_twice_is_refused(
+    presigner: Any, front: S3Front, moto_endpoint: str, moto_s3: Any, settings: Settings
+) -> None:
+    bucket, key = settings.uploads_bucket, new_key()
+    url = presigner.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=60)
+    an_hour_ago = start_front(moto_endpoint, settings, timedelta(hours=-1))
+    try:
+        early = requests.put(
+            url.replace(urlsplit(front.url).netloc, urlsplit(an_hour_ago.url).netloc), data=b"x", timeout=10
+        )
+    finally:
+        an_hour_ago.stop()
+    both = requests.put(
+        url, data=b"x", headers={"Authorization": "AWS4-HMAC-SHA256 Credential=x"}, timeout=10
+    )
+
+    assert s3_error(early)[:2] == (403, "AccessDenied")
+    assert s3_error(both)[:2] == (400, "InvalidArgument")
+    assert stored(moto_s3, bucket, key) is None
+
+
+def test_a_form_post_with_a_query_is_not_taken_for_another_operation(
+    uploads: S3BlobStore, moto_s3: Any, settings: Settings
+) -> None:
+    key = new_key()
+    ticket = uploads.presign_upload(key, "video/mp4", MIB, 60)
+    ticket = UploadTicket(f"{ticket.url}?uploads", ticket.fields, ticket.expires_at, ticket.max_bytes)
+
+    response = post(ticket, b"data")
+
+    assert s3_error(response)[:2] == (403, "AccessDenied")
+    assert stored(moto_s3, settings.uploads_bucket, key) is None
+
+
 def test_an_unsigned_request_is_refused(front: S3Front, moto_s3: Any, settings: Settings) -> None:
     bucket, key = settings.uploads_bucket, new_key()
     moto_s3.put_object(Bucket=bucket, Key=key, Body=b"private")
