@@ -333,6 +333,10 @@ class JobQueue(Protocol):
         """How many messages wait in the dead-letter queue (approximate)."""
         ...
 
+    def backlog(self) -> int:
+        """How many jobs wait in the jobs queue for a worker (approximate)."""
+        ...
+
     def check(self) -> None:
         """Raise if either queue cannot be reached (health check)."""
         ...

@@ -349,6 +349,8 @@ class FakeJobQueue:
     # (bucket, key, etag) of every requeued upload, in order.
     requeued: list[tuple[str, str, str]] = field(default_factory=list)
     dead_letters: int = 0
+    # Jobs waiting in the jobs queue, as the test sets it.
+    waiting: int = 0
     # Set to make the queue unreachable.
     broken: Exception | None = None
 
@@ -361,6 +363,11 @@ class FakeJobQueue:
         if self.broken:
             raise self.broken
         return self.dead_letters
+
+    def backlog(self) -> int:
+        if self.broken:
+            raise self.broken
+        return self.waiting
 
     def check(self) -> None:
         if self.broken:

@@ -216,6 +216,22 @@ def test_a_queued_job_that_never_started_is_stuck_too(fakes: FakePorts, jobs: Ho
     assert [key for _, key, _ in fakes.jobs.requeued] == [stuck.upload_key]
 
 
+def test_a_queued_video_behind_a_backlog_is_not_failed_until_the_queue_drains(
+    fakes: FakePorts, jobs: Housekeeping
+) -> None:
+    requeued = utcnow() - timedelta(seconds=STUCK_AFTER_S + 10)
+    waiting = stored_video(fakes, age_s=STUCK_AFTER_S + 10, status=VideoStatus.QUEUED, requeued_at=requeued)
+    fakes.jobs.waiting = 40
+
+    report = jobs.rescue_stuck_jobs()
+
+    assert (report.looked_at, report.changed, report.failed) == (1, 0, 0)
+    assert current(fakes, waiting).status is VideoStatus.QUEUED and fakes.mailer.sent == []
+    fakes.jobs.waiting = 0
+    assert jobs.rescue_stuck_jobs().failed == 1
+    assert current(fakes, waiting).status is VideoStatus.FAILED
+
+
 def test_a_job_with_recent_progress_is_left_alone(fakes: FakePorts, jobs: Housekeeping) -> None:
     stored_video(fakes, age_s=STUCK_AFTER_S - 60, status=VideoStatus.PROCESSING)
     stored_video(fakes, age_s=STUCK_AFTER_S + 60, status=VideoStatus.READY)
