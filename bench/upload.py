@@ -78,7 +78,9 @@ def multipart(store: S3BlobStore, path: Path, key: str, parallel: int, preferred
     upload_id = store.start_multipart_upload(key, "video/mp4")
     # URLs in batches, as the API hands them out.
     urls = {
-        number: store.presign_part_upload(key, upload_id, number, 3600)
+        number: store.presign_part_upload(
+            key, upload_id, number, min(part_size, size - (number - 1) * part_size), 3600
+        )
         for first in range(1, count + 1, MAX_PART_URLS_PER_REQUEST)
         for number in range(first, min(first + MAX_PART_URLS_PER_REQUEST, count + 1))
     }

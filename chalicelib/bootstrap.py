@@ -254,6 +254,7 @@ class Container:
                 ),
             ),
             timeout_s=timeout,
+            reuse_s=s.health_reuse_s,
         )
 
     @cached_property

@@ -18,6 +18,8 @@ someone instead.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
@@ -65,8 +67,22 @@ class HealthService:
     mailer: Mailer
     media_urls: MediaUrls
     timeout_s: float = 2.0
+    # A report is reused this long, and callers meanwhile wait for the run under way.
+    reuse_s: float = 0.0
+    _last: tuple[float, HealthReport] | None = field(default=None, init=False, repr=False)
+    _running: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def run(self) -> HealthReport:
+        """Every check's outcome, at most `reuse_s` old: one run at a time, so a
+        flood of calls costs the dependencies one run per `reuse_s`."""
+        with self._running:
+            if self._last is not None and time.monotonic() - self._last[0] < self.reuse_s:
+                return self._last[1]
+            report = self._run_checks()
+            self._last = (time.monotonic(), report)
+            return report
+
+    def _run_checks(self) -> HealthReport:
         """Run every check; a check that raises or outlives `timeout_s` is failing."""
         depth: list[int] = []
 

@@ -160,6 +160,7 @@ class Housekeeping:
             expected={VideoStatus.AWAITING_UPLOAD},
             unchanged_since=video.updated_at,
             cause=FailureReason.ABANDONED,
+            nothing_stored=True,
         )
         report.failed += 1
         report.changed += 1
@@ -176,6 +177,12 @@ class Housekeeping:
         if video.requeued_at is None:
             self._requeue(video, now)
             report.requeued += 1
+        elif video.status is VideoStatus.QUEUED and self.jobs.backlog() > 0:
+            # Queued and never picked up, while jobs wait for workers: its job may
+            # just be waiting its turn (a completed multipart upload is queued by
+            # the API, before any worker has its message). Look again next run.
+            logger.info("%s: video %s is still queued behind a backlog; not failed", STUCK_JOBS, video.id)
+            return
         else:
             self.processor.fail_and_notify(
                 video,

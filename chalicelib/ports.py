@@ -282,8 +282,11 @@ class BlobStore(Protocol):
         """Open a multipart upload of an object of `content_type` to `key`; its upload id."""
         ...
 
-    def presign_part_upload(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
-        """A URL that PUTs part `part_number` of the upload for `expires_s` seconds."""
+    def presign_part_upload(
+        self, key: str, upload_id: str, part_number: int, size_bytes: int, expires_s: int
+    ) -> str:
+        """A URL that PUTs part `part_number` of the upload, of exactly `size_bytes`
+        (the Content-Length is signed), for `expires_s` seconds."""
         ...
 
     def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
@@ -328,6 +331,10 @@ class JobQueue(Protocol):
 
     def dead_letter_depth(self) -> int:
         """How many messages wait in the dead-letter queue (approximate)."""
+        ...
+
+    def backlog(self) -> int:
+        """How many jobs wait in the jobs queue for a worker (approximate)."""
         ...
 
     def check(self) -> None:

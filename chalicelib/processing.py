@@ -90,6 +90,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import unquote_plus
 
 from chalicelib import emails, telemetry
@@ -323,21 +324,30 @@ class UploadProcessor:
         expected: Iterable[VideoStatus] = PROCESSABLE_STATUSES,
         unchanged_since: datetime | None = None,
         cause: FailureReason,
+        nothing_stored: bool = False,
     ) -> Video:
         """Fail `video` with `reason` (a sentence for people) if it is still in
         one of `expected` and, with `unchanged_since`, nobody updated it since;
         take back any partial outputs a dead run left it showing; email its
         owner once. Raises StaleUpdate, changing nothing, if the video is gone
         or moved on. For the scheduled jobs, which find videos nothing else
-        will finish."""
+        will finish. With `nothing_stored` (no upload landed, and what one left
+        is being deleted) the bytes counted for the video are given back and its
+        source's size becomes 0."""
         logger.info("video %s failed: %s", video.id, reason)
+        changes: dict[str, Any] = {}
+        usage = usage_rules.became_failed(video)
+        if nothing_stored:
+            usage = usage_rules.abandoned(video)
+            changes["source"] = dataclasses.replace(video.source, size_bytes=0)
         failed = self.videos.update(
             video,
             expected=expected,
             unchanged_since=unchanged_since,
             status=VideoStatus.FAILED,
             error=reason,
-            usage=usage_rules.became_failed(video),
+            usage=usage,
+            **changes,
         )
         telemetry.video_failed(cause)
         failed = self._unpublish_partial_outputs(failed)

@@ -130,11 +130,14 @@ class VideoService:
         limits = self.usage.limits if self.usage is not None else QuotaLimits()
         try:
             self.videos.add(video, usage=usage_rules.created(video, limits))
-        except OverQuota as over:
-            assert self.usage is not None  # no limits, no refusal
+        except Exception as error:
             if video.multipart is not None:
+                # Not recorded, so nothing would ever complete or abort it.
                 self.uploads.abort_multipart_uploads(video.upload_prefix)
-            raise self.usage.quota_exceeded(owner.user_id, over.quota, video.source.size_bytes) from None
+            if not isinstance(error, OverQuota):
+                raise
+            assert self.usage is not None  # no limits, no refusal
+            raise self.usage.quota_exceeded(owner.user_id, error.quota, video.source.size_bytes) from None
         logger.info("video %s created, awaiting its upload of %d bytes", video.id, video.source.size_bytes)
         telemetry.count("UploadsCreated")
         return video, upload

@@ -185,6 +185,10 @@ class Settings(BaseSettings):
     # check still running then is failing. Also each check's connect and read
     # timeout (its clients do not retry).
     health_check_timeout_s: float = Field(default=2.0, gt=0, le=10)
+    # GET /health answers from its last run for this long, and concurrent calls
+    # share one run: anyone may call it, and hammering it must not hammer every
+    # dependency (0: run every time).
+    health_reuse_s: float = Field(default=5.0, ge=0, le=60)
     # "json": one JSON object a line (Powertools' format, for CloudWatch Logs
     # Insights). "text": time, level, correlation id and message, for people
     # (the local stack sets this).

@@ -207,9 +207,14 @@ class MultipartUploads:
         window_s = int((plan.expires_at - now).total_seconds())
         ttl_s = max(MIN_PART_URL_TTL_S, min(self.settings.multipart_part_url_ttl_s, window_s))
         expires_at = now + timedelta(seconds=ttl_s)
+        declared = video.source.size_bytes
         return [
             PartUrl(
-                n, self.uploads.presign_part_upload(video.upload_key, plan.upload_id, n, ttl_s), expires_at
+                n,
+                self.uploads.presign_part_upload(
+                    video.upload_key, plan.upload_id, n, plan.expected_part_size(n, declared), ttl_s
+                ),
+                expires_at,
             )
             for n in part_numbers
         ]
@@ -269,6 +274,11 @@ class MultipartUploads:
         if plan is None:
             raise NotMultipart(
                 'This video uploads in one presigned POST (upload.method "post"), not in parts.'
+            )
+        if video.status is VideoStatus.FAILED and video.upload_etag is None:
+            # Failed before anything landed (the abandoned-uploads job): not a finished upload.
+            raise UploadGone(
+                f"This upload was given up ({video.error}). Create a new video to upload the file."
             )
         if video.status is not VideoStatus.AWAITING_UPLOAD or video.upload_etag is not None:
             raise UploadCompleted("This upload was completed already; the video is being processed.")

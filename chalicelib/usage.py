@@ -180,6 +180,14 @@ def became_failed(video: Video, at: datetime | None = None) -> UsageChange:
     return UsageChange(video.owner_id, at or utcnow(), UsageDelta(videos_failed=1))
 
 
+def abandoned(video: Video, at: datetime | None = None) -> UsageChange:
+    """The video failed before any upload landed, and what its upload left is
+    deleted: counted failed, and its declared bytes given back (the video then
+    records a size of 0, so deleting it later frees nothing more)."""
+    delta = UsageDelta(videos_failed=1, bytes_added=-video.source.size_bytes)
+    return UsageChange(video.owner_id, at or utcnow(), delta)
+
+
 def deleted(video: Video, at: datetime | None = None) -> UsageChange:
     """The video and its files are gone: the bytes counted for it are freed."""
     return UsageChange(video.owner_id, at or utcnow(), UsageDelta(bytes_added=-video.source.size_bytes))

@@ -321,6 +321,9 @@ def check_presigned(
             f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_EXPIRES_S}"
         )
     signatures.check_token(params.get("X-Amz-Security-Token"))
+    if signed_at - now > MAX_SKEW:
+        # Signed in the future: S3 refuses it rather than let it live longer.
+        raise access_denied("Request is not valid yet", **{"X-Amz-Date": params["X-Amz-Date"]})
     expires_at = signed_at + timedelta(seconds=expires_s)
     if now > expires_at:
         raise access_denied(
@@ -430,6 +433,18 @@ class PostForm:
     file_offset: int  # in the bytes read so far
 
 
+def _ambiguous_disposition(part: Message) -> bool:
+    """True when parsers may disagree on what a part is named: more than one
+    Content-Disposition, a parameter given twice (`name="x-ignore-a"; name="key"`:
+    Python's parser takes the first, moto's werkzeug the last, so a field the
+    policy exempts would reach moto as the key), or an RFC 2231 `name*`."""
+    dispositions = part.get_all("content-disposition") or []
+    if len(dispositions) != 1:
+        return True
+    names = [key.lower() for key, _ in (part.get_params(header="content-disposition") or [])[1:]]
+    return len(names) != len(set(names)) or any("*" in key for key in names)
+
+
 def parse_post_head(head: bytes, boundary: bytes) -> PostForm | None:
     """The fields before the file part in `head`, the start of a multipart
     body; None if the file part's headers are not complete in it yet."""
@@ -445,6 +460,8 @@ def parse_post_head(head: bytes, boundary: bytes) -> PostForm | None:
         if end_of_headers < 0:
             return None
         part = BytesHeaderParser().parsebytes(head[position : end_of_headers + 2])
+        if _ambiguous_disposition(part):
+            raise S3Refusal(400, "MalformedPOSTRequest", _MALFORMED_POST)
         name = part.get_param("name", header="content-disposition")
         if part.get_content_disposition() != "form-data" or not isinstance(name, str):
             raise S3Refusal(400, "MalformedPOSTRequest", _MALFORMED_POST)
@@ -723,12 +740,24 @@ class _FrontHandler(BaseHTTPRequestHandler):
         host = self.headers.get("Host", "")
         payload_hash: str | None = None
         if any(name == "X-Amz-Signature" for name, _ in query):
+            if "Authorization" in self.headers:
+                raise S3Refusal(
+                    400,
+                    "InvalidArgument",
+                    "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+                    "Signature query string parameter or the Authorization header should be specified",
+                    ArgumentName="Authorization",
+                )
             check_presigned(front.signatures, self.command, host, path, query, self.headers, now)
         elif "Authorization" in self.headers:
             payload_hash = check_header_signed(
                 front.signatures, self.command, host, path, query, self.headers, now
             )
         elif self.command == "POST" and _is_form(self.headers.get("Content-Type", "")):
+            if raw_query:
+                # A form POST uploads an object; with a query (?delete, ?uploads...)
+                # moto would take it for another operation that no policy allowed.
+                raise access_denied()
             self._browser_post(path, raw_query, body, now)
             return
         else:

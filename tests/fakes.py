@@ -293,9 +293,17 @@ class FakeBlobStore:
         self.multipart_content_types[upload_id] = content_type
         return upload_id
 
-    def presign_part_upload(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
+    def presign_part_upload(
+        self, key: str, upload_id: str, part_number: int, size_bytes: int, expires_s: int
+    ) -> str:
         self.presigned_parts.append(
-            {"key": key, "upload_id": upload_id, "part_number": part_number, "expires_s": expires_s}
+            {
+                "key": key,
+                "upload_id": upload_id,
+                "part_number": part_number,
+                "size_bytes": size_bytes,
+                "expires_s": expires_s,
+            }
         )
         return f"https://uploads.example/{key}?uploadId={upload_id}&partNumber={part_number}"
 
@@ -341,6 +349,8 @@ class FakeJobQueue:
     # (bucket, key, etag) of every requeued upload, in order.
     requeued: list[tuple[str, str, str]] = field(default_factory=list)
     dead_letters: int = 0
+    # Jobs waiting in the jobs queue, as the test sets it.
+    waiting: int = 0
     # Set to make the queue unreachable.
     broken: Exception | None = None
 
@@ -353,6 +363,11 @@ class FakeJobQueue:
         if self.broken:
             raise self.broken
         return self.dead_letters
+
+    def backlog(self) -> int:
+        if self.broken:
+            raise self.broken
+        return self.waiting
 
     def check(self) -> None:
         if self.broken:

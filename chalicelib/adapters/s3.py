@@ -118,11 +118,21 @@ class S3BlobStore:
         response = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
         return str(response["UploadId"])
 
-    def presign_part_upload(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
-        """A presigned UploadPart (PUT), signed like the POSTs for where clients reach S3."""
+    def presign_part_upload(
+        self, key: str, upload_id: str, part_number: int, size_bytes: int, expires_s: int
+    ) -> str:
+        """A presigned UploadPart (PUT), signed like the POSTs for where clients reach S3.
+        Its Content-Length is signed, so S3 takes no part bigger (or smaller) than
+        planned: a declared size cannot hide gigabytes of parts."""
         url: str = self._presigner.generate_presigned_url(
             "upload_part",
-            Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number},
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": part_number,
+                "ContentLength": size_bytes,
+            },
             ExpiresIn=expires_s,
         )
         return url

@@ -53,6 +53,13 @@ class SqsJobQueue:
         body = object_created_message(bucket, key, etag, region=self._region, now=datetime.now(UTC))
         self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=body)
 
+    def backlog(self) -> int:
+        """ApproximateNumberOfMessages of the jobs queue."""
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=self._queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        return int(attributes.get("ApproximateNumberOfMessages", 0))
+
     def dead_letter_depth(self) -> int:
         """ApproximateNumberOfMessages of the dead-letter queue."""
         attributes = self._sqs.get_queue_attributes(

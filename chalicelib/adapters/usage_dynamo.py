@@ -17,6 +17,7 @@ video's conditional write is applied. Nothing here scans a table.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable
 from datetime import date
 from functools import cached_property
@@ -29,6 +30,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.domain import ServiceUnavailable
 from chalicelib.settings import Settings
 from chalicelib.usage import (
     COUNTERS,
@@ -133,20 +135,38 @@ class CountedWrite:
         self._labels[kind].append(label)
 
     def commit(self) -> None:
-        """Run the transaction; on a cancellation raise `Cancelled` with the labels whose condition failed."""
-        try:
-            self.transaction._commit()
-        except TransactWriteError as error:
-            if error.cause_response_code != "TransactionCanceledException":
-                raise
-            order = [label for kind in ("check", "delete", "put", "update") for label in self._labels[kind]]
-            reasons = error.cancellation_reasons
-            failed = [
-                label
-                for label, reason in zip(order, reasons, strict=False)
-                if reason is not None and reason.code == "ConditionalCheckFailed"
-            ]
-            raise Cancelled(failed) from error
+        """Run the transaction; on a cancellation raise `Cancelled` with the labels whose condition failed.
+
+        Counted writes of one user, and of everyone on the same site shard, touch
+        the same counter items, and DynamoDB cancels a transaction that meets
+        another on an item (TransactionConflict) without applying any of it. So a
+        conflict alone is tried again after a short random pause; one that
+        persists is ServiceUnavailable (a 503 for the API, a retry for a worker).
+        """
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                self.transaction._commit()
+                return
+            except TransactWriteError as error:
+                if error.cause_response_code != "TransactionCanceledException":
+                    raise
+                kinds = ("check", "delete", "put", "update")
+                order = [label for kind in kinds for label in self._labels[kind]]
+                codes = [reason.code if reason is not None else None for reason in error.cancellation_reasons]
+                failed = [
+                    label
+                    for label, code in zip(order, codes, strict=False)
+                    if code == "ConditionalCheckFailed"
+                ]
+                if failed or "TransactionConflict" not in codes:
+                    raise Cancelled(failed) from error
+                time.sleep(random.uniform(0, CONFLICT_PAUSE_S * 2**attempt))
+        raise ServiceUnavailable("Too many changes at once; please try again in a moment.")
+
+
+# How often a counted write that met another is tried, and the first pause's upper bound.
+CONFLICT_ATTEMPTS = 6
+CONFLICT_PAUSE_S = 0.02
 
 
 class Cancelled(Exception):
@@ -238,7 +258,9 @@ class DynamoUsageRepository:
         level = 0
         model = self._record
         # day#first .. total: the days from `first` on, the months, and the total.
-        for record in model.query(user_pk(owner_id), model.sk.between(day_sk(first), TOTAL_SK)):
+        for record in model.query(
+            user_pk(owner_id), model.sk.between(day_sk(first), TOTAL_SK), consistent_read=True
+        ):
             if record.sk == TOTAL_SK:
                 level = int(record.bytes_stored or 0)
             elif record.sk.startswith(DAY_PREFIX):

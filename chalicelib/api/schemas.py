@@ -299,6 +299,10 @@ class HealthOut(BaseModel):
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
+# No usage is older than this; it also keeps date arithmetic far from year 1.
+FIRST_STATS_DAY = dt.date(2000, 1, 1)
+
+
 class StatsQuery(BaseModel):
     """GET /stats and /stats/site: an inclusive range of UTC days."""
 
@@ -315,9 +319,12 @@ class StatsQuery(BaseModel):
         if not isinstance(value, str) or not _ISO_DAY.fullmatch(value):
             raise ValueError("must be a date written YYYY-MM-DD")
         try:
-            return dt.date.fromisoformat(value)
+            day = dt.date.fromisoformat(value)
         except ValueError:
             raise ValueError("is not a date in the calendar") from None
+        if day < FIRST_STATS_DAY:
+            raise ValueError(f"must be {FIRST_STATS_DAY.isoformat()} or later")
+        return day
 
 
 class DayOut(BaseModel):

@@ -40,6 +40,10 @@ S3_INTERNAL_ERROR = (
     b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
 )
 S3_EXPIRED = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+S3_REQUEST_TIMEOUT = (
+    b"<Error><Code>RequestTimeout</Code><Message>Your socket connection to the server was not read from"
+    b" or written to within the timeout period.</Message></Error>"
+)
 # Every value the upload's progress bar ever shows, in order, kept by the
 # page itself so that a dip shorter than a Playwright poll is not missed.
 RECORD_PROGRESS = """
@@ -117,7 +121,8 @@ def status_of(user: ApiClient, video_id: str) -> str:
 
 class FlakyS3(BaseHTTPRequestHandler):
     """Takes a part's bytes, as S3 would, then refuses it: part 2 with a 500
-    InternalError, any other with 403 "Request has expired"."""
+    InternalError, part 4 with S3's 400 RequestTimeout (a connection that went
+    quiet), any other with 403 "Request has expired"."""
 
     def do_OPTIONS(self) -> None:
         self.send_response(204)
@@ -126,9 +131,11 @@ class FlakyS3(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
-        expired = parse_qs(urlsplit(self.path).query)["partNumber"] != ["2"]
-        body = S3_EXPIRED if expired else S3_INTERNAL_ERROR
-        self.send_response(403 if expired else 500)
+        status, body = {
+            "2": (500, S3_INTERNAL_ERROR),
+            "4": (400, S3_REQUEST_TIMEOUT),
+        }.get(parse_qs(urlsplit(self.path).query)["partNumber"][0], (403, S3_EXPIRED))
+        self.send_response(status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))
         self._cors()
@@ -171,7 +178,7 @@ def test_a_big_file_goes_up_in_parts_through_failing_parts(
     parts = PartTraffic(page)
 
     def first_tries_fail(n: int, request_id: str) -> None:
-        # The first PUT of part 2 and of part 3 goes to FlakyS3 instead: its
+        # The first PUT of parts 2, 3 and 4 goes to FlakyS3 instead: its
         # bytes are sent (the progress bar counts them), then refused. Their
         # next tries go to S3.
         target = urlsplit(parts.paused_urls[request_id])
@@ -185,7 +192,7 @@ def test_a_big_file_goes_up_in_parts_through_failing_parts(
             url_batches.append(body["part_numbers"])
 
     page.on("request", count_url_requests)
-    parts.intercept({2, 3}, first_tries_fail)
+    parts.intercept({2, 3, 4}, first_tries_fail)
     # Slow enough for progress events to come while a part is on its way.
     throttle_upload(16 * MIB)
     page.get_by_label("Choose video").set_input_files(big_clip)
@@ -193,8 +200,8 @@ def test_a_big_file_goes_up_in_parts_through_failing_parts(
 
     card = cards(page).first
     expect(card).to_have_attribute("data-status", re.compile("queued|processing|ready"), timeout=30_000)
-    # Each part was sent once, and parts 2 and 3 again after their refusal.
-    assert parts.sent == {1: 1, 2: 2, 3: 2, 4: 1, 5: 1}, parts.sent
+    # Each part was sent once, and parts 2, 3 and 4 again after their refusal.
+    assert parts.sent == {1: 1, 2: 2, 3: 2, 4: 2, 5: 1}, parts.sent
     # All part URLs in one request; part 3's "expired", so the page asked
     # for a fresh one, while part 2's was kept.
     assert url_batches == [[1, 2, 3, 4, 5], [3]], url_batches

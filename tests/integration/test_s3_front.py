@@ -247,6 +247,21 @@ def test_a_presigned_part_put_is_stored_and_its_etag_exposed_to_the_web_app(
     assert stored(moto_s3, bucket, key) == b"".join(parts)
 
 
+def test_a_part_url_takes_only_a_part_of_its_planned_size(
+    uploads: S3BlobStore, moto_s3: Any, settings: Settings
+) -> None:
+    key = new_key()
+    upload_id = uploads.start_multipart_upload(key, "video/mp4")
+    url = uploads.presign_part_upload(key, upload_id, 1, 5 * MIB, 60)
+
+    bigger = requests.put(url, data=os.urandom(5 * MIB + 1), timeout=60)
+    exact = requests.put(url, data=os.urandom(5 * MIB), timeout=60)
+
+    assert s3_error(bigger)[:2] == (403, "SignatureDoesNotMatch")
+    assert exact.status_code == 200
+    assert [part.part_number for part in uploads.list_parts(key, upload_id)] == [1]
+
+
 def test_a_presigned_get_with_if_match_serves_a_range(
     uploads: S3BlobStore, moto_s3: Any, settings: Settings
 ) -> None:
@@ -401,6 +416,24 @@ def test_a_field_the_policy_does_not_name_is_refused(
     assert stored(moto_s3, settings.uploads_bucket, key) is None
 
 
+def test_a_field_whose_name_parsers_read_differently_is_refused(
+    uploads: S3BlobStore, moto_s3: Any, settings: Settings
+) -> None:
+    # `name="x-ignore-a"; name="key"`: read as an exempt x-ignore-* field by one
+    # parser and as the key by another (moto's werkzeug), it would store the
+    # file outside the policy, e.g. over another user's upload.
+    key, victim = new_key(), new_key()
+    ticket = uploads.presign_upload(key, "video/mp4", MIB, 60)
+    boundary = "vidline-smuggle"
+    body = form_body({'x-ignore-a"; name="key': victim, **ticket.fields}, b"0123456789", boundary)
+
+    status, answer = raw_post(ticket.url, body, boundary, content_length=len(body))
+
+    assert status == 400 and b"<Code>MalformedPOSTRequest</Code>" in answer
+    assert stored(moto_s3, settings.uploads_bucket, victim) is None
+    assert stored(moto_s3, settings.uploads_bucket, key) is None
+
+
 def test_a_tampered_signature_is_refused(
     uploads: S3BlobStore, presigner: Any, moto_s3: Any, settings: Settings
 ) -> None:
@@ -448,6 +481,40 @@ def test_a_put_url_replayed_after_its_expiry_is_refused(
 
     assert s3_error(response) == (403, "AccessDenied", "Request has expired")
     assert stored(moto_s3, bucket, key) == b"first"
+
+
+def test_a_url_signed_for_later_or_signed_twice_is_refused(
+    presigner: Any, front: S3Front, moto_endpoint: str, moto_s3: Any, settings: Settings
+) -> None:
+    bucket, key = settings.uploads_bucket, new_key()
+    url = presigner.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=60)
+    an_hour_ago = start_front(moto_endpoint, settings, timedelta(hours=-1))
+    try:
+        early = requests.put(
+            url.replace(urlsplit(front.url).netloc, urlsplit(an_hour_ago.url).netloc), data=b"x", timeout=10
+        )
+    finally:
+        an_hour_ago.stop()
+    both = requests.put(
+        url, data=b"x", headers={"Authorization": "AWS4-HMAC-SHA256 Credential=x"}, timeout=10
+    )
+
+    assert s3_error(early)[:2] == (403, "AccessDenied")
+    assert s3_error(both)[:2] == (400, "InvalidArgument")
+    assert stored(moto_s3, bucket, key) is None
+
+
+def test_a_form_post_with_a_query_is_not_taken_for_another_operation(
+    uploads: S3BlobStore, moto_s3: Any, settings: Settings
+) -> None:
+    key = new_key()
+    ticket = uploads.presign_upload(key, "video/mp4", MIB, 60)
+    ticket = UploadTicket(f"{ticket.url}?uploads", ticket.fields, ticket.expires_at, ticket.max_bytes)
+
+    response = post(ticket, b"data")
+
+    assert s3_error(response)[:2] == (403, "AccessDenied")
+    assert stored(moto_s3, settings.uploads_bucket, key) is None
 
 
 def test_an_unsigned_request_is_refused(front: S3Front, moto_s3: Any, settings: Settings) -> None:

@@ -63,6 +63,17 @@ def test_a_requeued_upload_reads_as_the_s3_event_of_that_upload(
     ]
 
 
+def test_backlog_counts_the_jobs_waiting_for_a_worker(
+    aws: Any, settings: Settings, queues: tuple[str, str]
+) -> None:
+    jobs = SqsJobQueue(aws.sqs, settings.jobs_queue, settings.jobs_dlq, settings.region)
+    assert jobs.backlog() == 0
+    for n in range(2):
+        aws.sqs.send_message(QueueUrl=queues[0], MessageBody=f"job {n}")
+    assert jobs.backlog() == 2
+    drain(aws.sqs, queues[0])
+
+
 def test_dead_letter_depth_counts_the_messages_waiting_in_the_dead_letter_queue(
     aws: Any, settings: Settings, queues: tuple[str, str]
 ) -> None:

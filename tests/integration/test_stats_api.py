@@ -81,6 +81,8 @@ def test_stats_show_the_callers_days_and_quotas(api: Api) -> None:
         ("to=2026-1-5", "to"),
         ("from=2020-01-02&to=2020-01-01", "from"),
         ("from=2019-01-01&to=2020-01-31", "from"),
+        ("to=0001-01-05", "to"),  # not an OverflowError (500) in the date arithmetic
+        ("from=0001-01-01&to=0001-01-01", "from"),
         (f"to={(datetime.now(UTC).date() + timedelta(days=3)).isoformat()}", "to"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -129,3 +130,34 @@ def test_the_container_checks_the_ports_it_was_given() -> None:
     report = fakes.container(Settings(health_check_timeout_s=1.0)).health.run()
     assert report.failing == ["jobs_queue", "dead_letter_queue"]
     assert report.dead_letters is None
+
+
+def test_a_flood_of_calls_costs_the_dependencies_one_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    fakes = FakePorts()
+    runs: list[float] = []
+
+    def slow_database() -> None:
+        runs.append(time.monotonic())
+        time.sleep(0.2)
+
+    break_check(fakes, "database", monkeypatch, slow_database)
+    service = dataclasses.replace(health_of(fakes), reuse_s=60.0)
+
+    callers = [threading.Thread(target=service.run) for _ in range(10)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert service.run().healthy
+
+    assert len(runs) == 1
+
+
+def test_without_reuse_every_call_runs_the_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    fakes = FakePorts()
+    runs: list[int] = []
+    break_check(fakes, "database", monkeypatch, lambda: runs.append(1))
+    service = health_of(fakes)
+    service.run()
+    service.run()
+    assert len(runs) == 2

@@ -12,7 +12,9 @@ import pytest
 from chalicelib.bootstrap import Container
 from chalicelib.domain import (
     UPLOAD_EXPIRED_REASON,
+    NewVideo,
     Outputs,
+    Principal,
     Rendition,
     SourceInfo,
     Video,
@@ -214,6 +216,22 @@ def test_a_queued_job_that_never_started_is_stuck_too(fakes: FakePorts, jobs: Ho
     assert [key for _, key, _ in fakes.jobs.requeued] == [stuck.upload_key]
 
 
+def test_a_queued_video_behind_a_backlog_is_not_failed_until_the_queue_drains(
+    fakes: FakePorts, jobs: Housekeeping
+) -> None:
+    requeued = utcnow() - timedelta(seconds=STUCK_AFTER_S + 10)
+    waiting = stored_video(fakes, age_s=STUCK_AFTER_S + 10, status=VideoStatus.QUEUED, requeued_at=requeued)
+    fakes.jobs.waiting = 40
+
+    report = jobs.rescue_stuck_jobs()
+
+    assert (report.looked_at, report.changed, report.failed) == (1, 0, 0)
+    assert current(fakes, waiting).status is VideoStatus.QUEUED and fakes.mailer.sent == []
+    fakes.jobs.waiting = 0
+    assert jobs.rescue_stuck_jobs().failed == 1
+    assert current(fakes, waiting).status is VideoStatus.FAILED
+
+
 def test_a_job_with_recent_progress_is_left_alone(fakes: FakePorts, jobs: Housekeeping) -> None:
     stored_video(fakes, age_s=STUCK_AFTER_S - 60, status=VideoStatus.PROCESSING)
     stored_video(fakes, age_s=STUCK_AFTER_S + 60, status=VideoStatus.READY)
@@ -341,3 +359,23 @@ def test_a_big_upload_is_given_up_once_even_a_slow_link_would_have_sent_it(
 
     assert jobs.abandon_expired_uploads().failed == 1
     assert current(fakes, big).status is VideoStatus.FAILED
+
+
+def test_an_abandoned_upload_gives_its_reserved_bytes_back_once(
+    fakes: FakePorts, settings: Settings, jobs: Housekeeping, clock: Clock
+) -> None:
+    container = fakes.container(settings)
+    owner = Principal(user_id="owner", email="owner@example.com")
+    video, _ = container.video_service.create(owner, NewVideo("Trip", "trip.mp4", "video/mp4", 5_000))
+    today = video.created_at.date()
+    assert fakes.usage.quota_usage("owner", today).bytes_stored == 5_000
+
+    clock.advance(UPLOAD_TTL_S + 1_000)
+    jobs.abandon_expired_uploads()
+
+    failed = current(fakes, video)
+    assert failed.status is VideoStatus.FAILED and failed.source.size_bytes == 0
+    assert fakes.usage.quota_usage("owner", today).bytes_stored == 0
+    # Deleting it afterwards frees nothing more: the level never goes below zero.
+    container.video_service.delete(owner, video.id)
+    assert fakes.usage.quota_usage("owner", today).bytes_stored == 0

@@ -305,6 +305,14 @@ def test_part_urls_last_the_configured_time_within_the_window(
     urls = uploads.part_urls(ALICE, video.id, [2, 1])
     assert [u.part_number for u in urls] == [2, 1]
     assert [p["expires_s"] for p in fakes.uploads.presigned_parts] == [3600, 3600]
+    # Each URL is signed for its part's exact size: the last one holds the rest.
+    plan = video.multipart
+    assert plan is not None
+    last = video.source.size_bytes - plan.part_size * (plan.part_count - 1)
+    sizes = {p["part_number"]: p["size_bytes"] for p in fakes.uploads.presigned_parts}
+    assert sizes[1] == plan.part_size
+    assert uploads.part_urls(ALICE, video.id, [plan.part_count])
+    assert fakes.uploads.presigned_parts[-1]["size_bytes"] == last
     with pytest.raises(InvalidPartNumbers, match="1 to 100"):
         uploads.part_urls(ALICE, video.id, list(range(1, 102)))
 
@@ -336,3 +344,24 @@ def test_a_completion_of_10000_parts_is_checked_quickly() -> None:
     with pytest.raises(DuplicateParts):
         check_completion(plan, size, [*given, (1, "e1")], stored)
     assert time.perf_counter() - started < 1.0
+
+
+def test_an_upload_given_up_by_the_abandoned_uploads_job_is_gone_not_completed(
+    fakes: FakePorts, settings: Settings, uploads: MultipartUploads
+) -> None:
+    video = created(fakes, settings)
+    fakes.videos.update(video, status=VideoStatus.FAILED, error="The upload did not finish in time.")
+    with pytest.raises(UploadGone, match="given up"):
+        uploads.part_urls(ALICE, video.id, [1])
+
+
+def test_a_create_that_cannot_be_recorded_leaves_no_multipart_upload_open(
+    fakes: FakePorts, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable(video: Video, **_: object) -> None:
+        raise RuntimeError("the table is unreachable")
+
+    monkeypatch.setattr(fakes.videos, "add", unavailable)
+    with pytest.raises(RuntimeError):
+        created(fakes, settings)
+    assert fakes.uploads.multipart_uploads == {}

@@ -241,7 +241,20 @@ function putPart(url, body, { signal, onProgress }) {
     if (signal?.aborted) return reject(new DOMException("Upload cancelled", "AbortError"));
     const xhr = new XMLHttpRequest();
     xhr.open("PUT", url);
-    xhr.upload.addEventListener("progress", (event) => onProgress(event.loaded));
+    // A connection that goes quiet (a phone between cells) may never fail by
+    // itself: with no progress for STALL_MS, and no answer that long once the
+    // bytes are sent, the request is given up and the part tried again.
+    let stall = 0;
+    const watch = () => {
+      clearTimeout(stall);
+      stall = setTimeout(() => xhr.abort(), STALL_MS);
+    };
+    xhr.upload.addEventListener("progress", (event) => {
+      watch();
+      onProgress(event.loaded);
+    });
+    xhr.upload.addEventListener("load", watch);
+    xhr.addEventListener("loadend", () => clearTimeout(stall));
     xhr.addEventListener("load", () => {
       if (xhr.status >= 200 && xhr.status < 300) {
         const etag = xhr.getResponseHeader("ETag");
@@ -254,7 +267,12 @@ function putPart(url, body, { signal, onProgress }) {
       const expired = xhr.status === 403 && /expired/i.test(xhr.responseText);
       const error = new UploadError(message, { status: xhr.status });
       error.expired = expired;
-      error.retryable = expired || xhr.status >= 500 || xhr.status === 408 || xhr.status === 429;
+      error.retryable =
+        expired ||
+        xhr.status >= 500 ||
+        xhr.status === 408 ||
+        xhr.status === 429 ||
+        (xhr.status === 400 && RETRYABLE_S3_CODES.has(s3ErrorCode(xhr)));
       reject(error);
     });
     const interrupted = () => {
@@ -271,6 +289,23 @@ function putPart(url, body, { signal, onProgress }) {
     const onAbort = () => xhr.abort();
     signal?.addEventListener("abort", onAbort, { once: true });
     xhr.addEventListener("loadend", () => signal?.removeEventListener("abort", onAbort));
+    watch();
     xhr.send(body);
   });
+}
+
+/** How long a part's request may go without progress (or, once sent, without an answer). */
+const STALL_MS = 60_000;
+
+/** S3's 400s that a flaky connection causes: the same part, sent again, goes through. */
+const RETRYABLE_S3_CODES = new Set(["RequestTimeout", "IncompleteBody"]);
+
+/** The <Code> of S3's XML error, or "". */
+function s3ErrorCode(xhr) {
+  try {
+    const doc = new DOMParser().parseFromString(xhr.responseText, "application/xml");
+    return doc.querySelector("Code")?.textContent?.trim() ?? "";
+  } catch {
+    return "";
+  }
 }

@@ -137,7 +137,10 @@ export function mountUsage(root, { api, tracker, signal }) {
     panel.element.setAttribute("aria-busy", "true");
     let answer;
     try {
-      const stats = await api.get("/stats", { query: thisMonth(), signal });
+      // The panel shows the quotas only, which do not depend on the range: the
+      // server's default range, so a device clock ahead of UTC cannot ask for
+      // a day that has not begun there (a 400).
+      const stats = await api.get("/stats", { signal });
       panel.show(stats);
       loaded = true;
       answer = JSON.stringify(stats);
@@ -262,12 +265,6 @@ function resetNote({ full, unlimited, resetsAt, now = Date.now() }) {
   // Within the week "in 5 hours" says more than a date (formatRelative gives the date beyond it).
   const when = ahead > 60_000 && ahead < 7 * 86_400_000 ? `${formatRelative(resetsAt, now)} (${at})` : at;
   return `${full ? "Limit reached. Resets" : "Resets"} ${when}`;
-}
-
-/** {from, to}: the first of this month to today, as the API counts days (UTC). */
-function thisMonth(now = new Date()) {
-  const today = now.toISOString().slice(0, 10);
-  return { from: `${today.slice(0, 8)}01`, to: today };
 }
 
 /** 12 → "12", 12.34 → "12.3", 0.04 → "0.04". */
