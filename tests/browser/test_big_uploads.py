@@ -163,7 +163,9 @@ def flaky_s3() -> Iterator[str]:
     thread.join()
 
 
-@pytest.mark.parametrize("expect_http_error", [{500: "partNumber=2", 403: "partNumber=3"}])
+@pytest.mark.parametrize(
+    "expect_http_error", [{500: "partNumber=2", 403: "partNumber=3", 400: "partNumber=4"}]
+)
 def test_a_big_file_goes_up_in_parts_through_failing_parts(
     page: Page,
     stack: StackProcess,
