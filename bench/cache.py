@@ -26,18 +26,17 @@ import contextlib
 import io
 import os
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.worker_on_moto import moto_process  # noqa: E402
 from chalicelib import telemetry  # noqa: E402
 from chalicelib.adapters.cache import StoreCache  # noqa: E402
 from chalicelib.adapters.cache.core import CacheStore  # noqa: E402
@@ -46,39 +45,12 @@ from chalicelib.adapters.cache.redis import RedisCacheStore, redis_client  # noq
 from chalicelib.bootstrap import Container  # noqa: E402
 from chalicelib.settings import Settings  # noqa: E402
 from devstack.aws import LOCAL_CREDENTIALS, local_client  # noqa: E402
-from devstack.client import free_port  # noqa: E402
 from devstack.resources import ensure_table  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 # Longer than production's 0.5 s: moto on a busy machine is slow, and a timeout would spoil a run.
 TIMEOUT_S = 5.0
 VALUE = {"day": "2026-12-01", "videos_created": 3, "minutes_processed": 12.5, "bytes_stored": 123456789}
-
-
-@contextlib.contextmanager
-def moto_process() -> Iterator[str]:
-    """A moto server in another process; yields its endpoint."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def dynamo_store(endpoint: str) -> DynamoCacheStore:
@@ -145,7 +117,7 @@ def main() -> None:
     print(f"{args.count} calls of each kind; metrics: {'off' if args.no_metrics else 'telemetry.count'}")
     # Powertools prints a metric set (EMF) every 100 values: kept out of the report.
     emf = io.StringIO()
-    with moto_process() as endpoint, contextlib.redirect_stdout(emf):
+    with moto_process() as (endpoint, _), contextlib.redirect_stdout(emf):
         dynamodb = measure(dynamo_store(endpoint), args.count, metrics)
     report("DynamoDB (moto, another process)", dynamodb)
     with RedisServer() as server, contextlib.redirect_stdout(emf):

@@ -124,8 +124,8 @@ class WorkerJob:
 
 
 @contextlib.contextmanager
-def moto_worker(work_dir: Path) -> Iterator[WorkerJob]:
-    """The worker's composition root on a moto server in another process."""
+def moto_process() -> Iterator[tuple[str, int]]:
+    """A moto server in another process, so its CPU is its own: (endpoint, pid)."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -133,7 +133,6 @@ def moto_worker(work_dir: Path) -> Iterator[WorkerJob]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    saved = dict(os.environ)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -144,27 +143,37 @@ def moto_worker(work_dir: Path) -> Iterator[WorkerJob]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        os.environ.update(
-            {
-                **LOCAL_CREDENTIALS,
-                "AWS_ENDPOINT_URL": endpoint,
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_REGION": "us-east-1",
-                "VIDLINE_STAGE": "bench",
-                "VIDLINE_AUTH_MODE": "app",
-                "VIDLINE_APP_URL": "http://127.0.0.1:8080",
-                "VIDLINE_WORK_DIR": str(work_dir),
-                "VIDLINE_MAIL_SENDER": "Vidline <no-reply@vidline.test>",
-            }
-        )
-        os.environ.update(ensure_resources(Settings(), endpoint))
-        yield WorkerJob(Container(Settings()), endpoint, server.pid)
+        yield endpoint, server.pid
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         server.terminate()
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:  # a busy moto can outlast SIGTERM: leave nothing behind
             server.kill()
             server.wait()
+
+
+@contextlib.contextmanager
+def moto_worker(work_dir: Path) -> Iterator[WorkerJob]:
+    """The worker's composition root on a moto server in another process."""
+    saved = dict(os.environ)
+    with moto_process() as (endpoint, pid):
+        try:
+            os.environ.update(
+                {
+                    **LOCAL_CREDENTIALS,
+                    "AWS_ENDPOINT_URL": endpoint,
+                    "AWS_DEFAULT_REGION": "us-east-1",
+                    "AWS_REGION": "us-east-1",
+                    "VIDLINE_STAGE": "bench",
+                    "VIDLINE_AUTH_MODE": "app",
+                    "VIDLINE_APP_URL": "http://127.0.0.1:8080",
+                    "VIDLINE_WORK_DIR": str(work_dir),
+                    "VIDLINE_MAIL_SENDER": "Vidline <no-reply@vidline.test>",
+                }
+            )
+            os.environ.update(ensure_resources(Settings(), endpoint))
+            yield WorkerJob(Container(Settings()), endpoint, pid)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
