@@ -126,6 +126,10 @@ def test_at_the_daily_quota_the_next_upload_is_refused_with_the_servers_message(
     expect(videos_today).to_have_attribute("data-full", "true")
     expect(videos_today).to_contain_text("Limit reached. Resets")
     expect(meter(page, "Videos today")).to_have_js_property("value", VIDEOS_PER_DAY)
+    # Its "is ready" announcement comes first: the one live region would
+    # otherwise replace the refusal's message below with it.
+    expect(cards(page).first).to_have_attribute("data-status", "ready", timeout=PROCESSING_TIMEOUT_MS)
+    expect(announcer(page)).to_contain_text("“Last” is ready")
 
     # The next is refused by the server, and its message is what the person reads.
     page.get_by_label("Choose video").set_input_files(make_clip(tmp_path / "One more.mp4", seconds=1))
