@@ -80,7 +80,7 @@ class Container:
         endpoint (or `endpoint_url`), with standard retries; `config` adds
         botocore options (`retries=` replaces the standard ones)."""
         s = self.settings
-        config.setdefault("retries", {"mode": "standard", "max_attempts": 3})
+        config.setdefault("retries", {"mode": "standard", "total_max_attempts": 3})
         return boto3.session.Session().client(
             service,
             region_name=s.region,
@@ -169,7 +169,7 @@ class Container:
             "dynamodb",
             connect_timeout=timeout_s,
             read_timeout=timeout_s,
-            retries={"mode": "standard", "max_attempts": 1},
+            retries={"mode": "standard", "total_max_attempts": 1},
         )
 
     @cached_property
@@ -214,7 +214,7 @@ class Container:
                 service,
                 connect_timeout=timeout,
                 read_timeout=timeout,
-                retries={"mode": "standard", "max_attempts": 1},
+                retries={"mode": "standard", "total_max_attempts": 1},
                 **config,
             )
 

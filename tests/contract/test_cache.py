@@ -33,6 +33,7 @@ from devstack.client import free_port
 from devstack.resources import ensure_table
 from tests.fakes import FakeCache
 from tests.redis_server import RedisServer
+from tests.silent_server import SilentServer
 
 # Generous for a loaded test machine; every broken store here fails at once (refused, or no table).
 # The stores' client timeouts in this suite: generous, since it is not about
@@ -40,6 +41,12 @@ from tests.redis_server import RedisServer
 # with the stack tests can take seconds; a call that timed out would make the
 # cache compute, as it must, and fail a test about waiting.
 TIMEOUT_S = 10.0
+# The timing bounds below tell "did not wait" from "waited a lease or a
+# timeout", with room for a slow store on a busy machine: a lease of 30 s
+# where a caller must not give up waiting, and answers within QUICK_S (less
+# than one store timeout) where it must not wait.
+PATIENT_LEASE_S = 30.0
+QUICK_S = 8.0
 
 
 class Clock:
@@ -303,8 +310,8 @@ def test_concurrent_callers_share_one_computation(backend: Backend, instances: i
 @pytest.mark.parametrize("other", ["same instance", "other instance"])
 def test_the_stale_value_is_served_while_one_caller_recomputes(backend: Backend, other: str) -> None:
     clock = Clock()
-    first = backend.make(clock=clock)
-    second = first if other == "same instance" else backend.make(clock=clock)
+    first = backend.make(clock=clock, lease_s=PATIENT_LEASE_S)
+    second = first if other == "same instance" else backend.make(clock=clock, lease_s=PATIENT_LEASE_S)
     first.get_or_compute("k", 10, lambda: "old")
     clock.advance(11)
     recompute = Held("new")
@@ -312,7 +319,7 @@ def test_the_stale_value_is_served_while_one_caller_recomputes(backend: Backend,
     assert recompute.started.wait(5)
     begun = time.monotonic()
     assert second.get_or_compute("k", 10, never) == "old"
-    assert time.monotonic() - begun < 2.5  # did not wait for the recomputation
+    assert time.monotonic() - begun < QUICK_S  # waited neither for the recomputation nor the lease
     assert second.stale == 1
     recompute.finish.set()
     assert recomputed() == "new"
@@ -321,7 +328,9 @@ def test_the_stale_value_is_served_while_one_caller_recomputes(backend: Backend,
 
 def test_without_a_stale_value_callers_wait_for_the_computation(backend: Backend) -> None:
     clock = Clock()
-    first, second = backend.make(clock=clock), backend.make(clock=clock)
+    # A lease long enough that a slow store on a busy machine is still waited for.
+    first = backend.make(clock=clock, lease_s=PATIENT_LEASE_S)
+    second = backend.make(clock=clock, lease_s=PATIENT_LEASE_S)
     first.get_or_compute("k", 10, lambda: "too old")
     clock.advance(10 + 60 + 1)
     recompute = Held("new")
@@ -339,13 +348,13 @@ def test_a_stuck_computation_holds_the_key_no_longer_than_the_lease(backend: Bac
     assert hang.started.wait(5)
     begun = time.monotonic()
     assert other.get_or_compute("k", 60, lambda: "mine") == "mine"
-    assert 0.4 < time.monotonic() - begun < 3
+    assert 0.4 < time.monotonic() - begun < QUICK_S
     hang.finish.set()
     assert hung() == "late"
 
 
 def test_a_failed_computation_raises_and_frees_the_key(backend: Backend) -> None:
-    first, second = backend.make(lease_s=5), backend.make(lease_s=5)
+    first, second = backend.make(lease_s=PATIENT_LEASE_S), backend.make(lease_s=PATIENT_LEASE_S)
 
     def fail() -> Any:
         raise ValueError("the database said no")
@@ -355,7 +364,7 @@ def test_a_failed_computation_raises_and_frees_the_key(backend: Backend) -> None
     begun = time.monotonic()
     assert second.get_or_compute("k", 60, lambda: "second try") == "second try"
     assert first.get_or_compute("k", 60, never) == "second try"
-    assert time.monotonic() - begun < 2.5  # not the 5 s lease
+    assert time.monotonic() - begun < QUICK_S  # not the lease
 
 
 def test_a_broken_store_degrades_to_computing(backend: Backend) -> None:
@@ -366,7 +375,7 @@ def test_a_broken_store_degrades_to_computing(backend: Backend) -> None:
     begun = time.monotonic()
     assert cache.get_or_compute("other", 60, lambda: "computed") == "computed"
     cache.invalidate("k")
-    assert time.monotonic() - begun < 2
+    assert time.monotonic() - begun < QUICK_S  # less than one of the store client's timeouts
     assert cache.errors >= 1
     with pytest.raises(Exception):  # noqa: B017 - whatever the store's client raises
         cache.check()
@@ -413,7 +422,7 @@ def test_a_dead_holders_lease_runs_out(adapter: Backend) -> None:
     assert cache.store.acquire("k", "a holder that died", time.time(), 0.5)
     begun = time.monotonic()
     assert cache.get_or_compute("k", 60, lambda: "value") == "value"
-    assert 0.4 < time.monotonic() - begun < 3
+    assert 0.4 < time.monotonic() - begun < QUICK_S
     # The cache gave its own lease back.
     assert cache.store.acquire("k", "next", time.time(), 5)
 
@@ -503,7 +512,7 @@ def test_with_moto_stopped_reads_are_computed_quickly(settings: Settings) -> Non
         server.stop()
     begun = time.monotonic()
     assert cache.get_or_compute("k", 60, lambda: "computed") == "computed"
-    assert time.monotonic() - begun < 2
+    assert time.monotonic() - begun < 2  # refused at once, and not tried again after a back-off
     assert cache.errors == 1
     with pytest.raises(Exception):  # noqa: B017 - botocore's connection error
         cache.check()
@@ -529,31 +538,28 @@ def test_the_composition_root_builds_the_redis_cache(settings: Settings, redis_s
 
 
 @pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A loopback port that takes connections and never answers: a store that hangs."""
-    import socket
-
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
+def silent_store() -> Iterator[SilentServer]:
+    with SilentServer() as server:
+        yield server
 
 
 @pytest.mark.parametrize("backend_name", ["dynamodb", "redis"])
 def test_a_store_that_hangs_costs_one_short_timeout(
-    settings: Settings, silent_port: int, backend_name: str
+    settings: Settings, silent_store: SilentServer, backend_name: str
 ) -> None:
     hanging = settings.model_copy(
         update={
             "cache_backend": backend_name,
-            "aws_endpoint_url": f"http://127.0.0.1:{silent_port}",
-            "redis_url": f"redis://127.0.0.1:{silent_port}/0",
+            "aws_endpoint_url": f"http://127.0.0.1:{silent_store.port}",
+            "redis_url": f"redis://127.0.0.1:{silent_store.port}/0",
             "cache_timeout_s": 0.3,
         }
     )
     cache = Container(hanging).cache
     begun = time.monotonic()
     assert cache.get_or_compute("k", 60, lambda: "computed") == "computed"
-    # One attempt of 0.3 s: no retries, no backoff between them.
-    assert time.monotonic() - begun < 0.9
+    # One attempt (one connection) of 0.3 s: no retries, no back-off, and
+    # far from the client's default timeouts.
+    assert silent_store.connections() == 1
+    assert time.monotonic() - begun < 3
     assert isinstance(cache, StoreCache) and cache.errors == 1

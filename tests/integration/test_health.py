@@ -7,8 +7,6 @@ the API is pointed at it by swapping its container.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +21,12 @@ from chalicelib.bootstrap import Container
 from chalicelib.settings import Settings
 from devstack.client import free_port
 from devstack.resources import ensure_resources, ensure_table
+from tests.silent_server import SilentServer
 
 # A health answer, however broken the dependencies, comes within this.
 ANSWER_WITHIN_S = 5.0
+# The checks' timeouts on a stand: within that answer, yet long.
+PATIENT_TIMEOUT_S = 4.0
 EVERY_CHECK = {
     "database",
     "uploads_bucket",
@@ -65,7 +66,10 @@ def stand(settings: Settings) -> Iterator[Stand]:
     own = settings.model_copy(
         update={
             "aws_endpoint_url": endpoint,
-            "health_check_timeout_s": 1.0,
+            # Patient: moto runs in this busy process, and a slow answer here
+            # must not read as a failing check (the hung tests set their own).
+            "health_check_timeout_s": PATIENT_TIMEOUT_S,
+            "cache_timeout_s": PATIENT_TIMEOUT_S,
             **{name.removeprefix("VIDLINE_").lower(): value for name, value in ids.items()},
         }
     )
@@ -183,27 +187,9 @@ def test_with_moto_stopped_every_aws_check_fails_fast_and_liveness_answers(stand
 
 @pytest.fixture
 def silent_endpoint() -> Iterator[str]:
-    """A TCP server that accepts connections and never answers: a hung dependency."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for connection in held:
-        connection.close()
-    listener.close()
+    """A hung dependency's endpoint."""
+    with SilentServer() as server:
+        yield server.url
 
 
 def test_a_hung_aws_answers_503_within_the_timeout(
