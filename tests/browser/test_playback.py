@@ -24,7 +24,7 @@ from playwright.sync_api import APIResponse, Locator, Page, Request, Route, expe
 from playwright.sync_api import Error as PlaywrightError
 
 from devstack.client import ApiClient, StackProcess
-from tests.browser.test_web_app import PASSWORD, button, cards, sign_in
+from tests.browser.test_web_app import PASSWORD, announcer, button, cards, sign_in
 from tests.media_tools import ffmpeg, make_clip
 
 pytestmark = pytest.mark.browser
@@ -329,6 +329,37 @@ def test_a_stream_moved_to_a_retried_run_plays_on_in_the_same_player_from_where_
     # It went on from where it was: nothing of the new run's first 2 s was fetched.
     assert not any(name.endswith("seg00000.m4s") for name, _ in scene.cdn.requests), scene.cdn.requests
     assert first_run.signed_by(".m4s")
+
+
+def test_deleting_stops_the_player_before_the_video_goes(scene: Scene) -> None:
+    page = scene.page
+    scene.processing(40)
+    scene.watch()
+    play_with_hls_js(page)
+    wait_until_played(page, 1.0)
+    # The DELETE is held here, unanswered, while the page waits for it.
+    held: list[Route] = []
+    page.route(
+        re.compile(f"/videos/{scene.video_id}$"),
+        lambda route: held.append(route) if route.request.method == "DELETE" else route.fallback(),
+    )
+
+    button(page, "Delete").click()
+    button(page.get_by_role("dialog"), "Delete").click()
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the page sent no DELETE"
+    fetched = len(scene.cdn.requests)
+    # Longer than hls.js waits between two loads of a live playlist (one segment, 2 s):
+    # the player stopped, nothing more is asked of files about to be deleted.
+    page.wait_for_timeout(4_000)
+    assert scene.cdn.requests[fetched:] == []
+
+    held[0].fulfill(status=204)
+    expect(announcer(page)).to_contain_text("Deleted")
+    expect(page).to_have_url(re.compile(r"/$"))
 
 
 @pytest.mark.parametrize("expect_http_error", [{403: "master.m3u8"}])

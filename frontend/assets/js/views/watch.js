@@ -83,6 +83,9 @@ export async function mountWatch(root, ctx, id) {
     });
     if (!confirmed || signal.aborted) return;
     button.disabled = true;
+    // The player stops first: its files are about to go, and every request
+    // it made for them meanwhile would fail.
+    stage.hold();
     try {
       await api.delete(`/videos/${encodeURIComponent(video.id)}`, { signal });
     } catch (error) {
@@ -90,6 +93,7 @@ export async function mountWatch(root, ctx, id) {
       button.disabled = false;
       // A 404 means it is already gone, which is what was asked for.
       if (!error.isNotFound) {
+        stage.release(video);
         announce(`Couldn’t delete “${title}”: ${error.message}`);
         return;
       }
@@ -119,7 +123,10 @@ function createStage(signal) {
     h("p", { class: "stream-note-hint" }, "You can watch already: the rest of the video arrives as it is encoded."),
   );
 
+  let held = false;
+
   function update(current) {
+    if (held) return;
     if (canWatch(current)) {
       if (!player) {
         playerController = childController(signal);
@@ -137,13 +144,29 @@ function createStage(signal) {
       return;
     }
     // Not (or no longer) watchable, e.g. a failed attempt took its stream back.
-    playerController?.abort();
-    player = playerController = null;
-    delete element.dataset.stream;
+    stopPlayer();
     element.replaceChildren(renderWaiting(current));
   }
 
-  return { element, update };
+  function stopPlayer() {
+    playerController?.abort();
+    player = playerController = null;
+    delete element.dataset.stream;
+  }
+
+  /** Stop the player and show a spinner, whatever update() is told, until release(). */
+  function hold() {
+    held = true;
+    stopPlayer();
+    element.replaceChildren(h("div", { class: "player player-loading" }, h("span", { class: "spinner" })));
+  }
+
+  function release(current) {
+    held = false;
+    update(current);
+  }
+
+  return { element, update, hold, release };
 }
 
 /** What stands in for the player while the video can't be watched. */
