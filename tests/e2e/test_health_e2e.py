@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from devstack.client import ROOT, ApiClient, StackProcess
+from tests.e2e.conftest import PATIENT_HEALTH
 from tests.media_tools import make_clip
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.e2e
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
     """A stack whose JSON log is this module's own file (VIDLINE_LOG_FILE)."""
     folder = tmp_path_factory.mktemp("stack")
-    env = {"VIDLINE_LOG_FILE": str(folder / "logs.jsonl")}
+    env = {"VIDLINE_LOG_FILE": str(folder / "logs.jsonl"), **PATIENT_HEALTH}
     with StackProcess(folder / "stack.log", env=env) as running:
         yield running
     assert running.exit_code == 0, running.log_tail()
