@@ -39,6 +39,9 @@ SIGNATURE = {
 SIGNING_QUERY = "&".join(f"{key}={value}" for key, value in SIGNATURE.items())
 COOKIES = {f"CloudFront-{key}": value for key, value in SIGNATURE.items()}
 PLAYING_TIMEOUT_MS = 30_000
+# A change the page learns of by polling: its back-off reaches 10 s (poller.js),
+# and each answer goes through a route of this test.
+POLL_MS = 15_000
 
 
 @pytest.fixture(scope="session")
@@ -302,9 +305,9 @@ def test_a_stream_still_processing_plays_with_hls_js_and_keeps_playing_once_read
     assert any(name.endswith("init.mp4") or "/init" in name for name, _ in scene.cdn.requests)
 
     scene.processing(70)
-    expect(page.get_by_text("Still processing — 70%")).to_be_visible()
+    expect(page.get_by_text("Still processing — 70%")).to_be_visible(timeout=POLL_MS)
     scene.ready()
-    expect(page.locator("[data-status=ready]")).to_be_visible()
+    expect(page.locator("[data-status=ready]")).to_be_visible(timeout=POLL_MS)
     expect(page.get_by_text(re.compile("Still processing"))).to_be_hidden()
     assert_still_the_same_stream_playing(player)
     expect(player).to_have_attribute("poster", scene.thumbnail)  # the thumbnail came with ready
@@ -322,7 +325,7 @@ def test_a_stream_moved_to_a_retried_run_plays_on_in_the_same_player_from_where_
     first_run = scene.cdn
     scene.new_run()
     scene.processing(35)
-    expect(page.get_by_text("Still processing — 35%")).to_be_visible()
+    expect(page.get_by_text("Still processing — 35%")).to_be_visible(timeout=POLL_MS)
     wait_until_played(page, 4.0)
     assert_still_the_same_stream_playing(player)
     assert scene.cdn.signed_by(".m4s"), "the new run's segments were fetched"
@@ -377,7 +380,7 @@ def test_a_stream_that_fails_falls_back_to_the_mp4_once_there_is_one(
     expect(page.get_by_text(re.compile("will play here once it has finished processing"))).to_be_visible()
 
     scene.ready()
-    expect(player).to_have_attribute("data-playback", "mp4")
+    expect(player).to_have_attribute("data-playback", "mp4", timeout=POLL_MS)
     expect(page.get_by_text(re.compile("finished processing"))).to_be_hidden()
     start_playing(page)
     wait_until_played(page, 1.0)
