@@ -117,7 +117,7 @@ class StackProcess:
             return
         process.send_signal(signal.SIGTERM)
         try:
-            self.exit_code = process.wait(timeout=30)
+            self.exit_code = process.wait(timeout=45)  # its children have 5 s each, the pump 15 s
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             self.exit_code = process.wait()

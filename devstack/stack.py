@@ -68,6 +68,8 @@ SITE_DIR = Path(".vidline") / "site"
 PUMP_IN_FLIGHT_FILE = Path(".vidline") / "pump-in-flight-{moto_port}.json"
 API_START_TIMEOUT_S = 60.0
 PUMP_START_TIMEOUT_S = 60.0
+# SIGTERM to SIGKILL for the pump, which gives its jobs back to the queue first.
+PUMP_STOP_GRACE_S = 15.0
 # How often the stack looks at its children and the code.
 SUPERVISE_TICK_S = 0.2
 # Exit code of devstack.api and devstack.pump when the app's code cannot be
@@ -303,8 +305,16 @@ class Supervised:
     """One child of the stack: restarted after a back-off when it dies unasked,
     or when its code changes."""
 
-    def __init__(self, label: str, start: Callable[[], ChildProcess | None], watcher: CodeWatcher) -> None:
+    def __init__(
+        self,
+        label: str,
+        start: Callable[[], ChildProcess | None],
+        watcher: CodeWatcher,
+        *,
+        stop_grace_s: float = 5.0,
+    ) -> None:
         self.label = label  # for people: "the event pump"
+        self.stop_grace_s = stop_grace_s  # from SIGTERM to SIGKILL
         self.child: ChildProcess | None = None
         self._start = start
         self._watcher = watcher
@@ -322,7 +332,7 @@ class Supervised:
         """Stop the child and forget any pending restart."""
         self._restart_at = None
         if self.child is not None:
-            self.child.stop()
+            self.child.stop(self.stop_grace_s)
             self.child = None
 
     def check(self, code_changed_message: str) -> None:
@@ -460,7 +470,10 @@ class LocalStack:
         self._publish_frontend()
         self._cdn.start()
 
-        self._pump = Supervised("the event pump", self._start_pump, CodeWatcher(self.worker_dir))
+        # Stopped, the pump gives its jobs back to the queue: with time for a slow moto.
+        self._pump = Supervised(
+            "the event pump", self._start_pump, CodeWatcher(self.worker_dir), stop_grace_s=PUMP_STOP_GRACE_S
+        )
         self._pump.start()
         if self._pump.child is not None and self._pump.child.poll() is not None:
             raise StackError("the worker could not be loaded; its error is above")

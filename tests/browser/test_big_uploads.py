@@ -360,8 +360,9 @@ def test_a_part_that_keeps_failing_stops_the_upload_and_retry_goes_on_from_there
     user = sign_up_and_in(page, stack)
     parts = PartTraffic(page)
 
-    def answer_500(n: int, request_id: str) -> None:
-        origin = page.evaluate("location.origin")
+    origin = page.evaluate("location.origin")
+
+    def fail(request_id: str) -> None:
         parts.cdp.send(
             "Fetch.fulfillRequest",
             {
@@ -375,9 +376,22 @@ def test_a_part_that_keeps_failing_stops_the_upload_and_retry_goes_on_from_there
             },
         )
 
+    # Part 4's first try is held until the other parts are stored: its five
+    # tries then fail within seconds, and a slow S3 cannot still be storing
+    # another part when the upload gives up.
+    held: list[str] = []
+
+    def answer_500(n: int, request_id: str) -> None:
+        if held:
+            fail(request_id)
+        else:
+            held.append(request_id)
+
     parts.intercept({4}, answer_500)
     page.get_by_label("Choose video").set_input_files(big_clip)
     button(page, "Upload").click()
+    wait_until(page, lambda: bool(held) and parts.stored == {1: 1, 2: 1, 3: 1, 5: 1})
+    fail(held[0])
     failed = page.locator(".queue-item.is-failed")
     expect(failed).to_contain_text("Retry goes on from where it stopped", timeout=30_000)
     assert parts.sent[4] == 5, parts.sent  # five tries, then it gave up

@@ -6,6 +6,7 @@ The browser stack runs with USAGE_SETTINGS (conftest.py): 20 videos a day,
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,15 @@ BYTES_STORED = int(USAGE_SETTINGS["VIDLINE_QUOTA_BYTES_STORED"])
 # How long the panel may take to catch up with a change: /stats is cached for
 # VIDLINE_STATS_CACHE_TTL_S, and the panel asks again 1, 3, 8 ... s after it.
 CATCH_UP_MS = 30_000
+
+
+@pytest.fixture(autouse=True)
+def not_across_midnight() -> None:
+    """The day's counts start again at midnight UTC, and "Resets in" counts
+    down to it: a test that straddled it would see its figures drop."""
+    left_s = 86_400 - time.time() % 86_400
+    if left_s < 120:
+        time.sleep(left_s + 2)
 
 
 def usage_panel(page: Page) -> Locator:

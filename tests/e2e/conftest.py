@@ -8,7 +8,6 @@ import pytest
 
 from devstack.client import StackProcess
 
-
 # Health checks that wait for a slow moto on a busy machine rather than call
 # it failing (the defaults: 2 s per check, 0.5 s for the cache's store).
 PATIENT_HEALTH = {"VIDLINE_HEALTH_CHECK_TIMEOUT_S": "10", "VIDLINE_CACHE_TIMEOUT_S": "5"}
