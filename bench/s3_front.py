@@ -58,9 +58,11 @@ def serve(moto_port: int, front_port: int) -> None:
 
     from moto.server import ThreadedMotoServer
 
+    from devstack import moto_s3
     from devstack.s3front import S3Front
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    moto_s3.install()  # as devstack.stack does
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
     moto.start()
     front = S3Front(

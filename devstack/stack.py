@@ -396,6 +396,7 @@ class LocalStack:
         # moto and the mailbox are imported here: `devstack.pump` children need neither.
         from moto.server import ThreadedMotoServer
 
+        from devstack import moto_s3
         from devstack.cdn import CdnServer, SignedUrlVerifier
         from devstack.mailbox import MailboxServer
         from devstack.resources import ensure_resources
@@ -414,6 +415,7 @@ class LocalStack:
         if not (self.project_dir / "app.py").is_file():
             raise StackError(f"no Chalice app at {self.project_dir / 'app.py'} (see --project-dir)")
 
+        moto_s3.install()
         moto = ThreadedMotoServer(ip_address=HOST, port=self.ports.moto_port, verbose=False)
         moto.start()
         self._moto = moto
