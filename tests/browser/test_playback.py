@@ -334,11 +334,16 @@ def test_a_stream_moved_to_a_retried_run_plays_on_in_the_same_player_from_where_
     assert first_run.signed_by(".m4s")
 
 
-def test_deleting_stops_the_player_before_the_video_goes(scene: Scene) -> None:
+@pytest.mark.parametrize(
+    ("answer", "expect_http_error"), [(204, {}), (500, {500: "/videos/"})], ids=["deleted", "refused"]
+)
+def test_deleting_stops_the_player_before_the_video_goes(
+    scene: Scene, answer: int, expect_http_error: dict[int, str]
+) -> None:
     page = scene.page
     scene.processing(40)
     scene.watch()
-    play_with_hls_js(page)
+    player = play_with_hls_js(page)
     wait_until_played(page, 1.0)
     # The DELETE is held here, unanswered, while the page waits for it.
     held: list[Route] = []
@@ -355,14 +360,28 @@ def test_deleting_stops_the_player_before_the_video_goes(scene: Scene) -> None:
         page.wait_for_timeout(100)
     assert held, "the page sent no DELETE"
     fetched = len(scene.cdn.requests)
+    # Meanwhile a poll brings news (progress) that re-renders the details,
+    # with the new title: Delete stays disabled.
+    scene.state.update(progress=45, title="Streamed, renamed")
+    expect(page.get_by_role("heading", name="Streamed, renamed")).to_be_visible(timeout=POLL_MS)
+    expect(button(page, "Delete")).to_be_disabled()
     # Longer than hls.js waits between two loads of a live playlist (one segment, 2 s):
     # the player stopped, nothing more is asked of files about to be deleted.
     page.wait_for_timeout(4_000)
     assert scene.cdn.requests[fetched:] == []
 
-    held[0].fulfill(status=204)
-    expect(announcer(page)).to_contain_text("Deleted")
-    expect(page).to_have_url(re.compile(r"/$"))
+    if answer == 204:
+        held[0].fulfill(status=204)
+        expect(announcer(page)).to_contain_text("Deleted")
+        expect(page).to_have_url(re.compile(r"/$"))
+        return
+    held[0].fulfill(status=answer, json={"error": {"code": "internal", "message": "Try again later."}})
+    expect(announcer(page)).to_contain_text("Couldn’t delete")
+    expect(button(page, "Delete")).to_be_enabled()
+    # The player is back, and plays.
+    expect(player).to_have_attribute("data-playback", "hls.js")
+    start_playing(page)
+    wait_until_played(page, 0.5)
 
 
 @pytest.mark.parametrize("expect_http_error", [{403: "master.m3u8"}])

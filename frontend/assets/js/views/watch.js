@@ -43,6 +43,7 @@ export async function mountWatch(root, ctx, id) {
   // a playing video must never be re-created or moved, or it would stop.
   const stage = createStage(signal);
   let details = h("aside");
+  let deleting = false; // a DELETE is on its way: the button stays disabled through re-renders
   body.setAttribute("aria-busy", "false");
   body.replaceChildren(stage.element, details);
   render(video);
@@ -65,13 +66,14 @@ export async function mountWatch(root, ctx, id) {
     stage.update(current);
     // Re-rendering replaces the heading and Delete button: keep focus where it was.
     const focusKey = details.contains(document.activeElement) ? document.activeElement.dataset.focusKey : undefined;
-    const next = renderDetails(current, onDelete);
+    const next = renderDetails(current, onDelete, deleting);
     details.replaceWith(next);
     details = next;
     if (focusKey) details.querySelector(`[data-focus-key="${focusKey}"]`)?.focus();
   }
 
-  async function onDelete(button) {
+  async function onDelete() {
+    if (deleting) return;
     const title = video.title;
     const confirmed = await confirmDialog({
       title: "Delete video",
@@ -81,8 +83,9 @@ export async function mountWatch(root, ctx, id) {
       danger: true,
       signal, // Back while it is open closes it
     });
-    if (!confirmed || signal.aborted) return;
-    button.disabled = true;
+    if (!confirmed || signal.aborted || deleting) return;
+    deleting = true;
+    render(video);
     // The player stops first: its files are about to go, and every request
     // it made for them meanwhile would fail.
     stage.hold();
@@ -90,10 +93,11 @@ export async function mountWatch(root, ctx, id) {
       await api.delete(`/videos/${encodeURIComponent(video.id)}`, { signal });
     } catch (error) {
       if (signal.aborted || error.isUnauthorized) return;
-      button.disabled = false;
       // A 404 means it is already gone, which is what was asked for.
       if (!error.isNotFound) {
+        deleting = false;
         stage.release(video);
+        render(video);
         announce(`Couldn’t delete “${title}”: ${error.message}`);
         return;
       }
@@ -198,7 +202,7 @@ function renderWaiting(video) {
   return h("div", { class: `player player-${video.status}` }, placeholder(video), overlay);
 }
 
-function renderDetails(video, onDelete) {
+function renderDetails(video, onDelete, deleting) {
   const source = video.source ?? {};
   const rows = [
     ["Duration", formatDuration(source.duration_s)],
@@ -209,7 +213,8 @@ function renderDetails(video, onDelete) {
   ].filter(([, value]) => value);
 
   const deleteButton = h("button", { type: "button", class: "btn btn-danger", dataset: { focusKey: "delete" } }, icon("trash"), "Delete");
-  deleteButton.addEventListener("click", () => onDelete(deleteButton));
+  deleteButton.disabled = deleting;
+  deleteButton.addEventListener("click", () => onDelete());
 
   return h(
     "aside",
