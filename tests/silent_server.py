@@ -19,24 +19,30 @@ class SilentServer:
         self.port: int = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._held: list[socket.socket] = []
+        self._peers: list[tuple[str, int]] = []  # of the connections taken, in order
+        self._probes: set[tuple[str, int]] = set()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):  # the listener was closed
             while True:
-                self._held.append(self._listener.accept()[0])
+                connection, peer = self._listener.accept()
+                self._held.append(connection)
+                self._peers.append(peer)
 
     def connections(self) -> int:
-        """The connections made to it so far. One more of ours is accepted
-        after all those before it (the backlog is first in, first out)."""
-        with socket.create_connection(("127.0.0.1", self.port)) as ours:
-            mine = ours.getsockname()
+        """The connections clients made to it so far. A probe of ours is
+        accepted after all those before it (the backlog is first in, first
+        out), and is then left out of the count."""
+        with socket.create_connection(("127.0.0.1", self.port)) as probe:
+            mine = probe.getsockname()
             deadline = time.monotonic() + 10
-            while not any(held.getpeername() == mine for held in list(self._held)):
+            while mine not in self._peers:
                 assert time.monotonic() < deadline, "the silent server took no connection"
                 time.sleep(0.01)
-            return len(self._held) - 1
+            self._probes.add(mine)
+            return len(self._peers) - len(self._probes)
 
     def close(self) -> None:
         self._listener.shutdown(socket.SHUT_RDWR)

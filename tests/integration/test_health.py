@@ -186,22 +186,28 @@ def test_with_moto_stopped_every_aws_check_fails_fast_and_liveness_answers(stand
 
 
 @pytest.fixture
-def silent_endpoint() -> Iterator[str]:
-    """A hung dependency's endpoint."""
+def hung_aws() -> Iterator[SilentServer]:
+    """A hung dependency: it takes connections and never answers."""
     with SilentServer() as server:
-        yield server.url
+        yield server
 
 
 def test_a_hung_aws_answers_503_within_the_timeout(
-    settings: Settings, silent_endpoint: str, health: Any
+    settings: Settings, hung_aws: SilentServer, health: Any
 ) -> None:
-    hung = settings.model_copy(update={"aws_endpoint_url": silent_endpoint, "health_check_timeout_s": 1.0})
+    hung = settings.model_copy(
+        update={"aws_endpoint_url": hung_aws.url, "health_check_timeout_s": 1.0, "cache_timeout_s": 1.0}
+    )
 
     status, body, took = health(hung)
 
     assert status == 503, body
     assert set(body["failing"]) >= EVERY_CHECK - {"cdn_signing_key"}
     assert took < 2.5
+    # Each check's client tried once: by the time a second try would have
+    # come, there is still about one connection per check.
+    time.sleep(2.5)
+    assert hung_aws.connections() <= len(EVERY_CHECK)
 
 
 def test_redis_down_fails_the_cache_check(stand: Stand, health: Any) -> None:
