@@ -378,7 +378,8 @@ def test_a_part_that_keeps_failing_stops_the_upload_and_retry_goes_on_from_there
 
     # Part 4's first try is held until the other parts are stored: its five
     # tries then fail within seconds, and a slow S3 cannot still be storing
-    # another part when the upload gives up.
+    # another part when the upload gives up. (The hold, at most wait_until's
+    # 20 s, stays well under the page's 60 s stall limit for a silent part.)
     held: list[str] = []
 
     def answer_500(n: int, request_id: str) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import sys
+import types
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.s3 import utils as s3_utils
 from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
 from moto.s3.models import FakeMultipart
 from moto.s3.utils import CaseInsensitiveDict
@@ -39,7 +44,8 @@ def both(multipart: FakeMultipart, parts: list[tuple[int, str]]) -> tuple[Any, A
         {"x-amz-checksum-algorithm": "CRC64NVME"},
         {"x-amz-checksum-algorithm": "CRC32"},  # composite: what boto3's upload_file asks for
         {"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "FULL_OBJECT"},
-        {"x-amz-checksum-algorithm": "SHA256"},  # left to moto's code
+        {"x-amz-checksum-algorithm": "SHA256"},  # composite: a checksum of each part's
+        {"x-amz-checksum-algorithm": "SHA256", "x-amz-checksum-type": "FULL_OBJECT"},  # left to moto
         {"x-amz-checksum-algorithm": "CRC32C", "x-amz-checksum-type": "FULL_OBJECT"},  # the same
     ],
 )
@@ -122,3 +128,24 @@ def test_the_usual_uploads_never_reach_motos_copying_code(
     multipart, etags = upload(metadata)
     body, _, _ = moto_s3.complete(multipart, iter(enumerate(etags, start=1)))
     assert len(body) == sum(PART_SIZES)
+
+
+def test_with_awscrt_the_whole_object_crc64nvme_is_motos(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With awscrt installed, moto takes a true CRC64NVME (8 bytes); ours chains
+    it part by part. A stand-in for awscrt's checksums does the same here."""
+    # A 64-bit CRC that chains: crc32 in both halves (binascii.crc32 keeps the
+    # low 32 bits of `previous`, which are the last CRC32).
+    checksums = types.ModuleType("awscrt.checksums")
+    checksums.crc64nvme = lambda data, previous=0: binascii.crc32(data, previous) * 0x1_0000_0001  # type: ignore[attr-defined]
+    awscrt = types.ModuleType("awscrt")
+    awscrt.checksums = checksums  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "awscrt", awscrt)
+    monkeypatch.setitem(sys.modules, "awscrt.checksums", checksums)
+    monkeypatch.setattr(moto_s3, "HAS_CRT", True)
+    monkeypatch.setattr(s3_utils, "HAS_CRT", True)
+    multipart, etags = upload({})
+
+    theirs, ours = both(multipart, list(enumerate(etags, start=1)))
+
+    assert ours == theirs
+    assert len(base64.b64decode(ours[2][1])) == 8
