@@ -115,3 +115,12 @@ def throttle_upload(page: Page) -> Throttle:
         )
 
     return throttle
+
+
+def wait_until(page: Page, condition: Callable[[], bool], timeout_s: float = 20) -> None:
+    """Poll `condition`, letting Playwright deliver the page's events meanwhile."""
+    for _ in range(int(timeout_s * 10)):
+        if condition():
+            return
+        page.wait_for_timeout(100)
+    assert condition()

@@ -8,7 +8,10 @@ tests/browser/test_big_uploads.py runs its multipart branch.
 
 from __future__ import annotations
 
+import base64
 import re
+from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import Page
 
@@ -125,4 +128,25 @@ def runnable_example(page: Page, stack: StackProcess) -> str:
     hls_js = stack.cdn + main.replace("js/main.js", "vendor/hls.min.mjs")
     return EXAMPLE.replace("http://127.0.0.1:8000", stack.api).replace(
         'import("hls.js")', f'import("{hls_js}")'
+    )
+
+
+def upload_with_example(
+    page: Page, stack: StackProcess, email: str, password: str, path: Path, then: str = ""
+) -> Any:
+    """On the app's origin, the example's `uploadVideo` of the file at `path`
+    (its bytes, its name) as `email`: the video it returns. `then` is script
+    run after it, with `video` in scope."""
+    page.goto("/")
+    example = runnable_example(page, stack)
+    return page.evaluate(
+        f"""async ([email, password, name, data]) => {{
+          {example}
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          const file = new File([bytes], name, {{ type: "video/mp4" }});
+          const video = await uploadVideo(email, password, file);
+          {then}
+          return video;
+        }}""",
+        [email, password, path.name, base64.b64encode(path.read_bytes()).decode()],
     )

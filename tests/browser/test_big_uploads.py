@@ -23,8 +23,8 @@ import requests
 from playwright.sync_api import Page, Request, expect
 
 from devstack.client import ROOT, ApiClient, StackProcess
-from tests.browser.conftest import Throttle
-from tests.browser.readme_example import runnable_example
+from tests.browser.conftest import Throttle, wait_until
+from tests.browser.readme_example import upload_with_example
 from tests.browser.test_web_app import PASSWORD, button, cards, sign_in
 from tests.media_tools import make_clip
 
@@ -94,15 +94,6 @@ def is_part_url(url: str) -> bool:
 
 def part_number(request: Request) -> int:
     return int(parse_qs(urlsplit(request.url).query)["partNumber"][0])
-
-
-def wait_until(page: Page, condition: Callable[[], bool], timeout_s: float = 20) -> None:
-    """Poll `condition`, letting Playwright deliver the page's events meanwhile."""
-    for _ in range(int(timeout_s * 10)):
-        if condition():
-            return
-        page.wait_for_timeout(100)
-    assert condition()
 
 
 def sign_up_and_in(page: Page, stack: StackProcess) -> ApiClient:
@@ -441,17 +432,7 @@ def test_the_readme_example_sends_a_big_file_in_parts(
     page.on(
         "request", lambda request: puts.append(part_number(request)) if is_part_url(request.url) else None
     )
-    page.goto("/")
-    example = runnable_example(page, stack)
-    video = page.evaluate(
-        f"""async ([email, password, data]) => {{
-          {example}
-          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
-          const file = new File([bytes], "big.mp4", {{ type: "video/mp4" }});
-          return uploadVideo(email, password, file);
-        }}""",
-        [user.email, PASSWORD, base64.b64encode(big_clip.read_bytes()).decode()],
-    )
+    video = upload_with_example(page, stack, user.email, PASSWORD, big_clip)
 
     assert video["playable"] or video["status"] == "ready", video
     assert sorted(puts) == list(range(1, -(-FILE_BYTES // PART_BYTES) + 1))

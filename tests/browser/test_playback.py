@@ -24,6 +24,7 @@ from playwright.sync_api import APIResponse, Locator, Page, Request, Route, expe
 from playwright.sync_api import Error as PlaywrightError
 
 from devstack.client import ApiClient, StackProcess
+from tests.browser.conftest import wait_until
 from tests.browser.test_web_app import PASSWORD, announcer, button, cards, sign_in
 from tests.media_tools import ffmpeg, make_clip
 
@@ -354,11 +355,7 @@ def test_deleting_stops_the_player_before_the_video_goes(
 
     button(page, "Delete").click()
     button(page.get_by_role("dialog"), "Delete").click()
-    for _ in range(100):
-        if held:
-            break
-        page.wait_for_timeout(100)
-    assert held, "the page sent no DELETE"
+    wait_until(page, lambda: bool(held), timeout_s=10)  # the page sent its DELETE
     fetched = len(scene.cdn.requests)
     # Meanwhile a poll brings news (progress) that re-renders the details,
     # with the new title: Delete stays disabled.

@@ -8,14 +8,13 @@ stream with hls.js (the app's vendored copy stands in for `npm install hls.js`).
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
 
 from devstack.client import ApiClient, StackProcess
-from tests.browser.readme_example import EXAMPLE, readme_example, runnable_example
+from tests.browser.readme_example import EXAMPLE, readme_example, runnable_example, upload_with_example
 from tests.media_tools import make_clip
 
 pytestmark = pytest.mark.browser
@@ -35,23 +34,19 @@ def test_the_readme_example_uploads_a_video_and_plays_its_stream(
     media: list[str] = []
     page.on("request", lambda request: media.append(request.url) if "/media/" in request.url else None)
 
-    page.goto("/")
-    example = runnable_example(page, stack)
-    video = page.evaluate(
-        f"""async ([email, password, data]) => {{
-          {example}
-          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
-          const file = new File([bytes], "from-readme.mp4", {{ type: "video/mp4" }});
-          const video = await uploadVideo(email, password, file);
+    video = upload_with_example(
+        page,
+        stack,
+        user.email,
+        PASSWORD,
+        clip,
+        then="""
           if (video.status === "failed") return video;
           const element = document.createElement("video");
           element.muted = true;
           document.body.append(element);
           window.__hls = await play(element, video);
-          await element.play();
-          return video;
-        }}""",
-        [user.email, PASSWORD, base64.b64encode(clip.read_bytes()).decode()],
+          await element.play();""",
     )
 
     assert video["playable"], video
