@@ -96,8 +96,8 @@ export async function mountWatch(root, ctx, id) {
       // A 404 means it is already gone, which is what was asked for.
       if (!error.isNotFound) {
         deleting = false;
-        stage.release(video);
-        render(video);
+        stage.release();
+        render(video); // the player again, and Delete enabled
         announce(`Couldn’t delete “${title}”: ${error.message}`);
         return;
       }
@@ -158,16 +158,15 @@ function createStage(signal) {
     delete element.dataset.stream;
   }
 
-  /** Stop the player and show a spinner, whatever update() is told, until release(). */
+  /** Stop the player and show a spinner, whatever update() is told, until release() and the next update(). */
   function hold() {
     held = true;
     stopPlayer();
     element.replaceChildren(h("div", { class: "player player-loading" }, h("span", { class: "spinner" })));
   }
 
-  function release(current) {
+  function release() {
     held = false;
-    update(current);
   }
 
   return { element, update, hold, release };
